@@ -1,0 +1,258 @@
+//! One typed configuration, read from flags or the environment in one place
+//! (`storefront serve --help` lists every setting) and passed down from there.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Everything `storefront serve` can be told. Each flag also reads an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Address to bind: 127.0.0.1 locally, 0.0.0.0 inside a container.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// SQLite database for users and products (created and migrated at start).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/storefront.db"
+    )]
+    pub database_url: String,
+
+    /// Redis for sessions, carts and login throttling. Unset: in-memory dev mode.
+    /// Pick the database index in the path (`redis://host:6379/2`) to isolate apps.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Name shown in the footer and the `X-Served-By` header (default: host name).
+    #[arg(long, env = "REPLICA_NAME")]
+    pub replica_name: Option<String>,
+
+    /// Mark the session cookie `Secure` (set it when the site is served over HTTPS).
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Log a session out after this much inactivity when "remember me" is off.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+
+    /// With "remember me": how long the session survives inactivity.
+    #[arg(long, env = "REMEMBER_ME_DAYS", default_value_t = 30)]
+    pub remember_me_days: u32,
+
+    /// Absolute lifetime of a login without "remember me", however active the user is.
+    #[arg(long, env = "SESSION_MAX_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    pub session_max_lifetime: Duration,
+
+    /// Absolute lifetime of a login with "remember me".
+    #[arg(long, env = "REMEMBER_ME_MAX_LIFETIME", default_value = "30d", value_parser = parse_duration)]
+    pub remember_me_max_lifetime: Duration,
+
+    /// How long a logged-in user's cart is kept after its last change.
+    #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub cart_ttl: Duration,
+
+    /// How long an anonymous visitor's cart (and the session pointing at it) is kept.
+    #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub anon_cart_ttl: Duration,
+
+    /// Failed logins allowed per username within the throttle window.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER", default_value_t = 5)]
+    pub login_max_failures_per_user: u32,
+
+    /// Failed logins allowed per client address within the throttle window.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_CLIENT", default_value_t = 20)]
+    pub login_max_failures_per_client: u32,
+
+    /// The login throttle window.
+    #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    pub login_throttle_window: Duration,
+
+    /// Peers whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs, e.g. 127.0.0.1,10.0.0.0/8).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_ip_net)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// How long a Redis command may take before the request gets a 503 page.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Longest time a request may take; also bounds draining at shutdown.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Create the demo account (`demo` / `demo-pass-123`) if it does not exist.
+    #[arg(long, env = "DEMO_USER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo_user: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Config {
+    /// The defaults, as `storefront serve` with no flags and an empty environment would get them.
+    /// Tests start from here and change what they need.
+    pub fn defaults() -> Self {
+        use clap::{FromArgMatches, Parser};
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let matches = <Wrapper as clap::CommandFactory>::command()
+            .no_binary_name(true)
+            .try_get_matches_from(std::iter::empty::<String>())
+            .expect("defaults parse");
+        Wrapper::from_arg_matches(&matches)
+            .expect("defaults parse")
+            .config
+    }
+
+    pub fn replica(&self) -> String {
+        self.replica_name.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "storefront".to_owned())
+        })
+    }
+
+    pub fn remember_me(&self) -> Duration {
+        Duration::from_secs(u64::from(self.remember_me_days) * 86_400)
+    }
+}
+
+/// Accepts `90`, `90s`, `15m`, `2h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("unknown unit in `{s}`: use ms, s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `::ffff:127.0.0.1` is 127.0.0.1.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address"))?;
+        let addr = canonical(addr);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}` has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+fn parse_ip_net(s: &str) -> Result<IpNet, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn networks_match_addresses() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let one: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::defaults();
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.session_idle_timeout, Duration::from_secs(1800));
+        assert!(config.redis_url.is_none());
+    }
+}

@@ -1,0 +1,141 @@
+//! One error type for the whole application.
+//!
+//! Handlers return `Result<_, AppError>`. An `AppError` becomes a response that
+//! carries only its status and a message meant for the user; the `html_errors`
+//! middleware (`web::middleware`) renders it inside the site's layout, together with
+//! every other bare error response (an unknown path, a body over the limit, the
+//! session layer's empty 500). Internal causes are logged here and never shown.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request was understood but its content is wrong; the message says what.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("not found")]
+    NotFound,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("too many attempts")]
+    TooManyRequests {
+        retry_after: Duration,
+        message: String,
+    },
+    /// Redis (sessions, carts) or SQLite cannot be reached right now.
+    #[error("unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+/// What the error page shows; put in the response's extensions for `html_errors`.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
+/// How long a client should wait before retrying after a 503.
+pub const UNAVAILABLE_RETRY_AFTER: &str = "5";
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn user_message(&self) -> String {
+        match self {
+            AppError::BadRequest(msg) | AppError::Forbidden(msg) => msg.clone(),
+            AppError::TooManyRequests { message, .. } => message.clone(),
+            other => default_message(other.status()).to_owned(),
+        }
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        AppError::BadRequest(msg.into())
+    }
+}
+
+/// The sentence shown for a status when nothing more specific is known.
+pub fn default_message(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "The request could not be understood.",
+        StatusCode::FORBIDDEN => "That request is not allowed.",
+        StatusCode::NOT_FOUND => "There is no page at this address.",
+        StatusCode::METHOD_NOT_ALLOWED => "That action is not available at this address.",
+        StatusCode::PAYLOAD_TOO_LARGE => "The form sent was too large (16 KiB at most).",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Forms must be sent as application/x-www-form-urlencoded.",
+        StatusCode::UNPROCESSABLE_ENTITY => "The form could not be read.",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts. Please wait and try again.",
+        StatusCode::REQUEST_TIMEOUT => "The request took too long.",
+        StatusCode::SERVICE_UNAVAILABLE => {
+            "The session store is unavailable right now. Your cart and login are safe; please try again in a few seconds."
+        }
+        _ => "Something went wrong on our side. Please try again.",
+    }
+}
+
+impl From<tower_sessions::session::Error> for AppError {
+    fn from(err: tower_sessions::session::Error) -> Self {
+        // Every session store failure here is Redis being unreachable or timing out.
+        AppError::Unavailable(anyhow::Error::new(err).context("session store"))
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                AppError::Unavailable(anyhow::Error::new(err).context("database"))
+            }
+            other => AppError::Internal(anyhow::Error::new(other).context("database")),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            AppError::Unavailable(cause) => {
+                tracing::warn!(error = %format!("{cause:#}"), "dependency unavailable")
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "internal error")
+            }
+            other => tracing::debug!(error = %other, "request refused"),
+        }
+        let mut response = status.into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorMessage(self.user_message()));
+        let headers = response.headers_mut();
+        match &self {
+            AppError::TooManyRequests { retry_after, .. } => {
+                let secs = retry_after.as_secs().max(1).to_string();
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&secs).expect("digits"),
+                );
+            }
+            AppError::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,231 @@
+//! storefront: a server-rendered shop whose sessions and carts live in Redis, so
+//! that any replica behind a load balancer can serve any request.
+//!
+//! `main.rs` only parses the command line; everything is here, so tests can start
+//! the real application in-process ([`Application::build`]) on a free port.
+
+pub mod auth;
+pub mod cart;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy, TcpConfig};
+use tokio::net::TcpListener;
+
+use crate::auth::{throttle::Limits, LoginThrottle};
+use crate::cart::CartStore;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::session::{Lifetimes, SessionStoreWrapper};
+use crate::state::AppState;
+
+pub use crate::web::router;
+
+/// A built application: bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to SQLite (migrating it) and Redis (or sets up the in-memory
+    /// stores), and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let replica: Arc<str> = config.replica().into();
+
+        let db = db::connect(&config.database_url).await?;
+        db::migrate(&db).await?;
+        if config.demo_user {
+            auth::users::ensure_demo_user(&db).await?;
+        }
+        let catalog = Arc::new(Catalog::load(&db).await.context("loading the catalog")?);
+        auth::password::warm_up();
+
+        let lifetimes = Lifetimes {
+            idle: config.session_idle_timeout,
+            remember: config.remember_me(),
+            max: config.session_max_lifetime,
+            remember_max: config.remember_me_max_lifetime,
+            anonymous: config.anon_cart_ttl,
+        };
+        let limits = Limits {
+            per_user: config.login_max_failures_per_user,
+            per_client: config.login_max_failures_per_client,
+            window: config.login_throttle_window,
+        };
+
+        let (redis, sessions, carts, throttle) = match &config.redis_url {
+            Some(url) => {
+                let pool = connect_redis(url, config.redis_timeout).await?;
+                tracing::info!(replica = %replica, redis = %redact(url), "sessions and carts are kept in Redis");
+                (
+                    Some(pool.clone()),
+                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone()),
+                    CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
+                    LoginThrottle::redis(pool, limits),
+                )
+            }
+            None => {
+                tracing::warn!(
+                    replica = %replica,
+                    "REDIS_URL is not set: sessions and carts are kept in this process's memory \
+                     (lost on restart, not shared between replicas). \
+                     Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
+                );
+                (
+                    None,
+                    SessionStoreWrapper::memory(lifetimes.clone()),
+                    CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
+                    LoginThrottle::memory(limits),
+                )
+            }
+        };
+
+        let state = AppState {
+            config: config.clone(),
+            db,
+            redis,
+            carts,
+            throttle,
+            catalog,
+            lifetimes,
+            replica,
+        };
+        let router = web::router(state.clone(), sessions);
+        let address = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish (bounded by the request timeout) and closes the pools.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+        } = self;
+        let address = listener.local_addr()?;
+        tracing::info!(replica = %state.replica, "listening on http://{address}");
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let drain_limit = state.config.request_timeout + Duration::from_secs(1);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        tokio::select! {
+            result = &mut server => result?,
+            () = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(drain_limit).await;
+            } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+        }
+        state.db.close().await;
+        if let Some(redis) = &state.redis {
+            let _ = redis.quit().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// A pool of Redis connections that never waits forever: fred's defaults would
+/// queue commands until Redis comes back. Here a command fails after
+/// `timeout` (the user gets a 503 page), and reconnection is retried every
+/// half second, so the app recovers by itself when Redis returns.
+pub async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
+    let config = RedisConfig::from_url(url)
+        .with_context(|| format!("REDIS_URL `{}` is not valid", redact(url)))?;
+    let pool = Builder::from_config(config)
+        .with_performance_config(|perf| {
+            perf.default_command_timeout = timeout;
+        })
+        .with_connection_config(|conn| {
+            conn.connection_timeout = timeout;
+            conn.internal_command_timeout = timeout;
+            conn.max_command_attempts = 1;
+            conn.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..Default::default()
+            };
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build_pool(4)
+        .context("building the Redis pool")?;
+    pool.init()
+        .await
+        .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+    Ok(pool)
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,84 @@
+//! The `storefront` command: `serve` (the default), `migrate`, `create-user`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use storefront::auth::{users, Username};
+use storefront::config::{Config, LogFormat};
+use storefront::{db, telemetry, Application};
+
+#[derive(Parser)]
+#[command(version, about = "A shop whose sessions and carts live in Redis")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the shop (the default).
+    Serve(Box<Config>),
+    /// Create or update the SQLite database (and the demo account), then exit.
+    Migrate {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://data/storefront.db"
+        )]
+        database_url: String,
+    },
+    /// Add a user account.
+    CreateUser {
+        username: String,
+        /// Read from the STOREFRONT_PASSWORD variable so it stays out of shell history.
+        #[arg(long, env = "STOREFRONT_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "sqlite://data/storefront.db"
+        )]
+        database_url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(config)) => serve(*config).await,
+        Some(Command::Migrate { database_url }) => {
+            telemetry::init(LogFormat::Pretty);
+            let pool = db::connect(&database_url).await?;
+            db::migrate(&pool).await?;
+            users::ensure_demo_user(&pool).await?;
+            tracing::info!(%database_url, "database is up to date");
+            Ok(())
+        }
+        Some(Command::CreateUser {
+            username,
+            password,
+            database_url,
+        }) => {
+            telemetry::init(LogFormat::Pretty);
+            let username = Username::parse(&username).map_err(anyhow::Error::msg)?;
+            let password =
+                storefront::auth::Password::parse(password).map_err(anyhow::Error::msg)?;
+            let pool = db::connect(&database_url).await?;
+            db::migrate(&pool).await?;
+            let user = users::create(&pool, &username, password.into_inner())
+                .await
+                .context("creating the user")?;
+            println!("created user {} (id {})", user.username, user.id);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let app = Application::build(config).await?;
+    app.run_until_stopped().await
+}

@@ -1,0 +1,122 @@
+//! `GET /session`: what the server keeps for this browser. The page the
+//! Flask-Session tutorials use to prove the session lives on the server: the
+//! cookie holds only an id; everything else is in Redis under that id.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use fred::prelude::KeysInterface;
+use time::OffsetDateTime;
+
+use crate::error::{AppError, Result};
+use crate::state::AppState;
+use crate::web::page::{Chrome, Page};
+
+#[derive(Template, WebTemplate)]
+#[template(path = "session.html")]
+pub struct SessionTemplate {
+    chrome: Chrome,
+    backend: &'static str,
+    /// `None`: this browser has no session on the server.
+    rows: Option<Vec<(&'static str, String)>>,
+}
+
+fn shorten(id: &str) -> String {
+    format!("{}…", id.chars().take(8).collect::<String>())
+}
+
+fn when(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        })
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<SessionTemplate> {
+    let backend = if state.redis.is_some() {
+        "Redis"
+    } else {
+        "in-memory (dev mode)"
+    };
+    let session = &page.session;
+    let user = page.chrome.user.clone();
+    let cart_id = session.anonymous_cart_id().await?;
+    let Some(id) = session.inner().id() else {
+        return Ok(SessionTemplate {
+            chrome: page.chrome,
+            backend,
+            rows: None,
+        });
+    };
+    let id = id.to_string();
+
+    let mut rows: Vec<(&'static str, String)> = vec![
+        ("Served now by", state.replica.to_string()),
+        (
+            "Created by",
+            session.created_by().await?.unwrap_or_else(|| "—".into()),
+        ),
+        ("Session id (cookie sid)", shorten(&id)),
+        ("Stored in", format!("{backend}, key {}", shorten(&id))),
+    ];
+    if let Some(redis) = &state.redis {
+        let ttl: i64 = redis
+            .ttl(id.as_str())
+            .await
+            .map_err(|e| AppError::Unavailable(e.into()))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        rows.push(("Redis key TTL", format!("{ttl} s")));
+        rows.push((
+            "Expires at",
+            if ttl >= 0 {
+                when(now + ttl)
+            } else {
+                "—".into()
+            },
+        ));
+    }
+    match &user {
+        Some(user) => {
+            let remember = session.remember().await?;
+            rows.push(("User", format!("{} (id {})", user.name, user.id)));
+            rows.push((
+                "Remember me",
+                if remember {
+                    "on: persistent cookie".into()
+                } else {
+                    "off: cookie ends with the browser".into()
+                },
+            ));
+            if let Some(at) = session.login_at().await? {
+                rows.push(("Logged in at", when(at)));
+            }
+            if let Some(seen) = session.seen_at().await? {
+                rows.push(("Idle deadline last slid at", when(seen)));
+            }
+            rows.push(("Cart", format!("Redis hash cart:user:{}", user.id)));
+        }
+        None => {
+            rows.push(("User", "anonymous".into()));
+            if let Some(cart_id) = cart_id {
+                rows.push((
+                    "Cart",
+                    format!("Redis hash cart:anon:{}", shorten(&cart_id)),
+                ));
+            }
+        }
+    }
+    Ok(SessionTemplate {
+        chrome: page.chrome,
+        backend,
+        rows: Some(rows),
+    })
+}

@@ -1,0 +1,206 @@
+//! Middleware: request spans, security headers, error pages, cross-origin
+//! protection, and the session upkeep that runs after every page handler.
+
+use std::sync::Arc;
+
+use askama::Template;
+use askama_web::WebTemplate;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::trace::MakeSpan;
+use tower_sessions::Session;
+
+use crate::error::{default_message, AppError, ErrorMessage, UNAVAILABLE_RETRY_AFTER};
+use crate::session;
+use crate::state::AppState;
+use crate::web::page::Chrome;
+
+/// Every request's log span carries the replica and the request id (nginx's
+/// `X-Request-Id` when behind it, a fresh UUID otherwise), so one click can be
+/// followed across the load balancer and the replicas.
+#[derive(Clone)]
+pub struct RequestSpan {
+    replica: Arc<str>,
+}
+
+impl RequestSpan {
+    pub fn new(replica: Arc<str>) -> Self {
+        RequestSpan { replica }
+    }
+}
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &axum::http::Request<B>) -> tracing::Span {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!(
+            "request",
+            replica = %self.replica,
+            request_id = %request_id,
+            method = %request.method(),
+            path = %request.uri().path(),
+        )
+    }
+}
+
+/// After a page handler: slide a reader's idle deadline now and then, and tell the
+/// session layer which kind of cookie to send if it is about to save.
+pub async fn session_upkeep(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = request.extensions().get::<Session>().cloned();
+    let response = next.run(request).await;
+    let Some(session) = session else {
+        return response;
+    };
+    // A failed request leaves the session alone (and with Redis down, asking again would only wait again).
+    if response.status().is_server_error() {
+        return response;
+    }
+    let upkeep = async {
+        session::keep_alive(&session, &state.lifetimes).await?;
+        session::apply_cookie_expiry(&session, &state.lifetimes).await
+    };
+    if let Err(err) = upkeep.await {
+        tracing::warn!(error = %err, "session upkeep failed");
+    }
+    response
+}
+
+/// Fetch Metadata based protection against cross-site request forgery, as Go 1.25's
+/// `CrossOriginProtection`: a state-changing request passes when the browser says it
+/// comes from this site (`Sec-Fetch-Site: same-origin`) or from the user
+/// (`none`: typed address, bookmark). Without that header, `Origin` must match the
+/// host. With neither, it is not a browser (curl, a script): no ambient cookies
+/// to abuse, so it passes. No token needed, so anonymous browsing stays sessionless.
+pub async fn cross_origin_protection(request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let verdict = match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        Some(b"same-origin" | b"none") => Ok(()),
+        Some(_) => Err("cross-site"),
+        None => match headers.get(header::ORIGIN) {
+            None => Ok(()),
+            Some(origin) => {
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let origin_host = origin
+                    .to_str()
+                    .ok()
+                    .and_then(|o| o.split_once("://"))
+                    .map(|(_, rest)| rest);
+                if host.is_some() && origin_host == host {
+                    Ok(())
+                } else {
+                    Err("origin mismatch")
+                }
+            }
+        },
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            tracing::warn!(reason, "cross-origin request refused");
+            AppError::Forbidden(
+                "This form was sent from another site, so it was refused. Please use the form on this site.".into(),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Headers on every response. The CSP allows only this site's own files: there
+/// is no inline script anywhere, and no page may be framed (clickjacking).
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorTemplate {
+    chrome: Chrome,
+    status: u16,
+    title: String,
+    message: String,
+}
+
+/// Turns every error response that is not already a page into one, in the site's
+/// layout: `AppError`s (which carry their message), unknown paths, a body over the
+/// limit, a timeout, and the session layer's bare 500 when saving a session failed
+/// (Redis down), which becomes a 503 like every other Redis failure.
+pub async fn html_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_html {
+        return response;
+    }
+    let message = response
+        .extensions()
+        .get::<ErrorMessage>()
+        .map(|m| m.0.clone());
+    let (parts, _) = response.into_parts();
+    let status = if status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none() {
+        tracing::warn!("session could not be saved; answering 503");
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
+    let page = ErrorTemplate {
+        chrome: Chrome::bare(state.replica.clone()),
+        status: status.as_u16(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message: message.unwrap_or_else(|| default_message(status).to_owned()),
+    };
+    let mut rendered = (status, page).into_response();
+    // Keep Retry-After and the like; the body and its type are new.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().entry(name).or_insert(value.clone());
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        rendered
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER));
+    }
+    rendered
+}
+
+pub async fn not_found() -> AppError {
+    AppError::NotFound
+}
