@@ -1,0 +1,507 @@
+//! Test worlds: a real redis-server on a free loopback port, the real application
+//! started in-process on port 0 with its own SQLite file, and HTTP clients with
+//! their own cookie jars.
+#![allow(dead_code)] // each test binary uses a different part of this file
+
+use std::net::TcpListener as StdListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::prelude::{ClientLike, HashesInterface, KeysInterface, Pool};
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use storefront::config::Config;
+use storefront::Application;
+
+/// A port nobody listens on right now (the OS picks it; we let it go at once).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `ready` says yes, or panics after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !ready().await {
+        assert!(start.elapsed() < limit, "{what} not ready after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A redis-server of our own, on loopback, stopped when dropped.
+pub struct RedisServer {
+    child: std::sync::Mutex<Option<Child>>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    aof: bool,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// With `aof`, every write is appended to a file, so a restart keeps everything.
+    pub async fn start_with(aof: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = RedisServer {
+            child: Default::default(),
+            port: free_port(),
+            dir,
+            aof,
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", if self.aof { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        *self.child.lock().unwrap() = Some(child);
+        let port = self.port;
+        wait_until("redis-server", Duration::from_secs(10), || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the same server (same port, same data directory).
+    pub async fn restart(&self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    pub async fn client(&self) -> Pool {
+        storefront::connect_redis(&self.url(), Duration::from_secs(2))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Memory,
+}
+
+/// One running application and what it needs.
+pub struct TestApp {
+    pub address: String,
+    pub redis: Option<Pool>,
+    pub redis_server: Option<Arc<RedisServer>>,
+    pub db_dir: Arc<tempfile::TempDir>,
+    pub state: storefront::state::AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let redis_server = match backend {
+            Backend::Redis => Some(Arc::new(RedisServer::start().await)),
+            Backend::Memory => None,
+        };
+        let db_dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::spawn_sharing(redis_server, db_dir, "test-replica", adjust).await
+    }
+
+    /// Another instance ("replica") sharing this one's Redis and SQLite file.
+    pub async fn sibling(&self, name: &str) -> TestApp {
+        Self::spawn_sharing(self.redis_server.clone(), self.db_dir.clone(), name, |_| {}).await
+    }
+
+    pub async fn spawn_sharing(
+        redis_server: Option<Arc<RedisServer>>,
+        db_dir: Arc<tempfile::TempDir>,
+        replica: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let mut config = Config::defaults();
+        config.port = 0;
+        config.bind = "127.0.0.1".parse().unwrap();
+        config.database_url = sqlite_url(db_dir.path());
+        config.redis_url = redis_server.as_ref().map(|r| r.url());
+        config.replica_name = Some(replica.to_owned());
+        config.trusted_proxies = Vec::new();
+        adjust(&mut config);
+
+        let app = Application::build(config)
+            .await
+            .expect("application starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        let redis = match &redis_server {
+            Some(server) => Some(server.client().await),
+            None => None,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            address,
+            redis,
+            redis_server,
+            db_dir,
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    /// A browser with an empty cookie jar.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.address)
+    }
+
+    pub fn redis(&self) -> Option<&Pool> {
+        self.redis.as_ref()
+    }
+
+    /// Every key in the test's Redis.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let Some(redis) = self.redis() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = redis
+            .next()
+            .custom(fred::cmd!("KEYS"), vec!["*"])
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    pub async fn redis_hash(&self, key: &str) -> std::collections::HashMap<String, u32> {
+        self.redis().unwrap().hgetall(key).await.unwrap()
+    }
+
+    pub async fn redis_ttl(&self, key: &str) -> i64 {
+        self.redis().unwrap().ttl(key).await.unwrap()
+    }
+
+    pub async fn redis_exists(&self, key: &str) -> bool {
+        self.redis().unwrap().exists::<u32, _>(key).await.unwrap() == 1
+    }
+
+    /// How many times Redis has run `command` (from INFO commandstats).
+    pub async fn redis_calls(&self, command: &str) -> u64 {
+        let info: String = self
+            .redis()
+            .unwrap()
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn user_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.state.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn user_exists(&self, name: &str) -> bool {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = ?")
+            .bind(name)
+            .fetch_one(&self.state.db)
+            .await
+            .unwrap();
+        n == 1
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}/storefront.db", dir.display())
+}
+
+/// A client with its own cookie jar that does not follow redirects.
+#[derive(Clone)]
+pub struct Browser {
+    pub base: String,
+    pub jar: Arc<Jar>,
+    client: reqwest::Client,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn served_by(&self) -> &str {
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The cart badge's number in the header.
+    pub fn cart_badge(&self) -> u32 {
+        let start = self
+            .body
+            .find("class=\"count\">")
+            .expect("cart badge on the page")
+            + "class=\"count\">".len();
+        let end = self.body[start..].find('<').unwrap() + start;
+        self.body[start..end].parse().unwrap()
+    }
+
+    /// The logged-in user's name from the header, if any.
+    pub fn logged_in_as(&self) -> Option<String> {
+        let start = self.body.find("Logged in as <strong>")? + "Logged in as <strong>".len();
+        let end = self.body[start..].find('<')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+
+    pub fn assert_redirect(&self, to: &str) {
+        assert_eq!(
+            self.status,
+            StatusCode::SEE_OTHER,
+            "expected a redirect to {to}, got {self:#?}"
+        );
+        assert_eq!(self.location(), Some(to));
+    }
+
+    pub fn assert_contains(&self, text: &str) {
+        assert!(
+            self.body.contains(text),
+            "expected {text:?} in the page:\n{}",
+            self.body
+        );
+    }
+
+    /// Cart lines as (product name, quantity), from the cart page.
+    pub fn cart_lines(&self) -> Vec<(String, u32)> {
+        let mut lines = Vec::new();
+        for row in self.body.split("<tr>").skip(2) {
+            let name_start = row.find("\">").unwrap() + 2;
+            let name_end = row[name_start..].find("</a>").unwrap() + name_start;
+            let qty_marker = "name=\"quantity\" type=\"number\"";
+            let q = row.find(qty_marker).unwrap();
+            let value_start = row[q..].find("value=\"").unwrap() + q + 7;
+            let value_end = row[value_start..].find('"').unwrap() + value_start;
+            lines.push((
+                row[name_start..name_end].to_owned(),
+                row[value_start..value_end].parse().unwrap(),
+            ));
+        }
+        lines
+    }
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Browser {
+            base: base.to_owned(),
+            jar,
+            client,
+        }
+    }
+
+    /// The same cookie jar, pointed at another address (another replica).
+    pub fn at(&self, base: &str) -> Self {
+        Browser {
+            base: base.to_owned(),
+            jar: self.jar.clone(),
+            client: self.client.clone(),
+        }
+    }
+
+    pub async fn read(response: reqwest::Response) -> Page {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::read(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::read(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// The `sid` cookie's value, if the jar has one.
+    pub fn sid(&self) -> Option<String> {
+        let url = self.base.parse().unwrap();
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|c| c.strip_prefix("sid="))
+            .map(str::to_owned)
+    }
+
+    /// Puts a `sid` cookie in the jar, as a browser replaying an old cookie would.
+    pub fn set_sid(&self, value: &str) {
+        let url = self.base.parse().unwrap();
+        self.jar
+            .add_cookie_str(&format!("sid={value}; Path=/"), &url);
+    }
+
+    pub async fn add_to_cart(&self, product_id: &str, quantity: &str) -> Page {
+        self.post(
+            "/cart/add",
+            &[("product_id", product_id), ("quantity", quantity)],
+        )
+        .await
+    }
+
+    pub async fn log_in(&self, username: &str, password: &str) -> Page {
+        self.post("/login", &[("username", username), ("password", password)])
+            .await
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Page {
+        self.post(
+            "/register",
+            &[
+                ("username", username),
+                ("password", password),
+                ("password_confirm", password),
+            ],
+        )
+        .await
+    }
+
+    pub async fn log_out(&self) -> Page {
+        self.post("/logout", &[]).await
+    }
+}
+
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_PASSWORD: &str = "demo-pass-123";
+
+/// Runs the same test body against Redis and against the in-memory dev store.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        mod with_redis {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = TestApp::spawn(Backend::Redis).await;
+                    $body
+                }
+            )*
+        }
+        mod in_memory {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = TestApp::spawn(Backend::Memory).await;
+                    $body
+                }
+            )*
+        }
+    };
+}
