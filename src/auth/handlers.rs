@@ -95,7 +95,7 @@ pub async fn log_in(
     // A name that cannot exist is a failed login like any other; it is counted
     // against the client address only (it names no account).
     let username = Username::parse(raw_username).ok();
-    let throttle_name = username.as_ref().map_or("", Username::as_str);
+    let throttle_name = username.as_ref().map(Username::as_str);
 
     if let Some(wait) = state
         .throttle
@@ -128,7 +128,7 @@ pub async fn log_in(
             .record_failure(throttle_name, client)
             .await
             .map_err(AppError::Unavailable)?;
-        tracing::info!(username = throttle_name, %client, "failed login");
+        tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
         return Ok(again(
             StatusCode::UNAUTHORIZED,
             WRONG_CREDENTIALS,

@@ -9,6 +9,7 @@ use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 fn argon2() -> Argon2<'static> {
@@ -42,10 +43,18 @@ fn verify_blocking(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// How many hashes may run at once: all cores but one, so that a burst of logins
+/// queues up instead of taking every core away from page views.
+static HASHING_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
+
 /// Runs CPU-heavy work on the blocking pool, inside the caller's tracing span.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<T> {
+    let _slot = HASHING_SLOTS.acquire().await?;
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(work))
         .in_current_span()

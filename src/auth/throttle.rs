@@ -68,17 +68,27 @@ impl LoginThrottle {
         }
     }
 
+    /// The counters that apply, with their limits: the client's, and the username's
+    /// when it is a possible username.
+    fn counters(&self, username: Option<&str>, client: IpAddr) -> Vec<(String, u32)> {
+        let mut counters = vec![(client_key(client), self.limits.per_client)];
+        if let Some(name) = username {
+            counters.push((user_key(name), self.limits.per_user));
+        }
+        counters
+    }
+
     /// `Some(wait)` when this username or client has failed too often recently.
     pub async fn blocked_for(
         &self,
-        username: &str,
+        username: Option<&str>,
         client: IpAddr,
     ) -> anyhow::Result<Option<Duration>> {
-        let keys = [user_key(username), client_key(client)];
-        let limits = [self.limits.per_user, self.limits.per_client];
+        let (keys, limits): (Vec<String>, Vec<u32>) =
+            self.counters(username, client).into_iter().unzip();
         match &self.backend {
             Backend::Redis(pool) => {
-                let counts: Vec<Option<u32>> = pool.mget(keys.to_vec()).await?;
+                let counts: Vec<Option<u32>> = pool.mget(keys.clone()).await?;
                 for (key, (count, limit)) in keys.iter().zip(counts.into_iter().zip(limits)) {
                     if count.unwrap_or(0) >= limit {
                         let ttl_ms: i64 = pool.pttl(key).await?;
@@ -107,8 +117,16 @@ impl LoginThrottle {
         }
     }
 
-    pub async fn record_failure(&self, username: &str, client: IpAddr) -> anyhow::Result<()> {
-        let keys = vec![user_key(username), client_key(client)];
+    pub async fn record_failure(
+        &self,
+        username: Option<&str>,
+        client: IpAddr,
+    ) -> anyhow::Result<()> {
+        let keys: Vec<String> = self
+            .counters(username, client)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         match &self.backend {
             Backend::Redis(pool) => {
                 let window = self.limits.window.as_secs().max(1).to_string();

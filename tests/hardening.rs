@@ -1,0 +1,704 @@
+//! Hardening, point by point (SECURITY.md maps each threat to its test here):
+//! cross-site requests, login throttling, timing, headers, redirects after login,
+//! session lifetime, failed session saves, and a matrix of bad input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use fred::prelude::{ClientLike, KeysInterface};
+use reqwest::{Method, StatusCode};
+
+/// A form's fields.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
+/// Everything in Redis, as (key, type, contents), to prove that nothing changed.
+async fn redis_snapshot(app: &TestApp) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for key in app.redis_keys().await {
+        let redis = app.redis().unwrap();
+        let kind: String = redis
+            .next()
+            .custom(fred::cmd!("TYPE"), vec![key.clone()])
+            .await
+            .unwrap();
+        let value = match kind.as_str() {
+            "hash" => format!("{:?}", {
+                let mut h: Vec<_> = app.redis_hash(&key).await.into_iter().collect();
+                h.sort();
+                h
+            }),
+            "string" => format!("{:?}", redis.get::<Vec<u8>, _>(&key).await.unwrap()),
+            other => other.to_owned(),
+        };
+        all.push((key, value));
+    }
+    all
+}
+
+// ---------------------------------------------------------------- 1. CSRF
+
+#[tokio::test]
+async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let visitor = app.browser();
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let form = [("product_id", "1"), ("quantity", "1")];
+
+    let refused: [(&str, String); 4] = [
+        ("sec-fetch-site", "cross-site".into()),
+        ("sec-fetch-site", "same-site".into()),
+        ("origin", "http://evil.example".into()),
+        ("origin", "null".into()),
+    ];
+    for (header, value) in refused {
+        let response = visitor
+            .request(Method::POST, "/cart/add")
+            .header(header, &value)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let page = Browser::read(response).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{header}: {value}");
+        page.assert_contains("This form was sent from another site, so it was refused.");
+    }
+    assert!(
+        app.redis_keys().await.is_empty(),
+        "a refused request changes nothing"
+    );
+
+    // Sec-Fetch-Site wins over Origin; an Origin matching the host passes; no header at all passes.
+    let passes: [Vec<(&str, String)>; 4] = [
+        vec![("sec-fetch-site", "same-origin".into())],
+        vec![
+            ("sec-fetch-site", "none".into()),
+            ("origin", "http://evil.example".into()),
+        ],
+        vec![("origin", format!("http://{host}"))],
+        vec![],
+    ];
+    for headers in passes {
+        let mut request = visitor.request(Method::POST, "/cart/add").form(&form);
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        let page = Browser::read(request.send().await.unwrap()).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{headers:?}");
+    }
+    assert_eq!(
+        visitor.get("/cart").await.cart_lines(),
+        vec![("Blue Teapot".into(), 4)]
+    );
+
+    // A cross-site logout is refused too.
+    visitor.log_in(DEMO_USER, DEMO_PASSWORD).await;
+    let response = visitor
+        .request(Method::POST, "/logout")
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        visitor.get("/").await.logged_in_as().as_deref(),
+        Some("demo")
+    );
+}
+
+// ---------------------------------------------------------------- 2. Throttling
+
+#[tokio::test]
+async fn five_failures_for_a_username_lock_it_for_the_window_on_every_replica() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let other_replica = app.sibling("other-replica").await;
+    let attacker = app.browser();
+    for _ in 0..5 {
+        assert_eq!(
+            attacker.log_in(DEMO_USER, "wrong password").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The sixth try, even with the right password and through another replica, waits.
+    let blocked = attacker
+        .at(&other_replica.address)
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = blocked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (850..=900).contains(&retry_after),
+        "about 15 minutes: {retry_after}"
+    );
+    blocked.assert_contains("Too many failed logins. Please try again in 15 minutes.");
+    assert_eq!(blocked.logged_in_as(), None);
+    let ttl = app.redis_ttl("throttle:login:user:demo").await;
+    assert!((850..=900).contains(&ttl), "{ttl}");
+    // Other accounts are not locked.
+    assert_eq!(
+        app.browser()
+            .register("someone", "long enough pw")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn a_successful_login_clears_the_username_counter() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    for _ in 0..4 {
+        user.log_in(DEMO_USER, "wrong password").await;
+    }
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    assert!(!app.redis_exists("throttle:login:user:demo").await);
+    user.log_out().await;
+    for _ in 0..4 {
+        user.log_in(DEMO_USER, "wrong password").await;
+    }
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+}
+
+#[tokio::test]
+async fn twenty_failures_from_one_client_lock_that_client_only_behind_a_trusted_proxy() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]
+    })
+    .await;
+    let browser = app.browser();
+    let attempt = |client: &'static str, username: String, password: &'static str| {
+        let browser = browser.clone();
+        async move {
+            let request = browser
+                .request(Method::POST, "/login")
+                .header("x-forwarded-for", client)
+                .form(&[("username", username.as_str()), ("password", password)]);
+            Browser::read(request.send().await.unwrap()).await
+        }
+    };
+    for i in 0..20 {
+        let page = attempt("203.0.113.7", format!("guess{i}"), "wrong password").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    let blocked = attempt("203.0.113.7", "demo".into(), DEMO_PASSWORD).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(app.redis_exists("throttle:login:client:203.0.113.7").await);
+    // Another client behind the same proxy is not affected.
+    let other = attempt("198.51.100.4", "demo".into(), DEMO_PASSWORD).await;
+    assert_eq!(other.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let app = TestApp::spawn(Backend::Redis).await; // no trusted proxies
+    let browser = app.browser();
+    let request = browser
+        .request(Method::POST, "/login")
+        .header("x-forwarded-for", "203.0.113.99")
+        .form(&[("username", "demo"), ("password", "wrong password")]);
+    Browser::read(request.send().await.unwrap()).await;
+    assert!(
+        app.redis_exists("throttle:login:client:127.0.0.1").await,
+        "{:?}",
+        app.redis_keys().await
+    );
+    assert!(!app.redis_exists("throttle:login:client:203.0.113.99").await);
+}
+
+// ---------------------------------------------------------------- 3. Timing
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_costs_the_same_as_a_wrong_password() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.login_max_failures_per_user = 1_000;
+        c.login_max_failures_per_client = 1_000;
+    })
+    .await;
+    let browser = app.browser();
+    // Paired samples, taken back to back, so that load from anything else running
+    // on the machine hits both sides of each pair alike; then the median ratio.
+    let mut ratios = Vec::new();
+    for i in 0..11 {
+        let started = Instant::now();
+        browser
+            .log_in(&format!("nobody{i}"), "wrong password")
+            .await;
+        let unknown = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        browser.log_in(DEMO_USER, "wrong password").await;
+        let known = started.elapsed().as_secs_f64();
+        ratios.push(unknown / known);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "unknown/known login time ratio {ratio:.2} ({ratios:.2?})"
+    );
+}
+
+// ---------------------------------------------------------------- 4. Headers
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let browser = app.browser();
+    browser.log_in(DEMO_USER, DEMO_PASSWORD).await;
+    for path in [
+        "/",
+        "/products/blue-teapot",
+        "/cart",
+        "/login",
+        "/register",
+        "/session",
+        "/nowhere",
+    ] {
+        let page = browser.get(path).await;
+        let header = |name: &str| {
+            page.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+        assert!(
+            !page.body.contains("<script"),
+            "{path}: no script at all, inline or not"
+        );
+        assert!(!page.body.contains(" style=\""), "{path}: no inline styles");
+        if path != "/nowhere" {
+            assert_eq!(
+                header("cache-control"),
+                "no-store",
+                "{path}: pages show session data"
+            );
+        }
+    }
+    let css = browser.get("/static/style.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("max-age=604800"));
+    assert_eq!(css.headers["x-content-type-options"], "nosniff");
+}
+
+// ---------------------------------------------------------------- 5. next
+
+#[tokio::test]
+async fn login_redirects_only_to_local_paths() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    for (next, expected) in [
+        ("/cart", "/cart"),
+        ("/products/blue-teapot", "/products/blue-teapot"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("http://evil.example/", "/"),
+        ("/%2F%2Fevil.example", "/"),
+        ("%2F%2Fevil.example", "/"),
+        ("/%5Cevil.example", "/"),
+        ("https:evil.example", "/"),
+    ] {
+        let browser = app.browser();
+        let page = browser
+            .post(
+                "/login",
+                &[
+                    ("username", DEMO_USER),
+                    ("password", DEMO_PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        page.assert_redirect(expected);
+    }
+    // The login page carries a safe `next` into its form, escaped.
+    let form = app.browser().get("/login?next=%2Fcart").await;
+    form.assert_contains("name=\"next\" value=\"/cart\"");
+    let evil = app.browser().get("/login?next=%2F%2Fevil.example").await;
+    evil.assert_contains("name=\"next\" value=\"/\"");
+}
+
+// ---------------------------------------------------------------- 6. Failed saves
+
+#[tokio::test]
+async fn a_session_that_cannot_be_saved_is_a_503_page_not_an_empty_500() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let visitor = app.browser();
+    // Redis answers, but refuses SET (as a full or read-only Redis would).
+    let redis = app.redis().unwrap();
+    let _: () = redis
+        .next()
+        .custom(fred::cmd!("ACL"), vec!["SETUSER", "default", "-set"])
+        .await
+        .unwrap();
+    let page = visitor.add_to_cart("1", "1").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(page.headers["retry-after"], "5");
+    page.assert_contains("The session store is unavailable right now.");
+    page.assert_contains("Served by <strong>test-replica</strong>");
+    let _: () = redis
+        .next()
+        .custom(fred::cmd!("ACL"), vec!["SETUSER", "default", "+set"])
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------- 7. Lifetime
+
+async fn absolute_lifetime_ends_an_active_session(remember: bool) {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.session_idle_timeout = Duration::from_secs(60);
+        c.session_max_lifetime = Duration::from_secs(3);
+        c.remember_me_max_lifetime = Duration::from_secs(3);
+    })
+    .await;
+    let user = app.browser();
+    let mut form = vec![("username", DEMO_USER), ("password", DEMO_PASSWORD)];
+    if remember {
+        form.push(("remember", "on"));
+    }
+    user.post("/login", &form).await.assert_redirect("/");
+    let ttl = app.redis_ttl(&user.sid().unwrap()).await;
+    assert!(
+        (1..=3).contains(&ttl),
+        "capped by the absolute lifetime: {ttl}"
+    );
+    let started = Instant::now();
+    let mut logged_out_after = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        if user.get("/").await.logged_in_as().is_none() {
+            logged_out_after = Some(started.elapsed());
+            break;
+        }
+        // Keep being active; time passing is what is tested.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after = logged_out_after.expect("an active session still ends at its absolute lifetime");
+    assert!(
+        after >= Duration::from_secs(2),
+        "not before the lifetime: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_absolute_lifetime_ends_even_an_active_session() {
+    absolute_lifetime_ends_an_active_session(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remember_me_lifetime_ends_even_an_active_session() {
+    absolute_lifetime_ends_an_active_session(true).await;
+}
+
+// ---------------------------------------------------------------- 8. Bad input
+
+#[tokio::test]
+async fn bad_quantities_and_products_are_400s_that_change_nothing() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD).await;
+    user.add_to_cart("1", "2").await;
+    let before = redis_snapshot(&app).await;
+    let quantity_message = "Quantity must be a whole number from 1 to 99.";
+    let cases: Vec<(&str, Form, &str)> = vec![
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "abc")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "-1")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "0")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "100")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "9223372036854775808")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "1e3")],
+            quantity_message,
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1"), ("quantity", "")],
+            "Please enter a quantity.",
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "13"), ("quantity", "1")],
+            "That product does not exist.",
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "-1"), ("quantity", "1")],
+            "That product does not exist.",
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "1; DROP TABLE"), ("quantity", "1")],
+            "That product does not exist.",
+        ),
+        (
+            "/cart/add",
+            vec![("product_id", "99999999999999999999"), ("quantity", "1")],
+            "That product does not exist.",
+        ),
+        (
+            "/cart/add",
+            vec![("quantity", "1")],
+            "No product was chosen.",
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "1"), ("quantity", "-1")],
+            "Quantity must be a whole number from 0 to 99.",
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "1"), ("quantity", "100")],
+            "Quantity must be a whole number from 0 to 99.",
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "1")],
+            "Please enter a quantity.",
+        ),
+        (
+            "/cart/update",
+            vec![("product_id", "x"), ("quantity", "1")],
+            "That product does not exist.",
+        ),
+    ];
+    for (path, form, message) in cases {
+        let page = user.post(path, &form).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path} {form:?}");
+        page.assert_contains(message);
+        page.assert_contains("Served by <strong>test-replica</strong>");
+    }
+    assert_eq!(
+        redis_snapshot(&app).await,
+        before,
+        "nothing changed in Redis"
+    );
+}
+
+#[tokio::test]
+async fn bad_registrations_and_logins_change_nothing() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let browser = app.browser();
+    let users_before = app.user_count().await;
+    let long_name = "a".repeat(10 * 1024);
+    let long_password = "p".repeat(129);
+    let cases: Vec<(Form, StatusCode, &str)> = vec![
+        (
+            vec![
+                ("username", "zoë"),
+                ("password", "long enough pw"),
+                ("password_confirm", "long enough pw"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Usernames may use only letters a–z, digits, _ and -.",
+        ),
+        (
+            vec![
+                ("username", "用户名"),
+                ("password", "long enough pw"),
+                ("password_confirm", "long enough pw"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Usernames may use only letters a–z, digits, _ and -.",
+        ),
+        (
+            vec![
+                ("username", &long_name),
+                ("password", "long enough pw"),
+                ("password_confirm", "long enough pw"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Usernames are 3 to 32 characters long.",
+        ),
+        (
+            vec![
+                ("username", "valid_name"),
+                ("password", &long_password),
+                ("password_confirm", &long_password),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+        ),
+        (
+            vec![("username", "valid_name"), ("password", "long enough pw")],
+            StatusCode::BAD_REQUEST,
+            "The two passwords do not match.",
+        ),
+        (
+            vec![
+                ("password", "long enough pw"),
+                ("password_confirm", "long enough pw"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Please choose a username.",
+        ),
+    ];
+    for (form, status, message) in cases {
+        let page = browser.post("/register", &form).await;
+        assert_eq!(page.status, status);
+        page.assert_contains(message);
+        assert!(
+            !page.body.contains(&long_name),
+            "the 10 KB name is not echoed whole"
+        );
+    }
+    // Logins: unicode and huge names are just failed logins; an over-long password is refused outright.
+    for name in ["zoë", long_name.as_str()] {
+        let page = browser.log_in(name, "long enough pw").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        page.assert_contains("Wrong username or password.");
+    }
+    let page = browser.log_in(DEMO_USER, &long_password).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Passwords are at most 128 bytes long.");
+    let page = browser.post("/login", &[("username", DEMO_USER)]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Please enter your username and password.");
+
+    assert_eq!(app.user_count().await, users_before, "no user created");
+    assert_eq!(browser.sid(), None, "no session created");
+    assert!(
+        app.redis_keys()
+            .await
+            .iter()
+            .all(|k| k.starts_with("throttle:login:")),
+        "only failure counters: {:?}",
+        app.redis_keys().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_password_is_refused_before_any_hashing() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.login_max_failures_per_user = 1_000;
+        c.login_max_failures_per_client = 1_000;
+    })
+    .await;
+    let browser = app.browser();
+    let long_password = "p".repeat(129);
+    let mut ratios = Vec::new();
+    for _ in 0..9 {
+        let started = Instant::now();
+        assert_eq!(
+            browser.log_in(DEMO_USER, &long_password).await.status,
+            StatusCode::BAD_REQUEST
+        );
+        let refused = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        assert_eq!(
+            browser.log_in(DEMO_USER, "wrong password").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        ratios.push(refused / started.elapsed().as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    assert!(
+        ratio < 0.5,
+        "refusing must cost far less than hashing: ratio {ratio:.2} ({ratios:.2?})"
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_and_oversized_body_is_413() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let browser = app.browser();
+    let json = browser
+        .request(Method::POST, "/cart/add")
+        .header("content-type", "application/json")
+        .body(r#"{"product_id":1,"quantity":1}"#)
+        .send()
+        .await
+        .unwrap();
+    let page = Browser::read(json).await;
+    assert_eq!(page.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    page.assert_contains("Forms must be sent as application/x-www-form-urlencoded.");
+
+    let huge = format!("product_id=1&quantity=1&padding={}", "x".repeat(17 * 1024));
+    let big = browser
+        .request(Method::POST, "/cart/add")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge.clone())
+        .send()
+        .await
+        .unwrap();
+    let page = Browser::read(big).await;
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE);
+    page.assert_contains("The form sent was too large (16 KiB at most).");
+
+    // The same without a Content-Length (chunked): still 413.
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(huge.into_bytes())]);
+    let chunked = browser
+        .request(Method::POST, "/register")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(app.redis_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_sessions_id_is_no_session() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD).await;
+    let sid = user.sid().unwrap();
+    // Deleted behind the app's back (expiry, an admin, another replica's logout).
+    let _: () = app.redis().unwrap().del(&sid).await.unwrap();
+    let page = user.get("/cart").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.logged_in_as(), None);
+    let removal = page
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("sid="))
+        .expect("stale cookie removed");
+    assert!(removal.contains("Max-Age=0"), "{removal}");
+    assert!(!app.redis_exists(&sid).await, "not brought back");
+    // A truncated id is no session either.
+    let truncated = app.browser();
+    truncated.set_sid(&sid[..10]);
+    assert_eq!(truncated.get("/").await.status, StatusCode::OK);
+}
