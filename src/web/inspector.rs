@@ -8,6 +8,7 @@ use axum::extract::State;
 use fred::prelude::KeysInterface;
 use time::OffsetDateTime;
 
+use crate::cart::CartOwner;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
 use crate::web::page::{Chrome, Page};
@@ -49,7 +50,6 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
     };
     let session = &page.session;
     let user = page.chrome.user.clone();
-    let cart_id = session.anonymous_cart_id().await?;
     let Some(id) = session.inner().id() else {
         return Ok(SessionTemplate {
             chrome: page.chrome,
@@ -102,17 +102,25 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
             if let Some(seen) = session.seen_at().await? {
                 rows.push(("Idle deadline last slid at", when(seen)));
             }
-            rows.push(("Cart", format!("Redis hash cart:user:{}", user.id)));
         }
         None => {
             rows.push(("User", "anonymous".into()));
-            if let Some(cart_id) = cart_id {
-                rows.push((
-                    "Cart",
-                    format!("Redis hash cart:anon:{}", shorten(&cart_id)),
-                ));
-            }
         }
+    }
+    if let Some(owner) = &page.cart_owner {
+        let key = match owner {
+            CartOwner::User(_) => owner.redis_key(),
+            CartOwner::Anonymous(id) => format!("cart:anon:{}", shorten(id)),
+        };
+        let kind = if state.redis.is_some() {
+            "a Redis hash"
+        } else {
+            "in memory"
+        };
+        rows.push((
+            "Cart (kept apart from the session)",
+            format!("{key}, {kind}"),
+        ));
     }
     Ok(SessionTemplate {
         chrome: page.chrome,
