@@ -29,6 +29,7 @@ use tower_sessions::{
 };
 use tower_sessions_redis_store::RedisStore;
 
+use crate::cart::CartOwner;
 use crate::error::AppError;
 
 /// The cookie's name: short, and says nothing about the framework behind it.
@@ -359,6 +360,26 @@ impl ShopSession {
         self.0.insert(key::CART_ID, &id).await?;
         self.0.insert(key::CREATED_BY, replica).await?;
         Ok(id)
+    }
+
+    /// Whose cart this visitor sees: the user's, or the anonymous one this session
+    /// points at; `None` for a visitor who never added anything.
+    pub async fn cart_owner(&self) -> SessionResult<Option<CartOwner>> {
+        Ok(match self.user().await? {
+            Some(user) => Some(CartOwner::User(user.id)),
+            None => self.anonymous_cart_id().await?.map(CartOwner::Anonymous),
+        })
+    }
+
+    /// The cart to change: as [`Self::cart_owner`], creating an anonymous cart
+    /// (and so the session) for a visitor who has none yet.
+    pub async fn cart_owner_or_new(&self, replica: &str) -> SessionResult<CartOwner> {
+        match self.cart_owner().await? {
+            Some(owner) => Ok(owner),
+            None => Ok(CartOwner::Anonymous(
+                self.ensure_anonymous_cart_id(replica).await?,
+            )),
+        }
     }
 
     pub async fn push_flash(&self, flash: Flash) -> SessionResult<()> {

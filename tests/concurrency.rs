@@ -5,6 +5,17 @@ mod common;
 
 use common::*;
 
+/// `count` adds of one Blue Teapot at once, spread over `browsers` in turn.
+async fn add_one_teapot_concurrently(count: usize, browsers: &[&Browser]) {
+    let adds = (0..count).map(|i| {
+        let browser = browsers[i % browsers.len()].clone();
+        async move { browser.add_to_cart("1", "1").await }
+    });
+    for page in futures::future::join_all(adds).await {
+        page.assert_redirect("/cart");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_adds_across_two_instances_lose_nothing() {
     let first = TestApp::spawn(Backend::Redis).await;
@@ -16,17 +27,7 @@ async fn a_hundred_concurrent_adds_across_two_instances_lose_nothing() {
     let on_second = user.at(&second.address);
 
     // 60 adds of one Blue Teapot, half through each instance, all at once.
-    let adds = (0..60).map(|i| {
-        let browser = if i % 2 == 0 {
-            user.clone()
-        } else {
-            on_second.clone()
-        };
-        async move { browser.add_to_cart("1", "1").await }
-    });
-    for page in futures::future::join_all(adds).await {
-        page.assert_redirect("/cart");
-    }
+    add_one_teapot_concurrently(60, &[&user, &on_second]).await;
     assert_eq!(
         first.redis_hash("cart:user:1").await["1"],
         60,
@@ -34,17 +35,7 @@ async fn a_hundred_concurrent_adds_across_two_instances_lose_nothing() {
     );
 
     // 100 more at once: the line stops at the cap, exactly.
-    let adds = (0..100).map(|i| {
-        let browser = if i % 2 == 0 {
-            user.clone()
-        } else {
-            on_second.clone()
-        };
-        async move { browser.add_to_cart("1", "1").await }
-    });
-    for page in futures::future::join_all(adds).await {
-        page.assert_redirect("/cart");
-    }
+    add_one_teapot_concurrently(100, &[&user, &on_second]).await;
     assert_eq!(first.redis_hash("cart:user:1").await["1"], 99);
 
     // Both instances see the same cart and the same login.

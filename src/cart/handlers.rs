@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::Redirect;
 use serde::Deserialize;
 
-use super::{product_from_form, CartOwner, Quantity, Updated, MAX_QUANTITY};
+use super::{product_from_form, Quantity, Updated, MAX_QUANTITY};
 use crate::catalog::{Money, Product};
 use crate::error::{AppError, Result};
 use crate::session::{Flash, ShopSession};
@@ -64,14 +64,6 @@ pub struct LineForm {
     quantity: Option<String>,
 }
 
-/// The cart of whoever is asking, creating an anonymous one if they have none.
-async fn cart_owner_for_change(state: &AppState, session: &ShopSession) -> Result<CartOwner> {
-    Ok(match session.user().await? {
-        Some(user) => CartOwner::User(user.id),
-        None => CartOwner::Anonymous(session.ensure_anonymous_cart_id(&state.replica).await?),
-    })
-}
-
 pub async fn add_to_cart(
     State(state): State<AppState>,
     session: ShopSession,
@@ -81,7 +73,7 @@ pub async fn add_to_cart(
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_add(form.quantity.as_deref())?;
 
-    let owner = cart_owner_for_change(&state, &session).await?;
+    let owner = session.cart_owner_or_new(&state.replica).await?;
     let added = state
         .carts
         .add(&owner, product.id, quantity.get())
@@ -111,12 +103,8 @@ pub async fn update_cart(
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_set(form.quantity.as_deref())?;
 
-    let owner = match session.user().await? {
-        Some(user) => Some(CartOwner::User(user.id)),
-        None => session.anonymous_cart_id().await?.map(CartOwner::Anonymous),
-    };
     // No cart at all: nothing to update, and no session to create for it.
-    let Some(owner) = owner else {
+    let Some(owner) = session.cart_owner().await? else {
         return Ok(Redirect::to("/cart"));
     };
     let flash = match state

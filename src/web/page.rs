@@ -51,10 +51,7 @@ impl FromRequestParts<AppState> for Page {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = ShopSession::from_request_parts(parts, state).await?;
         let user = session.user().await?;
-        let cart_owner = match &user {
-            Some(user) => Some(CartOwner::User(user.id)),
-            None => session.anonymous_cart_id().await?.map(CartOwner::Anonymous),
-        };
+        let cart_owner = session.cart_owner().await?;
         let cart_count = match &cart_owner {
             Some(owner) => state
                 .carts
