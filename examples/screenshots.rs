@@ -1,0 +1,71 @@
+//! Writes the README's screenshots into docs/img/ (or `SCREENSHOT_DIR`): the
+//! catalog, a product, login, a filled cart and the session inspector, each at
+//! 1280 and 375 CSS pixels. `scripts/screenshots` runs it.
+//!
+//! It reuses the browser tests' harness: the app in-process with its own
+//! redis-server, headless Chromium through chromedriver.
+
+#[path = "../tests/browser_support/chrome.rs"]
+#[allow(dead_code)]
+mod chrome;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+
+use chrome::{Chrome, ChromeDriver, Options};
+use common::{TestApp, DEMO_PASSWORD, DEMO_USER};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let out = std::env::var_os("SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img"));
+    std::fs::create_dir_all(&out).unwrap();
+    let app = TestApp::spawn_sharing(
+        Some(std::sync::Arc::new(common::RedisServer::start().await)),
+        std::sync::Arc::new(tempfile::tempdir().unwrap()),
+        "replica-1",
+        |_| {},
+    )
+    .await;
+    let driver = ChromeDriver::start().await;
+    let chrome = Chrome::open(&driver, &app.address, Options::default()).await;
+    let shoot = |name: &'static str| {
+        let chrome = &chrome;
+        let out = out.clone();
+        async move {
+            for (width, max_height) in [(1280, 1200), (375, 1400)] {
+                chrome.set_width(width).await;
+                let path = out.join(format!("{name}-{width}.png"));
+                chrome.screenshot_page(&path, max_height).await;
+                println!("wrote {}", path.display());
+            }
+            chrome.set_width(1280).await;
+        }
+    };
+
+    chrome.visit("/").await;
+    shoot("catalog").await;
+    chrome.visit("/products/blue-teapot").await;
+    shoot("product").await;
+    chrome.visit("/login").await;
+    shoot("login").await;
+
+    chrome.visit("/").await;
+    chrome
+        .click_button(".product-grid", "Add to cart: Blue Teapot")
+        .await;
+    chrome.visit("/products/loose-leaf-sencha").await;
+    chrome.fill("#quantity", "2").await;
+    chrome.click_button(".product-detail", "Add to cart").await;
+    chrome.visit("/login").await;
+    chrome.fill("#username", DEMO_USER).await;
+    chrome.fill("#password", DEMO_PASSWORD).await;
+    chrome.click_button("form[action='/login']", "Log in").await;
+    chrome.visit("/cart").await;
+    shoot("cart").await;
+    chrome.visit("/session").await;
+    shoot("session").await;
+    chrome.close().await;
+}

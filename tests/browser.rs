@@ -1,0 +1,291 @@
+//! The shop in a real browser: Debian's headless Chromium, driven through
+//! chromedriver (WebDriver) by fantoccini.
+//!
+//! - One journey (anonymous cart → register → merged cart → log out → Back →
+//!   log in from a fresh browser profile), run against one in-process app, through
+//!   nginx over three replica processes, and with JavaScript turned off.
+//! - Every page passes axe-core (no serious or critical violation), has no
+//!   `<script>`, and does not scroll sideways at 375 and 1280 CSS pixels.
+//!
+//! Needs chromium, chromium-driver, redis-server, nginx and tests/axe/node_modules:
+//! scripts/test installs them when missing.
+
+// Shared with examples/screenshots.rs, which uses parts the tests do not.
+#[allow(dead_code)]
+mod browser_support;
+mod common;
+
+use std::collections::BTreeSet;
+
+use browser_support::axe;
+use browser_support::chrome::{Chrome, ChromeDriver, Options};
+use browser_support::cluster::Cluster;
+use common::{Backend, TestApp, DEMO_PASSWORD, DEMO_USER};
+
+const SHOPPER: &str = "tea_lover";
+const SHOPPER_PASSWORD: &str = "correct horse 42";
+
+fn lines(expected: &[(&str, u32)]) -> Vec<(String, u32)> {
+    expected.iter().map(|(n, q)| (n.to_string(), *q)).collect()
+}
+
+/// The visitor's story, in a browser as a person would click through it.
+/// Returns the replica names read from the footer of every page seen.
+async fn shop_journey(driver: &ChromeDriver, site: &str, options: Options) -> BTreeSet<String> {
+    // A visitor fills a cart without an account.
+    let laptop = Chrome::open(driver, site, options).await;
+    laptop.visit("/").await;
+    assert_eq!(laptop.logged_in_as().await, None);
+    assert_eq!(laptop.cart_badge().await, 0);
+    laptop
+        .click_button(".product-grid", "Add to cart: Blue Teapot")
+        .await;
+    assert_eq!(laptop.path().await, "/cart");
+    laptop
+        .assert_text("Added 1 × Blue Teapot to your cart.")
+        .await;
+
+    laptop.visit("/products/bamboo-whisk").await;
+    laptop.fill("#quantity", "3").await;
+    laptop.click_button(".product-detail", "Add to cart").await;
+    assert_eq!(
+        laptop.cart_lines().await,
+        lines(&[("Blue Teapot", 1), ("Bamboo Whisk", 3)])
+    );
+    laptop.fill("#qty-1", "2").await;
+    laptop
+        .click_button(".cart-table", "Update Blue Teapot")
+        .await;
+    laptop.assert_text("Blue Teapot now: 2.").await;
+    assert_eq!(laptop.cart_badge().await, 5);
+
+    // Registering logs the visitor in; the anonymous cart becomes their cart.
+    laptop.click(".site-nav a[href='/register']").await;
+    laptop.fill("#username", SHOPPER).await;
+    laptop.fill("#password", SHOPPER_PASSWORD).await;
+    laptop.fill("#password_confirm", SHOPPER_PASSWORD).await;
+    laptop
+        .click_button("form[action='/register']", "Create account")
+        .await;
+    assert_eq!(laptop.path().await, "/");
+    laptop
+        .assert_text(&format!("Welcome, {SHOPPER}! Your account is ready."))
+        .await;
+    assert_eq!(laptop.logged_in_as().await.as_deref(), Some(SHOPPER));
+    laptop.click(".cart-badge").await;
+    let merged = lines(&[("Blue Teapot", 2), ("Bamboo Whisk", 3)]);
+    assert_eq!(laptop.cart_lines().await, merged);
+
+    // Logging out ends the session; Back must not show the private cart again.
+    // Pages are sent with `Cache-Control: no-store`, so Chromium fetches /cart anew
+    // (no HTTP cache, no back/forward cache) and gets the anonymous, empty cart.
+    laptop.click_button(".site-header", "Log out").await;
+    assert_eq!(laptop.path().await, "/");
+    assert_eq!(laptop.logged_in_as().await, None);
+    assert_eq!(laptop.cart_badge().await, 0);
+    laptop.back().await;
+    assert_eq!(laptop.path().await, "/cart");
+    assert_eq!(
+        laptop.logged_in_as().await,
+        None,
+        "Back after logout showed the logged-in page"
+    );
+    laptop.assert_text("Your cart is empty.").await;
+    assert!(laptop.cart_lines().await.is_empty());
+
+    // Another browser with a fresh profile (no cookies): log in, the cart is there.
+    let phone = Chrome::open(
+        driver,
+        site,
+        Options {
+            width: 375,
+            ..options
+        },
+    )
+    .await;
+    phone.visit("/").await;
+    phone.click(".site-nav a[href='/login']").await;
+    phone.fill("#username", SHOPPER).await;
+    phone.fill("#password", SHOPPER_PASSWORD).await;
+    phone.click_button("form[action='/login']", "Log in").await;
+    assert_eq!(phone.path().await, "/");
+    assert_eq!(phone.logged_in_as().await.as_deref(), Some(SHOPPER));
+    assert_eq!(phone.cart_badge().await, 5);
+    phone.click(".cart-badge").await;
+    assert_eq!(phone.cart_lines().await, merged);
+    phone
+        .click_button(".cart-table", "Remove Bamboo Whisk")
+        .await;
+    phone
+        .assert_text("Removed Bamboo Whisk from your cart.")
+        .await;
+    assert_eq!(phone.cart_lines().await, lines(&[("Blue Teapot", 2)]));
+
+    let mut replicas = laptop.replicas_seen();
+    replicas.extend(phone.replicas_seen());
+    laptop.close().await;
+    phone.close().await;
+    replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_survives_registration_logout_and_a_new_browser() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+
+    let replicas = shop_journey(&driver, &app.address, Options::default()).await;
+
+    assert_eq!(replicas, BTreeSet::from(["test-replica".to_owned()]));
+    // What the browser saw is what Redis holds: the user's cart hash, no anonymous
+    // cart left behind, and one session (the phone's; the laptop's was deleted at logout).
+    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+        .bind(SHOPPER)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let cart_key = format!("cart:user:{user_id}");
+    assert_eq!(
+        app.redis_hash(&cart_key).await,
+        [("1".to_owned(), 2)].into()
+    );
+    let keys = app.redis_keys().await;
+    assert!(
+        !keys.iter().any(|k| k.starts_with("cart:anon:")),
+        "{keys:?}"
+    );
+    let sessions: Vec<_> = keys.iter().filter(|k| !k.contains(':')).collect();
+    assert_eq!(sessions.len(), 1, "one live session: {keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_journey_through_nginx_over_three_replicas() {
+    let cluster = Cluster::start(3).await;
+    let driver = ChromeDriver::start().await;
+
+    let replicas = shop_journey(&driver, &cluster.url, Options::default()).await;
+
+    // Every page named its replica in the footer; round robin spread them, and
+    // the session and cart followed the visitor from one replica to the next.
+    let known: BTreeSet<String> = cluster.replica_names.iter().cloned().collect();
+    assert!(replicas.is_subset(&known), "{replicas:?} not in {known:?}");
+    assert!(
+        replicas.len() > 1,
+        "every page came from one replica: {replicas:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_journey_works_with_javascript_disabled() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let no_js = Options {
+        javascript: false,
+        ..Options::default()
+    };
+
+    // First make sure the browser really runs no page script.
+    let probe = Chrome::open(&driver, &app.address, no_js).await;
+    probe
+        .goto_raw("data:text/html,<title>off</title><script>document.title='on'</script>")
+        .await;
+    assert_eq!(
+        probe.client.title().await.unwrap(),
+        "off",
+        "JavaScript is on"
+    );
+    probe.close().await;
+
+    shop_journey(&driver, &app.address, no_js).await;
+}
+
+/// A page to check, reached by the steps before it.
+async fn check_page(chrome: &Chrome, name: &str, failures: &mut Vec<String>) {
+    let source = chrome.source().await;
+    if source.to_ascii_lowercase().contains("<script") {
+        failures.push(format!("{name}: has a <script> element"));
+    }
+    for width in [1280, 375] {
+        chrome.set_width(width).await;
+        let (page_width, viewport) = chrome.scroll_width().await;
+        if page_width > viewport {
+            failures.push(format!(
+                "{name} at {width}px: scrolls sideways ({page_width}px wide)"
+            ));
+        }
+        for violation in axe::violations(chrome).await {
+            if violation.is_serious() {
+                failures.push(format!("{name} at {width}px: {violation}"));
+            } else {
+                eprintln!("note: {name} at {width}px: {violation}");
+            }
+        }
+    }
+    chrome.set_width(1280).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let chrome = Chrome::open(&driver, &app.address, Options::default()).await;
+    let mut failures = Vec::new();
+
+    chrome.visit("/").await;
+    check_page(&chrome, "catalog", &mut failures).await;
+    chrome.visit("/products/blue-teapot").await;
+    check_page(&chrome, "product", &mut failures).await;
+    chrome.visit("/cart").await;
+    chrome.assert_text("Your cart is empty.").await;
+    check_page(&chrome, "cart (empty)", &mut failures).await;
+    chrome.visit("/login").await;
+    check_page(&chrome, "login", &mut failures).await;
+    chrome.fill("#username", DEMO_USER).await;
+    chrome.fill("#password", "not the password").await;
+    chrome.click_button("form[action='/login']", "Log in").await;
+    chrome.assert_text("Wrong username or password.").await;
+    check_page(&chrome, "login with an error", &mut failures).await;
+    chrome.visit("/register").await;
+    check_page(&chrome, "register", &mut failures).await;
+    chrome.fill("#username", "shopper").await;
+    chrome.fill("#password", "long enough pw").await;
+    chrome.fill("#password_confirm", "different pw!!").await;
+    chrome
+        .click_button("form[action='/register']", "Create account")
+        .await;
+    chrome.assert_text("The two passwords do not match.").await;
+    check_page(&chrome, "register with an error", &mut failures).await;
+    chrome.visit("/session").await;
+    chrome.assert_text("This browser has no session").await;
+    check_page(&chrome, "session inspector (anonymous)", &mut failures).await;
+    chrome.visit("/nowhere").await;
+    chrome
+        .assert_text("There is no page at this address.")
+        .await;
+    check_page(&chrome, "404 page", &mut failures).await;
+
+    chrome.visit("/").await;
+    chrome
+        .click_button(".product-grid", "Add to cart: Cast Iron Kettle")
+        .await;
+    chrome.visit("/products/earl-grey-tin").await;
+    chrome.click_button(".product-detail", "Add to cart").await;
+    assert_eq!(chrome.cart_lines().await.len(), 2);
+    check_page(&chrome, "cart (filled, with a message)", &mut failures).await;
+    chrome.visit("/login").await;
+    chrome.fill("#username", DEMO_USER).await;
+    chrome.fill("#password", DEMO_PASSWORD).await;
+    chrome.click_button("form[action='/login']", "Log in").await;
+    assert_eq!(chrome.logged_in_as().await.as_deref(), Some(DEMO_USER));
+    check_page(&chrome, "catalog (logged in)", &mut failures).await;
+    chrome.visit("/session").await;
+    chrome.assert_text("Remember me").await;
+    check_page(&chrome, "session inspector (logged in)", &mut failures).await;
+
+    chrome.close().await;
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
