@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod session;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod web;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy, TcpConfig};
 use tokio::net::TcpListener;
 
@@ -142,10 +144,16 @@ impl Application {
         tracing::info!(replica = %state.replica, "listening on http://{address}");
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let drain_limit = state.config.request_timeout + Duration::from_secs(1);
+        // See shutdown.rs: first stop accepting, then let connections finish.
+        let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
+        // tap_io: axum's ConnectInfo knows a wrapped listener's address type.
+        let listener = shutdown::DrainingListener::new(listener, accepting_rx)?.tap_io(|_| {});
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
+            let _ = accepting_tx.send(true);
+            tokio::time::sleep(shutdown::SETTLE).await;
             let _ = stopping_tx.send(());
         });
         let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));

@@ -17,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
@@ -80,7 +80,9 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(middleware::RequestSpan::new(state.replica.clone())),
+                        .make_span_with(middleware::RequestSpan::new(state.replica.clone()))
+                        // One line per request, in the span with the replica and request id.
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
