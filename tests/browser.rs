@@ -13,13 +13,16 @@
 // Shared with examples/screenshots.rs, which uses parts the tests do not.
 #[allow(dead_code)]
 mod browser_support;
+// The three-replica cluster of tests/cluster.rs.
+#[allow(dead_code)]
+mod cluster_support;
 mod common;
 
 use std::collections::BTreeSet;
 
 use browser_support::axe;
 use browser_support::chrome::{Chrome, ChromeDriver, Options};
-use browser_support::cluster::Cluster;
+use cluster_support::Cluster;
 use common::{Backend, TestApp, DEMO_PASSWORD, DEMO_USER};
 
 const SHOPPER: &str = "tea_lover";
@@ -159,14 +162,14 @@ async fn a_cart_survives_registration_logout_and_a_new_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_journey_through_nginx_over_three_replicas() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start().await;
     let driver = ChromeDriver::start().await;
 
     let replicas = shop_journey(&driver, &cluster.url, Options::default()).await;
 
     // Every page named its replica in the footer; round robin spread them, and
     // the session and cart followed the visitor from one replica to the next.
-    let known: BTreeSet<String> = cluster.replica_names.iter().cloned().collect();
+    let known: BTreeSet<String> = cluster.replica_names().into_iter().collect();
     assert!(replicas.is_subset(&known), "{replicas:?} not in {known:?}");
     assert!(
         replicas.len() > 1,
