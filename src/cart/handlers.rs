@@ -29,16 +29,10 @@ pub struct CartTemplate {
     max_quantity: u32,
 }
 
-pub async fn cart_page(State(state): State<AppState>, page: Page) -> Result<CartTemplate> {
-    let lines = match &page.cart_owner {
-        Some(owner) => state
-            .carts
-            .lines(owner)
-            .await
-            .map_err(AppError::Unavailable)?,
-        None => Vec::new(),
-    };
-    let lines: Vec<CartLine> = lines
+pub async fn cart_page(State(state): State<AppState>, page: Page) -> CartTemplate {
+    // The page extractor already read the cart (for the header's badge).
+    let lines: Vec<CartLine> = page
+        .cart
         .into_iter()
         .filter_map(|(product_id, quantity)| {
             let product = state.catalog.get(product_id)?.clone();
@@ -50,12 +44,12 @@ pub async fn cart_page(State(state): State<AppState>, page: Page) -> Result<Cart
         })
         .collect();
     let total = Money(lines.iter().map(|line| line.total.0).sum());
-    Ok(CartTemplate {
+    CartTemplate {
         chrome: page.chrome,
         lines,
         total,
         max_quantity: MAX_QUANTITY,
-    })
+    }
 }
 
 #[derive(Debug, Deserialize)]

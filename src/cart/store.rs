@@ -256,26 +256,6 @@ impl CartStore {
         }
     }
 
-    /// Number of items (sum of quantities), for the header badge: one `HVALS`.
-    pub async fn item_count(&self, owner: &CartOwner) -> anyhow::Result<u32> {
-        match &self.backend {
-            Backend::Redis(pool) => {
-                let quantities: Vec<String> = pool.hvals(owner.redis_key()).await?;
-                Ok(quantities
-                    .iter()
-                    .filter_map(|q| q.parse::<u32>().ok())
-                    .sum())
-            }
-            Backend::Memory(carts) => {
-                let carts = carts.lock().expect("cart lock");
-                Ok(carts
-                    .get(&owner.redis_key())
-                    .map(|cart| cart.values().sum())
-                    .unwrap_or(0))
-            }
-        }
-    }
-
     /// Merges an anonymous cart into a user's cart and deletes the anonymous one, atomically.
     pub async fn merge(&self, anonymous_cart_id: &str, user_id: i64) -> anyhow::Result<()> {
         let from = CartOwner::Anonymous(anonymous_cart_id.to_owned()).redis_key();

@@ -107,7 +107,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
             rows.push(("User", "anonymous".into()));
         }
     }
-    if let Some(owner) = &page.cart_owner {
+    if let Some(owner) = &page.session.cart_owner().await? {
         let key = match owner {
             CartOwner::User(_) => owner.redis_key(),
             CartOwner::Anonymous(id) => format!("cart:anon:{}", shorten(id)),

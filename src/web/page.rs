@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
-use crate::cart::CartOwner;
+use crate::cart::Lines;
 use crate::error::AppError;
 use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
@@ -35,13 +35,15 @@ impl Chrome {
     }
 }
 
-/// Extractor for page handlers: the session, the cart's owner and the layout data.
+/// Extractor for page handlers: the session, the visitor's cart and the layout data.
 ///
-/// Costs for a logged-in visitor: one `GET` of the session and one `HVALS` of the
-/// cart. For an anonymous visitor without a cookie: nothing at all.
+/// Costs for a logged-in visitor: one `GET` of the session and one `HGETALL` of
+/// the cart (the badge counts it; the cart page lists it). For an anonymous
+/// visitor without a cookie: nothing at all.
 pub struct Page {
     pub session: ShopSession,
-    pub cart_owner: Option<CartOwner>,
+    /// The cart's lines, in product id order; empty for a visitor with no cart.
+    pub cart: Lines,
     pub chrome: Chrome,
 }
 
@@ -51,15 +53,15 @@ impl FromRequestParts<AppState> for Page {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = ShopSession::from_request_parts(parts, state).await?;
         let user = session.user().await?;
-        let cart_owner = session.cart_owner().await?;
-        let cart_count = match &cart_owner {
+        let cart = match session.cart_owner().await? {
             Some(owner) => state
                 .carts
-                .item_count(owner)
+                .lines(&owner)
                 .await
                 .map_err(AppError::Unavailable)?,
-            None => 0,
+            None => Lines::new(),
         };
+        let cart_count = cart.iter().map(|(_, quantity)| quantity).sum();
         let flashes = session.take_flashes().await?;
         let chrome = Chrome {
             user,
@@ -70,7 +72,7 @@ impl FromRequestParts<AppState> for Page {
         };
         Ok(Page {
             session,
-            cart_owner,
+            cart,
             chrome,
         })
     }
