@@ -199,7 +199,11 @@ pub async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<Pool>
             };
         })
         .set_policy(ReconnectPolicy::new_constant(0, 500))
-        .build_pool(4)
+        // One connection, not several: fred pipelines the commands that concurrent
+        // requests send at the same moment into one write, and Redis answers them
+        // with one read and one write. Redis runs commands on one thread anyway;
+        // more connections only add system calls (docs/PERFORMANCE.md).
+        .build_pool(1)
         .context("building the Redis pool")?;
     pool.init()
         .await
