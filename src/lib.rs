@@ -147,13 +147,14 @@ impl Application {
         // See shutdown.rs: first stop accepting, then let connections finish.
         let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
         // tap_io: axum's ConnectInfo knows a wrapped listener's address type.
-        let listener = shutdown::DrainingListener::new(listener, accepting_rx)?.tap_io(|_| {});
+        let (listener, settled) = shutdown::DrainingListener::new(listener, accepting_rx)?;
+        let listener = listener.tap_io(|_| {});
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = accepting_tx.send(true);
-            tokio::time::sleep(shutdown::SETTLE).await;
+            settled.wait(shutdown::SETTLE_LIMIT).await;
             let _ = stopping_tx.send(());
         });
         let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));

@@ -80,11 +80,6 @@ async fn a_killed_replica_costs_the_user_nothing() {
     let victim = "replica-2";
     let status = cluster.replicas[1].kill().await;
     assert!(!status.success(), "kill -9 ends the process: {status}");
-    let victim_url = cluster.replica(victim).url();
-    assert!(
-        plain_client().get(&victim_url).send().await.is_err(),
-        "nothing listens on {victim}'s port any more"
-    );
 
     // Right after the kill: every GET succeeds (nginx passes the ones that meet
     // the dead replica on to the next), and the user is still logged in.
