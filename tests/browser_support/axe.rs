@@ -1,4 +1,4 @@
-//! axe-core (from the npm registry, installed under tests/axe/ by scripts/test),
+//! axe-core (from the npm registry, installed under tools/axe/ by scripts/test),
 //! injected into the page through WebDriver and run there.
 
 use std::sync::OnceLock;
@@ -45,10 +45,10 @@ fn axe_source() -> &'static str {
     SOURCE.get_or_init(|| {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/axe/node_modules/axe-core/axe.min.js"
+            "/tools/axe/node_modules/axe-core/axe.min.js"
         );
         std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("{path}: {e}. Install it with `(cd tests/axe && npm ci)` (scripts/test does).")
+            panic!("{path}: {e}. Install it with `(cd tools/axe && npm ci)` (scripts/test does).")
         })
     })
 }
