@@ -26,6 +26,11 @@ async fn a_redis_outage_is_a_quick_503_page_and_the_app_recovers_alone() {
         StatusCode::OK,
         "the catalog does not need Redis"
     );
+    // Readiness says so (nginx and compose health checks use it); liveness does not.
+    let ready = app.browser().get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    assert!(ready.body.contains("sqlite: ok"), "{}", ready.body);
+    assert_eq!(app.browser().get("/healthz").await.status, StatusCode::OK);
 
     for path in ["/cart", "/", "/session"] {
         let started = Instant::now();
@@ -54,6 +59,7 @@ async fn a_redis_outage_is_a_quick_503_page_and_the_app_recovers_alone() {
         async move { user.get("/cart").await.status == StatusCode::OK }
     })
     .await;
+    assert_eq!(app.browser().get("/readyz").await.status, StatusCode::OK);
     let cart = user.get("/cart").await;
     assert_eq!(cart.logged_in_as().as_deref(), Some("demo"));
     assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 2)]);

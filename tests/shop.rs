@@ -310,9 +310,9 @@ on_both_backends! {
         }
     }
 
-    async fn reading_pages_slides_the_idle_deadline_without_a_write_per_request(app) {
-        // Covered with a short timeout in `short_idle_timeout` below; here: a reader
-        // who keeps reading within the interval causes no session write at all.
+    async fn reading_pages_within_the_keep_alive_interval_writes_nothing(app) {
+        // Sliding itself is tested with a short timeout in `short_idle_timeout`
+        // below; here: a reader within the interval causes no session write at all.
         let reader = app.browser();
         reader.log_in(DEMO_USER, DEMO_PASSWORD).await;
         if app.redis().is_some() {

@@ -68,12 +68,31 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
     let request_timeout = state.config.request_timeout;
 
-    Router::new()
+    // For people: every error becomes a page in the site's layout, requests are
+    // bounded in time and size, and cross-site forms are refused.
+    let site = Router::new()
         .merge(pages)
         .merge(static_files)
+        .fallback(middleware::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(state.clone(), middleware::html_errors))
+                .layer(TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    request_timeout,
+                ))
+                .layer(from_fn(middleware::cross_origin_protection))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT))
+                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+        );
+
+    // For machines (load balancer, compose): plain-text health checks. The layers
+    // below wrap both: request ids, the request log line, the replica's name and
+    // the security headers are on every response.
+    Router::new()
+        .merge(site)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(middleware::not_found)
         .layer(
             // Listed outermost first.
             ServiceBuilder::new()
@@ -86,15 +105,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
-                .layer(from_fn(middleware::security_headers))
-                .layer(from_fn_with_state(state.clone(), middleware::html_errors))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
-                ))
-                .layer(from_fn(middleware::cross_origin_protection))
-                .layer(DefaultBodyLimit::max(BODY_LIMIT))
-                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+                .layer(from_fn(middleware::security_headers)),
         )
         .with_state(state)
 }

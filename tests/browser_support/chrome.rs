@@ -308,12 +308,13 @@ impl Chrome {
 
     /// The replica named in the footer (`Served by <strong>NAME</strong>`).
     pub async fn served_by(&self) -> Option<String> {
-        let footer = self
-            .client
-            .find(Locator::Css(".served-by strong"))
-            .await
-            .ok()?;
-        footer.text().await.ok()
+        self.text_if_present(".served-by strong").await
+    }
+
+    /// The text of the first element matching `css`, if there is one.
+    async fn text_if_present(&self, css: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.text().await.ok()
     }
 
     pub fn replicas_seen(&self) -> BTreeSet<String> {
@@ -322,12 +323,7 @@ impl Chrome {
 
     /// Who the header says is logged in.
     pub async fn logged_in_as(&self) -> Option<String> {
-        let user = self
-            .client
-            .find(Locator::Css(".site-header .user strong"))
-            .await
-            .ok()?;
-        user.text().await.ok()
+        self.text_if_present(".site-header .user strong").await
     }
 
     /// The number in the header's cart badge.
