@@ -52,15 +52,9 @@ impl FromRequestParts<AppState> for Page {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = ShopSession::from_request_parts(parts, state).await?;
+        // Reads the cart and checks the user's credential epoch in one command (accounts).
+        let cart = crate::account::page_cart(state, &session).await?;
         let user = session.user().await?;
-        let cart = match session.cart_owner().await? {
-            Some(owner) => state
-                .carts
-                .lines(&owner)
-                .await
-                .map_err(AppError::Unavailable)?,
-            None => Lines::new(),
-        };
         let cart_count = cart.iter().map(|(_, quantity)| quantity).sum();
         let flashes = session.take_flashes().await?;
         let chrome = Chrome {
