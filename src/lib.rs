@@ -4,12 +4,14 @@
 //! `main.rs` only parses the command line; everything is here, so tests can start
 //! the real application in-process ([`Application::build`]) on a free port.
 
+pub mod assets;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod orders;
 pub mod session;
 pub mod shutdown;
 pub mod state;
@@ -54,6 +56,7 @@ impl Application {
             auth::users::ensure_demo_user(&db).await?;
         }
         let catalog = Arc::new(Catalog::load(&db).await.context("loading the catalog")?);
+        assets::init();
         auth::password::warm_up();
 
         let lifetimes = Lifetimes {

@@ -45,6 +45,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::catalog::router())
         .merge(crate::cart::router())
         .merge(crate::auth::router())
+        .merge(crate::orders::router())
         .route("/session", get(inspector::session_page))
         .layer(from_fn_with_state(
             state.clone(),
@@ -58,11 +59,13 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         ));
 
     let static_files = Router::new()
-        .nest_service("/static", ServeDir::new(static_dir()))
+        .nest_service("/static", ServeDir::new(crate::assets::static_dir()))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=604800"),
-        ));
+        ))
+        // Outermost: `/static/style.<hash>.css` is style.css, cached for good.
+        .layer(from_fn(crate::assets::serve_fingerprinted));
 
     let replica = HeaderValue::from_str(&state.replica)
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
@@ -108,15 +111,4 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
                 .layer(from_fn(middleware::security_headers)),
         )
         .with_state(state)
-}
-
-/// `static/` next to the working directory (the container's WORKDIR), or the
-/// source tree's when run from elsewhere with `cargo run`.
-fn static_dir() -> std::path::PathBuf {
-    let local = std::path::PathBuf::from("static");
-    if local.is_dir() {
-        local
-    } else {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static")
-    }
 }
