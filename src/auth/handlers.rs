@@ -27,6 +27,8 @@ pub struct LoginTemplate {
     username: String,
     next: String,
     remember: bool,
+    /// "Remember me for N days": REMEMBER_ME_DAYS.
+    remember_days: u32,
     error: Option<String>,
 }
 
@@ -35,12 +37,17 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn login_page(page: Page, Query(query): Query<NextQuery>) -> LoginTemplate {
+pub async fn login_page(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<NextQuery>,
+) -> LoginTemplate {
     LoginTemplate {
         chrome: page.chrome,
         username: String::new(),
         next: safe_next(query.next.as_deref()),
         remember: false,
+        remember_days: state.config.remember_me_days,
         error: None,
     }
 }
@@ -72,6 +79,7 @@ pub async fn log_in(
             username,
             next: next.clone(),
             remember,
+            remember_days: state.config.remember_me_days,
             error: Some(error.to_owned()),
         };
         (status, page).into_response()
