@@ -522,3 +522,34 @@ async fn pages_say_where_you_are_and_what_they_are() {
     cart.assert_contains("<a href=\"/\">Continue shopping</a>");
     cart.assert_contains("<a class=\"button-link\" href=\"/checkout\">Checkout</a>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_stylesheets_are_compressed_for_browsers_that_accept_it() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let visitor = app.browser();
+    for path in ["/", "/static/style.css", "/products/blue-teapot"] {
+        let gzip = visitor
+            .request(reqwest::Method::GET, path)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzip.status(), StatusCode::OK, "{path}");
+        assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
+        assert!(gzip.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding"));
+        let br = visitor
+            .request(reqwest::Method::GET, path)
+            .header("accept-encoding", "br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(br.headers()["content-encoding"], "br", "{path}");
+        // Without Accept-Encoding: plain.
+        let plain = visitor.get(path).await;
+        assert!(!plain.headers.contains_key("content-encoding"), "{path}");
+    }
+}

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::get;
 use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
@@ -79,6 +80,9 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .fallback(middleware::not_found)
         .layer(
             ServiceBuilder::new()
+                // Outermost, so error pages are compressed too: gzip or brotli as the
+                // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
+                .layer(CompressionLayer::new())
                 .layer(from_fn_with_state(state.clone(), middleware::html_errors))
                 .layer(TimeoutLayer::with_status_code(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
