@@ -354,7 +354,7 @@ async fn a_session_that_cannot_be_saved_is_a_503_page_not_an_empty_500() {
         .unwrap()
         .starts_with("text/html"));
     assert_eq!(page.headers["retry-after"], "5");
-    page.assert_contains("The session store is unavailable right now.");
+    page.assert_contains("The session store is unavailable right now, so nothing was changed.");
     page.assert_contains("Served by <strong>test-replica</strong>");
     let _: () = redis
         .next()

@@ -74,7 +74,7 @@ on_both_backends! {
 
         if app.redis().is_some() {
             let keys = app.redis_keys().await;
-            let cart_key = keys.iter().find(|k| k.starts_with("cart:anon:")).expect("anonymous cart hash");
+            let cart_key = keys.iter().find(|k| k.starts_with("cart:{a")).expect("anonymous cart hash");
             assert_eq!(app.redis_hash(cart_key).await, [("1".to_owned(), 5)].into());
             let ttl = app.redis_ttl(cart_key).await;
             assert!((7 * 86_400 - 60..=7 * 86_400).contains(&ttl), "anonymous cart TTL is 7 days: {ttl}");
@@ -200,10 +200,10 @@ on_both_backends! {
         assert_ne!(anonymous_sid, logged_in_sid, "login must issue a new session id");
         if app.redis().is_some() {
             let keys = app.redis_keys().await;
-            assert!(!keys.iter().any(|k| k.starts_with("cart:anon:")), "anonymous cart gone: {keys:?}");
+            assert!(!keys.iter().any(|k| k.starts_with("cart:{a")), "anonymous cart gone: {keys:?}");
             assert!(!app.redis_exists(&anonymous_sid).await, "old session id gone");
-            assert_eq!(app.redis_hash("cart:user:1").await, [("1".into(), 99), ("3".into(), 1), ("5".into(), 4)].into());
-            let ttl = app.redis_ttl("cart:user:1").await;
+            assert_eq!(app.redis_hash("cart:{u1}").await, [("1".into(), 99), ("3".into(), 1), ("5".into(), 4)].into());
+            let ttl = app.redis_ttl("cart:{u1}").await;
             assert!((30 * 86_400 - 60..=30 * 86_400).contains(&ttl), "user cart TTL is 30 days: {ttl}");
         }
 
@@ -215,7 +215,7 @@ on_both_backends! {
         assert_eq!(phone.sid(), None);
         if app.redis().is_some() {
             assert!(!app.redis_exists(&logged_in_sid).await, "session deleted in Redis");
-            assert!(app.redis_exists("cart:user:1").await, "the user's cart stays");
+            assert!(app.redis_exists("cart:{u1}").await, "the user's cart stays");
         }
         // Replaying the old cookie gets an anonymous page.
         let replay = app.browser();
@@ -260,7 +260,7 @@ on_both_backends! {
         visitor.add_to_cart("1", "1").await;
         let anonymous = visitor.get("/session").await;
         anonymous.assert_contains("anonymous");
-        anonymous.assert_contains("cart:anon:");
+        anonymous.assert_contains("cart:{a");
         anonymous.assert_contains("Created by</th><td><code>test-replica");
 
         visitor.post("/login", &[("username", DEMO_USER), ("password", DEMO_PASSWORD), ("remember", "on")]).await;
@@ -270,7 +270,7 @@ on_both_backends! {
         assert!(!page.body.contains(&sid), "the full session id is never shown");
         page.assert_contains("demo (id 1)");
         page.assert_contains("on: persistent cookie");
-        page.assert_contains("cart:user:1");
+        page.assert_contains("cart:{u1}");
         page.assert_contains("Served now by</th><td><code>test-replica");
         if app.redis().is_some() {
             let marker = "Redis key TTL</th><td><code>";

@@ -30,6 +30,10 @@ pub struct CatalogTemplate {
     search_everywhere: String,
     /// Said when the URL named a category that does not exist.
     notice: Option<String>,
+    /// The page's one-time submission id (each add form adds its product id).
+    submission: String,
+    /// This page's address, for the add forms to come back to.
+    back: String,
 }
 
 impl CatalogTemplate {
@@ -109,6 +113,8 @@ pub async fn catalog_page(
         None => "/".to_owned(),
     };
     let search_everywhere = link(None);
+    // An add from search results comes back to the same results.
+    let back = link(category);
     CatalogTemplate {
         chrome: page.chrome,
         products,
@@ -119,6 +125,8 @@ pub async fn catalog_page(
         category: category.unwrap_or_default(),
         filters,
         notice,
+        submission: page.submission,
+        back,
     }
 }
 
@@ -143,6 +151,7 @@ pub struct ProductTemplate {
     chrome: Chrome,
     product: Product,
     max_quantity: u32,
+    submission: String,
 }
 
 pub async fn product_page(
@@ -159,5 +168,6 @@ pub async fn product_page(
         chrome: page.chrome,
         product,
         max_quantity: MAX_QUANTITY,
+        submission: page.submission,
     })
 }

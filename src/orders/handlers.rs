@@ -25,6 +25,18 @@ fn log_in_first(next: &str) -> Response {
     Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
+/// The logged-in user, or the answer for a visitor who is not: the login page
+/// (then back to `next`), or, when Redis cannot say who the visitor is (a
+/// degraded, read-only page), the 503 page rather than a misleading login form.
+fn user_or(page: &Page, next: &str) -> Result<Result<SessionUser, Response>> {
+    if page.chrome.degraded {
+        return Err(AppError::Unavailable(anyhow::anyhow!(
+            "the session store is unavailable: orders need to know the user"
+        )));
+    }
+    Ok(page.chrome.user.clone().ok_or_else(|| log_in_first(next)))
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "checkout.html")]
 pub struct CheckoutTemplate {
@@ -75,8 +87,9 @@ impl CheckoutTemplate {
 /// GET /checkout: the cart, the shipping form (filled in from the last order), and
 /// a fresh submission id. Rendering writes nothing.
 pub async fn checkout_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let Some(user) = page.chrome.user.clone() else {
-        return Ok(log_in_first("/checkout"));
+    let user = match user_or(&page, "/checkout")? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
     };
     let lines = price_lines(&state.catalog, &page.cart);
     let shipping = store::latest_shipping(&state.db, user.id)
@@ -206,11 +219,7 @@ pub async fn place_order(
 
     // 4. Empty the cart, unless it changed since it was read.
     let owner = CartOwner::User(user.id);
-    let cleared = state
-        .carts
-        .clear_if_unchanged(&owner, &page.cart)
-        .await
-        .map_err(AppError::Unavailable)?;
+    let cleared = state.carts.clear_if_unchanged(&owner, &page.cart).await?;
     session
         .push_flash(Flash::success(format!(
             "Thank you! Your order #{order_id} is placed."
@@ -255,8 +264,7 @@ async fn already_placed(
     state
         .carts
         .clear_if_unchanged(&CartOwner::User(user.id), &ordered)
-        .await
-        .map_err(AppError::Unavailable)?;
+        .await?;
     session
         .push_flash(Flash::info(format!(
             "Already placed: this is your order #{}.",
@@ -281,8 +289,9 @@ pub struct OrdersTemplate {
 
 /// GET /orders: the user's orders, newest first.
 pub async fn orders_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let Some(user) = page.chrome.user.clone() else {
-        return Ok(log_in_first("/orders"));
+    let user = match user_or(&page, "/orders")? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
     };
     let orders = store::list_for_user(&state.db, user.id).await?;
     Ok(OrdersTemplate {
@@ -308,8 +317,9 @@ pub async fn order_page(
     page: Page,
 ) -> Result<Response> {
     let id: i64 = id.parse().map_err(|_| AppError::NotFound)?;
-    let Some(user) = page.chrome.user.clone() else {
-        return Ok(log_in_first(&format!("/orders/{id}")));
+    let user = match user_or(&page, &format!("/orders/{id}"))? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
     };
     let order = store::find_for_user(&state.db, user.id, id)
         .await?
