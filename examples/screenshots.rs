@@ -1,5 +1,6 @@
 //! Writes the README's screenshots into docs/img/ (or `SCREENSHOT_DIR`): the
-//! catalog, a product, login, a filled cart and the session inspector, each at
+//! catalog, a product, login, a filled cart, the session inspector, a search,
+//! checkout, an order and the orders list, each at
 //! 1280 and 375 CSS pixels. `scripts/screenshots` runs it.
 //!
 //! It reuses the browser tests' harness: the app in-process with its own
@@ -67,5 +68,26 @@ async fn main() {
     shoot("cart").await;
     chrome.visit("/session").await;
     shoot("session").await;
+
+    chrome.visit("/?q=tea&category=teaware").await;
+    shoot("search").await;
+    chrome.visit("/checkout").await;
+    chrome.fill("#name", "Ada Lovelace").await;
+    chrome.fill("#address", "12 St James's Square").await;
+    chrome.fill("#city", "London").await;
+    chrome.fill("#postcode", "SW1Y 4JH").await;
+    chrome
+        .find("#country option[value='GB']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shoot("checkout").await;
+    chrome
+        .click_button(".checkout-form form", "Place order ($63.60)")
+        .await;
+    shoot("order").await;
+    chrome.visit("/orders").await;
+    shoot("orders").await;
     chrome.close().await;
 }

@@ -5,12 +5,14 @@
 //! the real application in-process ([`Application::build`]) on a free port.
 
 pub mod account;
+pub mod assets;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod orders;
 pub mod redis_checks;
 pub mod session;
 pub mod shutdown;
@@ -56,6 +58,7 @@ impl Application {
             auth::users::ensure_demo_user(&db).await?;
         }
         let catalog = Arc::new(Catalog::load(&db).await.context("loading the catalog")?);
+        assets::init();
         auth::password::warm_up();
 
         let lifetimes = Lifetimes {

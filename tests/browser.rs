@@ -288,3 +288,195 @@ async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
         failures.join("\n  ")
     );
 }
+
+// ---------------------------------------------------------------- checkout (issue 12)
+
+/// Browse → search → filter → add from the catalog → checkout (log in on the way)
+/// → order page → orders list, in a real browser through nginx and three replicas.
+/// Written so that it does not depend on where an add redirects to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopper_searches_adds_checks_out_and_finds_the_order_through_nginx() {
+    let cluster = Cluster::start().await;
+    let driver = ChromeDriver::start().await;
+    let shopper = Chrome::open(&driver, &cluster.url, Options::default()).await;
+
+    // Browse and search.
+    shopper.visit("/").await;
+    shopper.fill("#q", "tea").await;
+    shopper.click_button(".search-form", "Search").await;
+    shopper.assert_text("found for “tea”").await;
+    assert!(shopper.source().await.contains("Earl Grey Tin"));
+    shopper
+        .click(".category-filter a[href='/?category=teaware&q=tea']")
+        .await;
+    shopper.assert_text("in Teaware").await;
+    assert!(!shopper.source().await.contains("Earl Grey Tin"));
+    shopper.fill("#q", "no such thing").await;
+    shopper.click_button(".search-form", "Search").await;
+    shopper
+        .assert_text("No products match “no such thing”")
+        .await;
+
+    // Add from the (searched) catalog.
+    shopper.visit("/?q=teapot").await;
+    shopper
+        .click_button(".product-grid", "Add to cart: Blue Teapot")
+        .await;
+    assert_eq!(shopper.cart_badge().await, 1);
+    shopper.visit("/products/bamboo-whisk").await;
+    shopper.fill("#quantity", "2").await;
+    shopper.click_button(".product-detail", "Add to cart").await;
+    assert_eq!(shopper.cart_badge().await, 3);
+
+    // The cart leads to checkout, which asks to log in first and comes back.
+    shopper.visit("/cart").await;
+    shopper.click_button(".cart-actions", "Checkout").await;
+    assert_eq!(shopper.path().await, "/login");
+    shopper.fill("#username", DEMO_USER).await;
+    shopper.fill("#password", DEMO_PASSWORD).await;
+    shopper
+        .click_button("form[action='/login']", "Log in")
+        .await;
+    assert_eq!(shopper.path().await, "/checkout");
+    shopper.assert_text("3 items, order total: $59.00").await;
+    shopper.fill("#name", "Ada Lovelace").await;
+    shopper.fill("#address", "12 St James's Square").await;
+    shopper.fill("#city", "London").await;
+    shopper.fill("#postcode", "SW1Y 4JH").await;
+    shopper
+        .find("#country option[value='GB']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shopper
+        .click_button(".checkout-form", "Place order ($59.00)")
+        .await;
+
+    // The order page, then the list.
+    let path = shopper.path().await;
+    let id = path
+        .strip_prefix("/orders/")
+        .unwrap_or_else(|| panic!("not an order page: {path}"));
+    shopper
+        .assert_text(&format!("Thank you! Your order #{id} is placed."))
+        .await;
+    shopper.assert_text("Shipping to").await;
+    assert_eq!(shopper.cart_badge().await, 0);
+    shopper.click(".site-nav a[href='/orders']").await;
+    assert_eq!(shopper.path().await, "/orders");
+    shopper.assert_text(&format!("Order #{id}")).await;
+    shopper.assert_text("$59.00").await;
+
+    let replicas = shopper.replicas_seen();
+    assert!(
+        replicas.len() > 1,
+        "one replica served everything: {replicas:?}"
+    );
+    shopper.close().await;
+}
+
+/// The pages of checkout and search pass axe-core at 375 and 1280 px, fit the
+/// width and have no script; the skip link shows when it has the focus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_and_search_pages_are_accessible_and_the_skip_link_shows() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let chrome = Chrome::open(&driver, &app.address, Options::default()).await;
+    let mut failures = Vec::new();
+
+    // The skip link: off screen until focused, then on screen and readable.
+    chrome.visit("/").await;
+    let hidden = skip_link_box(&chrome).await;
+    assert!(
+        hidden.1 + hidden.3 <= 0.0,
+        "visible before focus: {hidden:?}"
+    );
+    chrome
+        .execute("document.querySelector('.skip-link').focus()")
+        .await
+        .unwrap();
+    let shown = skip_link_box(&chrome).await;
+    assert!(
+        shown.1 >= 0.0 && shown.2 > 40.0 && shown.3 > 20.0,
+        "the focused skip link is not on screen: {shown:?}"
+    );
+
+    chrome.visit("/?q=tea").await;
+    check_page(&chrome, "catalog (search results)", &mut failures).await;
+    chrome.visit("/?category=teaware").await;
+    check_page(&chrome, "catalog (a category)", &mut failures).await;
+    chrome.visit("/?q=no+such+thing").await;
+    chrome.assert_text("No products match").await;
+    check_page(&chrome, "catalog (nothing found)", &mut failures).await;
+
+    chrome.visit("/login").await;
+    chrome.fill("#username", DEMO_USER).await;
+    chrome.fill("#password", DEMO_PASSWORD).await;
+    chrome.click_button("form[action='/login']", "Log in").await;
+    chrome.visit("/orders").await;
+    chrome
+        .assert_text("You have not placed an order yet.")
+        .await;
+    check_page(&chrome, "orders (none yet)", &mut failures).await;
+    chrome.visit("/checkout").await;
+    chrome.assert_text("Your cart is empty.").await;
+    check_page(&chrome, "checkout (empty cart)", &mut failures).await;
+
+    chrome.visit("/").await;
+    chrome
+        .click_button(".product-grid", "Add to cart: Cast Iron Kettle")
+        .await;
+    chrome.visit("/cart").await;
+    check_page(&chrome, "cart (thumbnails, checkout link)", &mut failures).await;
+    chrome.visit("/checkout").await;
+    check_page(&chrome, "checkout", &mut failures).await;
+    // Submitted empty (the browser's own checks skipped), the form shows its messages.
+    chrome
+        .execute("document.querySelector('.checkout-form form').noValidate = true")
+        .await
+        .unwrap();
+    chrome
+        .click_button(".checkout-form", "Place order ($89.00)")
+        .await;
+    chrome.assert_text("Please enter your name.").await;
+    check_page(&chrome, "checkout with errors", &mut failures).await;
+    chrome.fill("#name", "Ada Lovelace").await;
+    chrome.fill("#address", "12 St James's Square").await;
+    chrome.fill("#city", "London").await;
+    chrome.fill("#postcode", "SW1Y 4JH").await;
+    chrome
+        .find("#country option[value='GB']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    chrome
+        .click_button(".checkout-form", "Place order ($89.00)")
+        .await;
+    chrome.assert_text("is placed.").await;
+    check_page(&chrome, "order", &mut failures).await;
+    chrome.visit("/orders").await;
+    check_page(&chrome, "orders", &mut failures).await;
+
+    chrome.close().await;
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+/// The skip link's box in the viewport: (x, y, width, height).
+async fn skip_link_box(chrome: &Chrome) -> (f64, f64, f64, f64) {
+    let rect = chrome
+        .execute(
+            "const r = document.querySelector('.skip-link').getBoundingClientRect(); \
+             return [r.x, r.y, r.width, r.height];",
+        )
+        .await
+        .unwrap();
+    let n = |i: usize| rect[i].as_f64().unwrap();
+    (n(0), n(1), n(2), n(3))
+}

@@ -388,3 +388,184 @@ mod short_idle_timeout {
         check(Backend::Memory).await;
     }
 }
+
+/// Product names shown on a catalog page, in order.
+fn product_names(page: &Page) -> Vec<String> {
+    page.body
+        .split("<h2><a href=\"/products/")
+        .skip(1)
+        .map(|card| {
+            let start = card.find("\">").unwrap() + 2;
+            let end = card.find("</a>").unwrap();
+            card[start..end].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_searched_and_filtered_by_category() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let visitor = app.browser();
+
+    // Categories: each product in one, the filter shows only its products.
+    let teaware = visitor.get("/?category=teaware").await;
+    assert_eq!(teaware.status, StatusCode::OK);
+    assert_eq!(
+        product_names(&teaware),
+        [
+            "Blue Teapot",
+            "Cast Iron Kettle",
+            "Porcelain Cup Set",
+            "Glass Infuser Mug",
+            "Ceramic Milk Jug"
+        ]
+    );
+    teaware.assert_contains("<h1>Teaware</h1>");
+    teaware.assert_contains("href=\"/?category=teaware\" aria-current=\"page\"");
+    let mut all = Vec::new();
+    for (category, _) in storefront::catalog::CATEGORIES {
+        all.extend(product_names(
+            &visitor.get(&format!("/?category={category}")).await,
+        ));
+    }
+    all.sort();
+    let mut every = product_names(&visitor.get("/").await);
+    assert_eq!(every.len(), 12);
+    every.sort();
+    assert_eq!(all, every, "every product is in exactly one category");
+
+    // Search: every word, any case, in name, description or category.
+    let found = visitor.get("/?q=TEAPOT").await;
+    assert_eq!(
+        product_names(&found),
+        ["Blue Teapot", "Ceramic Milk Jug", "Oak Serving Tray"]
+    );
+    found.assert_contains("3 products found for “TEAPOT”");
+    found.assert_contains("value=\"TEAPOT\"");
+    assert_eq!(
+        product_names(&visitor.get("/?q=blue+teapot").await),
+        ["Blue Teapot", "Ceramic Milk Jug"]
+    );
+    // Search within a category; the links keep the search.
+    let both = visitor.get("/?q=tea&category=accessories").await;
+    assert!(product_names(&both).contains(&"Knitted Tea Cosy".to_owned()));
+    assert!(!product_names(&both).contains(&"Blue Teapot".to_owned()));
+    both.assert_contains("href=\"/?category=teaware&#38;q=tea\"");
+    both.assert_contains("<input type=\"hidden\" name=\"category\" value=\"accessories\">");
+
+    // Nothing found: a clear empty state, no grid.
+    let none = visitor.get("/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    assert_eq!(none.status, StatusCode::OK);
+    none.assert_contains("No products match “&#60;script&#62;alert(1)&#60;/script&#62;”");
+    assert!(
+        !none.body.contains("<script>alert"),
+        "the search is escaped"
+    );
+    assert!(!none.body.contains("product-grid"));
+
+    // Odd input: an unknown category, a long or undecodable search, repeated keys.
+    let unknown = visitor.get("/?category=weapons").await;
+    assert_eq!(unknown.status, StatusCode::OK);
+    unknown.assert_contains("There is no such category");
+    assert_eq!(product_names(&unknown).len(), 12);
+    let long = visitor.get(&format!("/?q={}", "a".repeat(5000))).await;
+    assert_eq!(long.status, StatusCode::OK);
+    assert!(
+        !long.body.contains(&"a".repeat(101)),
+        "the search is cut to 100 characters"
+    );
+    assert_eq!(visitor.get("/?q=%FF%FE").await.status, StatusCode::OK);
+    assert_eq!(visitor.get("/?q=a&q=b").await.status, StatusCode::OK);
+
+    // Searching is reading: no cookie, nothing in Redis.
+    assert_eq!(visitor.sid(), None);
+    assert!(app.redis_keys().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_have_fingerprinted_immutable_urls() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let visitor = app.browser();
+    let page = visitor.get("/").await;
+    let start = page
+        .body
+        .find("href=\"/static/style.")
+        .expect("hashed stylesheet")
+        + 6;
+    let end = page.body[start..].find('"').unwrap() + start;
+    let css_url = &page.body[start..end];
+    assert!(
+        css_url.ends_with(".css") && css_url.len() > "/static/style.css".len(),
+        "{css_url}"
+    );
+
+    let css = visitor.get(css_url).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(
+        css.headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(css.headers["content-type"], "text/css");
+    let plain = visitor.get("/static/style.css").await;
+    assert_eq!(plain.body, css.body, "the hashed name serves the same file");
+    assert_eq!(plain.headers["cache-control"], "public, max-age=604800");
+    // Product images too; a made-up hash is a 404.
+    assert!(page.body.contains("src=\"/static/products/blue-teapot."));
+    let wrong = visitor.get("/static/style.0000000000000000.css").await;
+    assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_say_where_you_are_and_what_they_are() {
+    let app = TestApp::spawn_with(Backend::Memory, |config| config.remember_me_days = 14).await;
+    let visitor = app.browser();
+    let catalog = visitor.get("/").await;
+    catalog.assert_contains("<a class=\"skip-link\" href=\"#main\">Skip to content</a>");
+    catalog.assert_contains("<a href=\"/\" aria-current=\"page\">Catalog</a>");
+    catalog.assert_contains("<meta name=\"description\" content=\"Teapots, cups, tea");
+    let login = visitor.get("/login").await;
+    login.assert_contains("Remember me for 14 days");
+    login.assert_contains("<a href=\"/login\" aria-current=\"page\">Log in</a>");
+    assert!(!login.body.contains("<a href=\"/\" aria-current"));
+    let product = visitor.get("/products/blue-teapot").await;
+    product.assert_contains("<meta name=\"description\" content=\"A glazed stoneware teapot");
+    let cart = visitor.get("/cart").await;
+    cart.assert_contains("aria-current=\"page\">Cart");
+    // A filled cart: thumbnails, a way back and a way on.
+    visitor.add_to_cart("1", "1").await;
+    let cart = visitor.get("/cart").await;
+    cart.assert_contains("class=\"thumb\" src=\"/static/products/blue-teapot.");
+    cart.assert_contains("<a href=\"/\">Continue shopping</a>");
+    cart.assert_contains("<a class=\"button-link\" href=\"/checkout\">Checkout</a>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_stylesheets_are_compressed_for_browsers_that_accept_it() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let visitor = app.browser();
+    for path in ["/", "/static/style.css", "/products/blue-teapot"] {
+        let gzip = visitor
+            .request(reqwest::Method::GET, path)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gzip.status(), StatusCode::OK, "{path}");
+        assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
+        assert!(gzip.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding"));
+        let br = visitor
+            .request(reqwest::Method::GET, path)
+            .header("accept-encoding", "br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(br.headers()["content-encoding"], "br", "{path}");
+        // Without Accept-Encoding: plain.
+        let plain = visitor.get(path).await;
+        assert!(!plain.headers.contains_key("content-encoding"), "{path}");
+    }
+}

@@ -36,6 +36,8 @@ pub struct LoginTemplate {
     username: String,
     next: String,
     remember: bool,
+    /// "Remember me for N days": REMEMBER_ME_DAYS.
+    remember_days: u32,
     error: Option<String>,
     /// A note that is not an error ("your account exists, please log in").
     notice: Option<String>,
@@ -43,12 +45,13 @@ pub struct LoginTemplate {
 }
 
 impl LoginTemplate {
-    fn new(chrome: Chrome, username: String, next: String) -> Self {
+    fn new(chrome: Chrome, username: String, next: String, remember_days: u32) -> Self {
         LoginTemplate {
             chrome,
             username,
             next,
             remember: false,
+            remember_days,
             error: None,
             notice: None,
             submission: random_token(),
@@ -61,8 +64,17 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn login_page(page: Page, Query(query): Query<NextQuery>) -> LoginTemplate {
-    LoginTemplate::new(page.chrome, String::new(), safe_next(query.next.as_deref()))
+pub async fn login_page(
+    State(state): State<AppState>,
+    page: Page,
+    Query(query): Query<NextQuery>,
+) -> LoginTemplate {
+    LoginTemplate::new(
+        page.chrome,
+        String::new(),
+        safe_next(query.next.as_deref()),
+        state.config.remember_me_days,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,9 +99,10 @@ pub async fn log_in(
     let next = safe_next(form.next.as_deref());
     let remember = form.remember.is_some();
     let typed_username = form.username.clone().unwrap_or_default();
+    let remember_days = state.config.remember_me_days;
     let again = |status: StatusCode, error: &str, chrome: Chrome| {
         let username: String = typed_username.chars().take(64).collect();
-        let mut page = LoginTemplate::new(chrome, username, next.clone());
+        let mut page = LoginTemplate::new(chrome, username, next.clone(), remember_days);
         page.remember = remember;
         page.error = Some(error.to_owned());
         (status, page).into_response()
@@ -273,8 +286,19 @@ pub struct RegisterForm {
 }
 
 /// The login page for an account that exists, with a note instead of an error.
-fn account_exists(chrome: Chrome, username: &str, status: StatusCode, note: &str) -> Response {
-    let mut page = LoginTemplate::new(chrome, username.to_owned(), "/".to_owned());
+fn account_exists(
+    state: &AppState,
+    chrome: Chrome,
+    username: &str,
+    status: StatusCode,
+    note: &str,
+) -> Response {
+    let mut page = LoginTemplate::new(
+        chrome,
+        username.to_owned(),
+        "/".to_owned(),
+        state.config.remember_me_days,
+    );
     page.notice = Some(note.to_owned());
     (status, page).into_response()
 }
@@ -358,6 +382,7 @@ pub async fn register(
                 if let Some(name) = users::created_by_submission(&state.db, id).await? {
                     tracing::info!(username = %name, "registration replayed");
                     return Ok(account_exists(
+                        &state,
                         page.chrome,
                         &name,
                         StatusCode::OK,
@@ -409,6 +434,7 @@ pub async fn register(
         tracing::warn!(user_id = user.id, error = %err, "account created, session not saved");
         // A 5xx: the session layer leaves the unsaved session alone.
         return Ok(account_exists(
+            &state,
             Chrome::bare(state.replica.clone()),
             &user.username,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -629,3 +629,65 @@ impl CartStore {
         Ok(())
     }
 }
+
+// ---- Checkout (orders): empty the cart once its order is placed. ----
+
+/// Deletes the cart only if it holds exactly the expected lines: an order empties
+/// the cart it was placed from, never lines added after (another tab, another
+/// device). Repeating it is harmless, so a retried checkout can call it again.
+/// KEYS[1] cart; ARGV: product id, quantity, product id, quantity, …
+/// Returns 1 deleted, 0 the cart differs (left alone).
+const CLEAR_IF_UNCHANGED_LUA: &str = r#"
+if redis.call('HLEN', KEYS[1]) ~= #ARGV / 2 then
+  return 0
+end
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+static CLEAR_IF_UNCHANGED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(CLEAR_IF_UNCHANGED_LUA));
+
+impl CartStore {
+    /// Empties the cart if its lines are still exactly `expected`; true when it did
+    /// (or when both are empty). One key, so one hash slot.
+    pub async fn clear_if_unchanged(
+        &self,
+        owner: &CartOwner,
+        expected: &[(i64, u32)],
+    ) -> Result<bool, CartError> {
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let args: Vec<String> = expected
+                    .iter()
+                    .flat_map(|(product, quantity)| [product.to_string(), quantity.to_string()])
+                    .collect();
+                let cleared: i64 = CLEAR_IF_UNCHANGED_SCRIPT
+                    .evalsha_with_reload(Self::connected(pool)?, owner.redis_key(), args)
+                    .await?;
+                Ok(cleared == 1)
+            }
+            Backend::Memory(carts) => {
+                let mut carts = carts.lock().expect("cart lock");
+                let key = owner.redis_key();
+                let current: Vec<(i64, u32)> = carts
+                    .carts
+                    .get(&key)
+                    .map(|cart| cart.iter().map(|(p, q)| (*p, *q)).collect())
+                    .unwrap_or_default();
+                let mut wanted = expected.to_vec();
+                wanted.sort_unstable();
+                if current != wanted {
+                    return Ok(false);
+                }
+                carts.carts.remove(&key);
+                Ok(true)
+            }
+        }
+    }
+}

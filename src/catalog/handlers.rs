@@ -1,12 +1,12 @@
 //! The catalog grid and the product pages: read-only, open to everyone.
 
-use std::sync::Arc;
-
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
 
-use super::{Catalog, Product};
+use super::{category_name, Product, CATEGORIES, MAX_SEARCH};
 use crate::cart::MAX_QUANTITY;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
@@ -16,16 +16,133 @@ use crate::web::page::{Chrome, Page};
 #[template(path = "catalog.html")]
 pub struct CatalogTemplate {
     chrome: Chrome,
-    catalog: Arc<Catalog>,
+    products: Vec<Product>,
+    /// The search as typed (trimmed, bounded); empty when there is none.
+    q: String,
+    /// The chosen category's name, if any.
+    category_name: Option<&'static str>,
+    /// The chosen category's slug (kept by the search form), empty for all.
+    category: &'static str,
+    /// "All" and one link per category, each keeping the search.
+    filters: Vec<FilterLink>,
+    /// The same category without the search; the same search in every category.
+    clear_search: String,
+    search_everywhere: String,
+    /// Said when the URL named a category that does not exist.
+    notice: Option<String>,
+    /// The page's one-time submission id (each add form adds its product id).
     submission: String,
+    /// This page's address, for the add forms to come back to.
+    back: String,
 }
 
-pub async fn catalog_page(State(state): State<AppState>, page: Page) -> CatalogTemplate {
+impl CatalogTemplate {
+    fn is_filtered(&self) -> bool {
+        !self.q.is_empty() || self.category_name.is_some()
+    }
+}
+
+pub struct FilterLink {
+    name: &'static str,
+    href: String,
+    current: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CatalogQuery {
+    q: Option<String>,
+    category: Option<String>,
+}
+
+/// GET /?q=…&category=…: the catalog, filtered by category and searched by words.
+/// A query string the decoder cannot read is ignored like an empty one.
+pub async fn catalog_page(
+    State(state): State<AppState>,
+    query: Result<Query<CatalogQuery>, QueryRejection>,
+    page: Page,
+) -> CatalogTemplate {
+    let (raw_q, raw_category) = query.map(|Query(q)| (q.q, q.category)).unwrap_or_default();
+    let q: String = raw_q
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_SEARCH)
+        .collect();
+    let raw_category = raw_category.unwrap_or_default();
+    let raw_category = raw_category.trim();
+    let category = CATEGORIES
+        .iter()
+        .map(|(slug, _)| *slug)
+        .find(|slug| *slug == raw_category);
+    let notice = (!raw_category.is_empty() && category.is_none())
+        .then(|| "There is no such category: showing every category.".to_owned());
+
+    let products = state
+        .catalog
+        .search(&q, category)
+        .into_iter()
+        .cloned()
+        .collect();
+    let link = |slug: Option<&str>| {
+        let mut params = Vec::new();
+        if let Some(slug) = slug {
+            params.push(format!("category={slug}"));
+        }
+        if !q.is_empty() {
+            params.push(format!("q={}", query_escape(&q)));
+        }
+        if params.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/?{}", params.join("&"))
+        }
+    };
+    let mut filters = vec![FilterLink {
+        name: "All",
+        href: link(None),
+        current: category.is_none(),
+    }];
+    filters.extend(CATEGORIES.iter().map(|(slug, name)| FilterLink {
+        name,
+        href: link(Some(slug)),
+        current: category == Some(*slug),
+    }));
+    let clear_search = match category {
+        Some(slug) => format!("/?category={slug}"),
+        None => "/".to_owned(),
+    };
+    let search_everywhere = link(None);
+    // An add from search results comes back to the same results.
+    let back = link(category);
     CatalogTemplate {
         chrome: page.chrome,
-        catalog: state.catalog,
+        products,
+        clear_search,
+        search_everywhere,
+        q,
+        category_name: category.and_then(category_name),
+        category: category.unwrap_or_default(),
+        filters,
+        notice,
         submission: page.submission,
+        back,
     }
+}
+
+/// Percent-encodes a query-string value (the template escapes HTML on top).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }
 
 #[derive(Template, WebTemplate)]

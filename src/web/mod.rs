@@ -12,6 +12,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::get;
 use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
@@ -46,6 +47,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::cart::router())
         .merge(crate::auth::router())
         .merge(crate::account::router())
+        .merge(crate::orders::router())
         .route("/session", get(inspector::session_page))
         .fallback(middleware::not_found)
         .layer(from_fn_with_state(
@@ -61,11 +63,13 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         ));
 
     let static_files = Router::new()
-        .nest_service("/static", ServeDir::new(static_dir()))
+        .nest_service("/static", ServeDir::new(crate::assets::static_dir()))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=604800"),
-        ));
+        ))
+        // Outermost: `/static/style.<hash>.css` is style.css, cached for good.
+        .layer(from_fn(crate::assets::serve_fingerprinted));
 
     let replica = HeaderValue::from_str(&state.replica)
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
@@ -75,6 +79,9 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
     // bounded in time and size, and cross-site forms are refused.
     let site = Router::new().merge(pages).merge(static_files).layer(
         ServiceBuilder::new()
+            // Outermost, so error pages are compressed too: gzip or brotli as the
+            // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
+            .layer(CompressionLayer::new())
             .layer(from_fn_with_state(state.clone(), middleware::html_errors))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -111,15 +118,4 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
                 .layer(from_fn(middleware::security_headers)),
         )
         .with_state(state)
-}
-
-/// `static/` next to the working directory (the container's WORKDIR), or the
-/// source tree's when run from elsewhere with `cargo run`.
-fn static_dir() -> std::path::PathBuf {
-    let local = std::path::PathBuf::from("static");
-    if local.is_dir() {
-        local
-    } else {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static")
-    }
 }

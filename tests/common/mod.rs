@@ -468,7 +468,8 @@ impl Page {
     pub fn cart_lines(&self) -> Vec<(String, u32)> {
         let mut lines = Vec::new();
         for row in self.body.split("<tr>").skip(2) {
-            let name_start = row.find("\">").unwrap() + 2;
+            let link = row.find("<a href=\"/products/").unwrap();
+            let name_start = row[link..].find("\">").unwrap() + link + 2;
             let name_end = row[name_start..].find("</a>").unwrap() + name_start;
             let qty_marker = "name=\"quantity\" type=\"number\"";
             let q = row.find(qty_marker).unwrap();

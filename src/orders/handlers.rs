@@ -1,0 +1,334 @@
+//! The checkout page and form, the orders list and the order page. All of them
+//! need a logged-in user; an anonymous visitor is sent to log in and back.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::store::{self, Order, OrderLine, OrderSummary, Placed};
+use super::{
+    fingerprint, item_count, parse_submission, price_lines, total, PricedLine, RawShipping,
+    Shipping, ShippingErrors, COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_NAME, MAX_POSTCODE,
+};
+use crate::cart::CartOwner;
+use crate::catalog::Money;
+use crate::error::{AppError, Result};
+use crate::session::{random_token, Flash, SessionUser, ShopSession};
+use crate::state::AppState;
+use crate::web::{form::FormData, page::Chrome, page::Page};
+
+/// Where an anonymous visitor goes: the login page, then back here.
+fn log_in_first(next: &str) -> Response {
+    Redirect::to(&format!("/login?next={next}")).into_response()
+}
+
+/// The logged-in user, or the answer for a visitor who is not: the login page
+/// (then back to `next`), or, when Redis cannot say who the visitor is (a
+/// degraded, read-only page), the 503 page rather than a misleading login form.
+fn user_or(page: &Page, next: &str) -> Result<Result<SessionUser, Response>> {
+    if page.chrome.degraded {
+        return Err(AppError::Unavailable(anyhow::anyhow!(
+            "the session store is unavailable: orders need to know the user"
+        )));
+    }
+    Ok(page.chrome.user.clone().ok_or_else(|| log_in_first(next)))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "checkout.html")]
+pub struct CheckoutTemplate {
+    chrome: Chrome,
+    lines: Vec<PricedLine>,
+    total: Money,
+    item_count: u32,
+    shipping: Shipping,
+    errors: ShippingErrors,
+    /// A message about the whole form (the cart changed, the cart is empty, …).
+    notice: Option<String>,
+    /// The one-time submission id: the order's idempotency key.
+    submission: String,
+    /// The cart this page shows ([`super::fingerprint`]).
+    cart: String,
+    countries: &'static [(&'static str, &'static str)],
+    max_name: usize,
+    max_address: usize,
+    max_city: usize,
+    max_postcode: usize,
+}
+
+impl CheckoutTemplate {
+    fn new(chrome: Chrome, lines: Vec<PricedLine>, shipping: Shipping, submission: String) -> Self {
+        CheckoutTemplate {
+            chrome,
+            total: total(&lines),
+            item_count: item_count(&lines),
+            cart: fingerprint(&lines),
+            lines,
+            shipping,
+            errors: ShippingErrors::default(),
+            notice: None,
+            submission,
+            countries: COUNTRIES,
+            max_name: MAX_NAME,
+            max_address: MAX_ADDRESS,
+            max_city: MAX_CITY,
+            max_postcode: MAX_POSTCODE,
+        }
+    }
+
+    fn is_selected(&self, code: &&str) -> bool {
+        self.shipping.country == *code
+    }
+}
+
+/// GET /checkout: the cart, the shipping form (filled in from the last order), and
+/// a fresh submission id. Rendering writes nothing.
+pub async fn checkout_page(State(state): State<AppState>, page: Page) -> Result<Response> {
+    let user = match user_or(&page, "/checkout")? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
+    };
+    let lines = price_lines(&state.catalog, &page.cart);
+    let shipping = store::latest_shipping(&state.db, user.id)
+        .await?
+        .unwrap_or_default();
+    Ok(CheckoutTemplate::new(page.chrome, lines, shipping, random_token()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckoutForm {
+    name: Option<String>,
+    address: Option<String>,
+    city: Option<String>,
+    postcode: Option<String>,
+    country: Option<String>,
+    /// The one-time submission id the page was rendered with.
+    submission: Option<String>,
+    /// The cart the page showed.
+    cart: Option<String>,
+}
+
+/// POST /checkout: one order per submission id, whatever happens to the requests.
+///
+/// 1. The submission id already names an order → go to it (and empty the cart if
+///    it still holds what was ordered: the first attempt may have died before).
+/// 2. Check the fields, the cart, and that the cart is the one the page showed;
+///    anything wrong → the form again with messages, nothing written.
+/// 3. Write the order (prices from the catalog now). A concurrent attempt with the
+///    same id loses on the UNIQUE index → step 1's answer.
+/// 4. Empty the cart if it still holds exactly the ordered lines.
+pub async fn place_order(
+    State(state): State<AppState>,
+    page: Page,
+    FormData(form): FormData<CheckoutForm>,
+) -> Result<Response> {
+    let Some(user) = page.chrome.user.clone() else {
+        return Ok(log_in_first("/checkout"));
+    };
+    let session = page.session.clone();
+    let lines = price_lines(&state.catalog, &page.cart);
+    let typed = Shipping {
+        name: keep_typed(form.name.as_deref(), MAX_NAME),
+        address: keep_typed(form.address.as_deref(), MAX_ADDRESS),
+        city: keep_typed(form.city.as_deref(), MAX_CITY),
+        postcode: keep_typed(form.postcode.as_deref(), MAX_POSTCODE),
+        country: keep_typed(form.country.as_deref(), 2),
+    };
+
+    // A form without a usable id cannot be made exactly-once: show it again with one.
+    let Some(submission) = parse_submission(form.submission.as_deref()).map(str::to_owned) else {
+        let mut again = CheckoutTemplate::new(page.chrome, lines, typed, random_token());
+        again.notice = Some(
+            "This checkout form could not be confirmed. Please check your order and place it again."
+                .to_owned(),
+        );
+        return Ok((StatusCode::BAD_REQUEST, again).into_response());
+    };
+
+    // 1. Already placed (a double click, a retry after a lost answer)?
+    if let Some(order) = store::find_by_key(&state.db, &submission).await? {
+        return already_placed(&state, &session, &user, order, page.chrome, lines, typed).await;
+    }
+
+    // 2. Everything checked before anything is written.
+    let raw = RawShipping {
+        name: form.name.as_deref(),
+        address: form.address.as_deref(),
+        city: form.city.as_deref(),
+        postcode: form.postcode.as_deref(),
+        country: form.country.as_deref(),
+    };
+    let parsed = Shipping::parse(&raw);
+    let shown_cart = form.cart.as_deref().unwrap_or_default();
+    let notice = if lines.is_empty() {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "Your cart is empty: there is nothing to order.",
+        ))
+    } else if shown_cart != fingerprint(&lines) {
+        Some((
+            StatusCode::CONFLICT,
+            "Your cart changed after this checkout page was shown (in another tab or on \
+             another device). Nothing was ordered. Here is your cart now: please check it \
+             and place the order again.",
+        ))
+    } else {
+        None
+    };
+    let shipping = match (parsed, notice) {
+        (Ok(shipping), None) => shipping,
+        (parsed, notice) => {
+            let mut again = CheckoutTemplate::new(page.chrome, lines, typed, submission);
+            let mut status = StatusCode::BAD_REQUEST;
+            if let Some((notice_status, text)) = notice {
+                status = notice_status;
+                again.notice = Some(text.to_owned());
+            }
+            if let Err(errors) = parsed {
+                again.errors = errors;
+            }
+            return Ok((status, again).into_response());
+        }
+    };
+
+    // 3. Write it, once.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let order_id = match store::place(&state.db, user.id, &submission, &shipping, &lines, now)
+        .await?
+    {
+        Placed::New(id) => id,
+        Placed::AlreadyExists => {
+            // Another attempt with this id committed first: its order is the answer.
+            let order = store::find_by_key(&state.db, &submission)
+                .await?
+                .ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
+                })?;
+            return already_placed(&state, &session, &user, order, page.chrome, lines, typed).await;
+        }
+    };
+    tracing::info!(
+        order_id,
+        user_id = user.id,
+        total_cents = total(&lines).0,
+        "order placed"
+    );
+
+    // 4. Empty the cart, unless it changed since it was read.
+    let owner = CartOwner::User(user.id);
+    let cleared = state.carts.clear_if_unchanged(&owner, &page.cart).await?;
+    session
+        .push_flash(Flash::success(format!(
+            "Thank you! Your order #{order_id} is placed."
+        )))
+        .await?;
+    if !cleared {
+        session
+            .push_flash(Flash::info(
+                "Your cart changed while the order was being placed, so it was kept as it is now.",
+            ))
+            .await?;
+    }
+    Ok(Redirect::to(&format!("/orders/{order_id}")).into_response())
+}
+
+/// The answer to a repeated submission id: the order it placed, if it is this
+/// user's. Empties the cart if it still holds exactly what was ordered, so a
+/// retry after a crash between "order written" and "cart emptied" finishes the job.
+async fn already_placed(
+    state: &AppState,
+    session: &ShopSession,
+    user: &SessionUser,
+    order: Order,
+    chrome: Chrome,
+    lines: Vec<PricedLine>,
+    typed: Shipping,
+) -> Result<Response> {
+    if order.user_id != user.id {
+        // Someone else's id (it cannot happen by chance: 128 random bits).
+        let mut again = CheckoutTemplate::new(chrome, lines, typed, random_token());
+        again.notice = Some(
+            "This checkout form could not be confirmed. Please check your order and place it again."
+                .to_owned(),
+        );
+        return Ok((StatusCode::BAD_REQUEST, again).into_response());
+    }
+    let ordered: Vec<(i64, u32)> = store::lines(&state.db, order.id)
+        .await?
+        .iter()
+        .map(|line| (line.product_id, u32::try_from(line.quantity).unwrap_or(0)))
+        .collect();
+    state
+        .carts
+        .clear_if_unchanged(&CartOwner::User(user.id), &ordered)
+        .await?;
+    session
+        .push_flash(Flash::info(format!(
+            "Already placed: this is your order #{}.",
+            order.id
+        )))
+        .await?;
+    Ok(Redirect::to(&format!("/orders/{}", order.id)).into_response())
+}
+
+/// What the shopper typed, kept for the form shown again (bounded, so a huge value
+/// is not echoed back whole).
+fn keep_typed(raw: Option<&str>, max: usize) -> String {
+    raw.unwrap_or_default().chars().take(max + 20).collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "orders.html")]
+pub struct OrdersTemplate {
+    chrome: Chrome,
+    orders: Vec<OrderSummary>,
+}
+
+/// GET /orders: the user's orders, newest first.
+pub async fn orders_page(State(state): State<AppState>, page: Page) -> Result<Response> {
+    let user = match user_or(&page, "/orders")? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
+    };
+    let orders = store::list_for_user(&state.db, user.id).await?;
+    Ok(OrdersTemplate {
+        chrome: page.chrome,
+        orders,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "order.html")]
+pub struct OrderTemplate {
+    chrome: Chrome,
+    order: Order,
+    lines: Vec<OrderLine>,
+}
+
+/// GET /orders/{id}: one order of this user. Another user's order and an unknown
+/// id are the same 404: the answer does not tell which ids exist.
+pub async fn order_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    page: Page,
+) -> Result<Response> {
+    let id: i64 = id.parse().map_err(|_| AppError::NotFound)?;
+    let user = match user_or(&page, &format!("/orders/{id}"))? {
+        Ok(user) => user,
+        Err(to_login) => return Ok(to_login),
+    };
+    let order = store::find_for_user(&state.db, user.id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let lines = store::lines(&state.db, order.id).await?;
+    Ok(OrderTemplate {
+        chrome: page.chrome,
+        order,
+        lines,
+    }
+    .into_response())
+}

@@ -1,0 +1,216 @@
+//! The orders tables. Every query is portable SQL with `$N` placeholders, so the
+//! same text runs on SQLite and Postgres.
+
+use sqlx::SqlitePool;
+
+use super::{PricedLine, Shipping};
+use crate::catalog::Money;
+
+/// One order as its page shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Order {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: String,
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    pub postcode: String,
+    pub country: String,
+    pub item_count: i64,
+    pub total_cents: i64,
+    pub created_at: i64,
+}
+
+impl Order {
+    pub fn total(&self) -> Money {
+        Money(self.total_cents)
+    }
+    pub fn date(&self) -> String {
+        super::format_date(self.created_at)
+    }
+    pub fn country_name(&self) -> &str {
+        super::country_name(&self.country)
+    }
+    pub fn shipping(&self) -> Shipping {
+        Shipping {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            city: self.city.clone(),
+            postcode: self.postcode.clone(),
+            country: self.country.clone(),
+        }
+    }
+}
+
+/// One line of an order, priced when the order was placed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderLine {
+    pub product_id: i64,
+    pub product_name: String,
+    pub product_slug: String,
+    pub image: String,
+    pub unit_price_cents: i64,
+    pub quantity: i64,
+}
+
+impl OrderLine {
+    pub fn unit_price(&self) -> Money {
+        Money(self.unit_price_cents)
+    }
+    pub fn total(&self) -> Money {
+        Money(self.unit_price_cents * self.quantity)
+    }
+}
+
+/// A row of the orders list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderSummary {
+    pub id: i64,
+    pub item_count: i64,
+    pub total_cents: i64,
+    pub created_at: i64,
+}
+
+impl OrderSummary {
+    pub fn total(&self) -> Money {
+        Money(self.total_cents)
+    }
+    pub fn date(&self) -> String {
+        super::format_date(self.created_at)
+    }
+}
+
+/// What happened to an attempt to write an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// A new order, with this id.
+    New(i64),
+    /// An order with this idempotency key already exists: nothing was written.
+    AlreadyExists,
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, status, name, address, city, postcode, country, \
+                             item_count, total_cents, created_at";
+
+/// Writes the order and its lines in one transaction. A second order with the same
+/// key (a retry, a double click, the same form on another replica at the same
+/// moment) is refused by the UNIQUE index, whichever transaction comes second.
+pub async fn place(
+    db: &SqlitePool,
+    user_id: i64,
+    idempotency_key: &str,
+    shipping: &Shipping,
+    lines: &[PricedLine],
+    now: i64,
+) -> sqlx::Result<Placed> {
+    let item_count: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
+    let total_cents = super::total(lines).0;
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO orders (user_id, idempotency_key, status, name, address, city, postcode, \
+                             country, item_count, total_cents, created_at) \
+         VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10) \
+         RETURNING id",
+    )
+    .bind(user_id)
+    .bind(idempotency_key)
+    .bind(&shipping.name)
+    .bind(&shipping.address)
+    .bind(&shipping.city)
+    .bind(&shipping.postcode)
+    .bind(&shipping.country)
+    .bind(item_count)
+    .bind(total_cents)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await;
+    let order_id = match inserted {
+        Ok(id) => id,
+        // Dropping `tx` rolls back (on Postgres the failed statement aborted it anyway).
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Ok(Placed::AlreadyExists)
+        }
+        Err(e) => return Err(e),
+    };
+    for line in lines {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, product_id, product_name, product_slug, image, \
+                                      unit_price_cents, quantity) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(order_id)
+        .bind(line.product.id)
+        .bind(&line.product.name)
+        .bind(&line.product.slug)
+        .bind(&line.product.image)
+        .bind(line.product.price_cents)
+        .bind(i64::from(line.quantity))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Placed::New(order_id))
+}
+
+/// The order written for a submission id, whoever placed it.
+pub async fn find_by_key(db: &SqlitePool, idempotency_key: &str) -> sqlx::Result<Option<Order>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"
+    ))
+    .bind(idempotency_key)
+    .fetch_optional(db)
+    .await
+}
+
+/// One order of this user; another user's order is `None`, like an unknown id.
+pub async fn find_for_user(
+    db: &SqlitePool,
+    user_id: i64,
+    order_id: i64,
+) -> sqlx::Result<Option<Order>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
+    ))
+    .bind(order_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn lines(db: &SqlitePool, order_id: i64) -> sqlx::Result<Vec<OrderLine>> {
+    sqlx::query_as(
+        "SELECT product_id, product_name, product_slug, image, unit_price_cents, quantity \
+         FROM order_lines WHERE order_id = $1 ORDER BY product_id",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Most orders the list shows.
+pub const LIST_LIMIT: i64 = 100;
+
+/// The user's orders, newest first.
+pub async fn list_for_user(db: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<OrderSummary>> {
+    sqlx::query_as(
+        "SELECT id, item_count, total_cents, created_at FROM orders \
+         WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(LIST_LIMIT)
+    .fetch_all(db)
+    .await
+}
+
+/// The address of the user's latest order, to fill in the next checkout form.
+pub async fn latest_shipping(db: &SqlitePool, user_id: i64) -> sqlx::Result<Option<Shipping>> {
+    let order: Option<Order> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+         ORDER BY created_at DESC, id DESC LIMIT 1"
+    ))
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(order.map(|o| o.shipping()))
+}
