@@ -212,15 +212,7 @@ pub async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<Pool>
     Ok(pool)
 }
 
-/// A Redis URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use crate::db::redact;
 
 async fn shutdown_signal() {
     let ctrl_c = async {

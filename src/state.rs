@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use fred::prelude::Pool;
-use sqlx::SqlitePool;
 
 use crate::auth::LoginThrottle;
 use crate::cart::CartStore;
@@ -14,7 +13,8 @@ use crate::session::Lifetimes;
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub db: SqlitePool,
+    /// SQLite or Postgres, by `DATABASE_URL` (src/db.rs).
+    pub db: crate::db::Db,
     /// `None` in in-memory dev mode.
     pub redis: Option<Pool>,
     pub carts: CartStore,

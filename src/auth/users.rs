@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sqlx::SqlitePool;
+use crate::db::Db;
 
 use super::{password, Username};
 
@@ -23,8 +23,8 @@ impl fmt::Debug for User {
     }
 }
 
-pub async fn find_by_username(db: &SqlitePool, username: &Username) -> sqlx::Result<Option<User>> {
-    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
+pub async fn find_by_username(db: &Db, username: &Username) -> sqlx::Result<Option<User>> {
+    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
         .bind(username.as_str())
         .fetch_optional(db)
         .await
@@ -42,12 +42,12 @@ pub enum CreateUserError {
 
 /// Inserts a user; the UNIQUE constraint decides races between two registrations.
 pub async fn create(
-    db: &SqlitePool,
+    db: &Db,
     username: &Username,
     password: String,
 ) -> Result<User, CreateUserError> {
     let password_hash = password::hash_password(password).await?;
-    let result = sqlx::query_as("INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING id, username, password_hash")
+    let result = sqlx::query_as("INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id, username, password_hash")
         .bind(username.as_str())
         .bind(&password_hash)
         .fetch_one(db)
@@ -65,7 +65,7 @@ pub async fn create(
 pub const DEMO_USERNAME: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-pass-123";
 
-pub async fn ensure_demo_user(db: &SqlitePool) -> anyhow::Result<()> {
+pub async fn ensure_demo_user(db: &Db) -> anyhow::Result<()> {
     let username = Username::parse(DEMO_USERNAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     if find_by_username(db, &username).await?.is_some() {
         return Ok(());

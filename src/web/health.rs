@@ -11,7 +11,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready to serve logged-in users: Redis and SQLite both answer.
+/// Ready to serve logged-in users: Redis and the database both answer. The body
+/// names the database backend (`sqlite: ok` or `postgres: ok`).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let redis = match &state.redis {
         Some(pool) => pool
@@ -21,17 +22,18 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
             .map_err(|e| e.to_string()),
         None => Ok("in-memory".to_owned()),
     };
-    let sqlite = sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&state.db)
+    let backend = crate::db::Backend::of(&state.db).name();
+    let database = sqlx::query("SELECT 1")
+        .execute(&state.db)
         .await
         .map(|_| "ok".to_owned())
         .map_err(|e| e.to_string());
     let body = format!(
-        "redis: {}\nsqlite: {}\n",
+        "redis: {}\n{backend}: {}\n",
         redis.as_ref().unwrap_or_else(|e| e),
-        sqlite.as_ref().unwrap_or_else(|e| e)
+        database.as_ref().unwrap_or_else(|e| e)
     );
-    let status = if redis.is_ok() && sqlite.is_ok() {
+    let status = if redis.is_ok() && database.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
