@@ -118,15 +118,28 @@ fn sqlite_url(database_url: &str) -> anyhow::Result<String> {
     Ok(format!("{database_url}{separator}mode=rwc"))
 }
 
-/// Applies the backend's migrations (embedded in the binary). Safe to run from
-/// several processes at once: sqlx takes a lock (an advisory lock on Postgres), and
-/// applied migrations are skipped.
+/// Applies the backend's migrations (embedded in the binary); applied ones are
+/// skipped. Safe to run from several processes at once: on Postgres sqlx holds an
+/// advisory lock. SQLite has no such lock, so two replicas starting together on a
+/// new file can both try migration 1 and one fails ("table users already exists");
+/// it then tries again, finds the other's migrations recorded, and has nothing to do.
 pub async fn migrate(db: &Db) -> anyhow::Result<()> {
     let migrator = match Backend::of(db) {
         Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
         Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
     };
-    migrator.run(db).await.context("running migrations")
+    let mut attempt = 1;
+    loop {
+        match migrator.run(db).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && Backend::of(db) == Backend::Sqlite => {
+                tracing::debug!(error = %e, attempt, "migration raced another process; again");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).context("running migrations"),
+        }
+    }
 }
 
 /// The database cannot be reached right now (as opposed to a query that is wrong):

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod redis_topology;
 pub mod session;
 pub mod shutdown;
 pub mod state;
@@ -72,7 +73,13 @@ impl Application {
         let (redis, sessions, carts, throttle) = match &config.redis_url {
             Some(url) => {
                 let pool = connect_redis(url, config.redis_timeout).await?;
-                tracing::info!(replica = %replica, redis = %redact(url), "sessions and carts are kept in Redis");
+                let mode = redis_topology::Mode::of_url(url);
+                tracing::info!(
+                    replica = %replica,
+                    redis = %redact(url),
+                    connected = %redis_topology::describe(&pool, mode),
+                    "sessions and carts are kept in Redis"
+                );
                 (
                     Some(pool.clone()),
                     SessionStoreWrapper::redis(pool.clone(), lifetimes.clone()),
