@@ -135,11 +135,10 @@ impl From<crate::cart::CartError> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-                AppError::Unavailable(anyhow::Error::new(err).context("database"))
-            }
-            other => AppError::Internal(anyhow::Error::new(other).context("database")),
+        if crate::db::is_unavailable(&err) {
+            AppError::Unavailable(anyhow::Error::new(err).context("database"))
+        } else {
+            AppError::Internal(anyhow::Error::new(err).context("database"))
         }
     }
 }

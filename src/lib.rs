@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod orders;
 pub mod redis_checks;
+pub mod redis_topology;
 pub mod session;
 pub mod shutdown;
 pub mod state;
@@ -83,7 +84,13 @@ impl Application {
             Some(url) => {
                 let pool = connect_redis(url, config.redis_timeout).await?;
                 refuse_evicting_redis(&pool, config.allow_evicting_redis).await?;
-                tracing::info!(replica = %replica, redis = %redact(url), "sessions and carts are kept in Redis");
+                let mode = redis_topology::Mode::of_url(url);
+                tracing::info!(
+                    replica = %replica,
+                    redis = %redact(url),
+                    connected = %redis_topology::describe(&pool, mode),
+                    "sessions and carts are kept in Redis"
+                );
                 let accounts = Accounts::redis(pool.clone(), longest_login);
                 (
                     Some(pool.clone()),
@@ -257,15 +264,7 @@ async fn refuse_evicting_redis(pool: &Pool, allowed: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A Redis URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use crate::db::redact;
 
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Serve the shop (the default).
     Serve(Box<Config>),
-    /// Create or update the SQLite database (and the demo account), then exit.
+    /// Create or update the database (SQLite or Postgres) (and the demo account), then exit.
     Migrate {
         #[arg(
             long,

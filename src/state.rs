@@ -4,7 +4,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use fred::prelude::Pool;
-use sqlx::SqlitePool;
 
 use crate::account::Accounts;
 use crate::auth::LoginThrottle;
@@ -16,7 +15,8 @@ use crate::session::{Lifetimes, SessionStoreWrapper};
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub db: SqlitePool,
+    /// SQLite or Postgres, by `DATABASE_URL` (src/db.rs).
+    pub db: crate::db::Db,
     /// `None` in in-memory dev mode.
     pub redis: Option<Pool>,
     pub carts: CartStore,

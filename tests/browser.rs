@@ -42,14 +42,21 @@ async fn shop_journey(driver: &ChromeDriver, site: &str, options: Options) -> BT
     laptop
         .click_button(".product-grid", "Add to cart: Blue Teapot")
         .await;
-    assert_eq!(laptop.path().await, "/cart");
+    // Adding keeps the shopper on the page they were browsing, with a message.
+    assert_eq!(laptop.path().await, "/");
     laptop
         .assert_text("Added 1 × Blue Teapot to your cart.")
         .await;
+    assert_eq!(laptop.cart_badge().await, 1);
 
     laptop.visit("/products/bamboo-whisk").await;
     laptop.fill("#quantity", "3").await;
     laptop.click_button(".product-detail", "Add to cart").await;
+    assert_eq!(laptop.path().await, "/products/bamboo-whisk");
+    laptop
+        .assert_text("Added 3 × Bamboo Whisk to your cart.")
+        .await;
+    laptop.visit("/cart").await;
     assert_eq!(
         laptop.cart_lines().await,
         lines(&[("Blue Teapot", 1), ("Bamboo Whisk", 3)])
@@ -140,7 +147,7 @@ async fn a_cart_survives_registration_logout_and_a_new_browser() {
     assert_eq!(replicas, BTreeSet::from(["test-replica".to_owned()]));
     // What the browser saw is what Redis holds: the user's cart hash, no anonymous
     // cart left behind, and one session (the phone's; the laptop's was deleted at logout).
-    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
         .bind(SHOPPER)
         .fetch_one(&app.state.db)
         .await
@@ -268,6 +275,7 @@ async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
         .await;
     chrome.visit("/products/earl-grey-tin").await;
     chrome.click_button(".product-detail", "Add to cart").await;
+    chrome.visit("/cart").await;
     assert_eq!(chrome.cart_lines().await.len(), 2);
     check_page(&chrome, "cart (filled, with a message)", &mut failures).await;
     chrome.visit("/login").await;

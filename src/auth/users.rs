@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sqlx::SqlitePool;
+use crate::db::Db;
 
 use super::{password, Username};
 
@@ -23,7 +23,7 @@ impl fmt::Debug for User {
     }
 }
 
-pub async fn find_by_username(db: &SqlitePool, username: &Username) -> sqlx::Result<Option<User>> {
+pub async fn find_by_username(db: &Db, username: &Username) -> sqlx::Result<Option<User>> {
     sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
         .bind(username.as_str())
         .fetch_optional(db)
@@ -43,7 +43,7 @@ pub enum CreateUserError {
 /// Inserts a user; the UNIQUE constraint decides races between two registrations.
 /// `submission` is the registration form's one-time id, kept to recognise a retry.
 pub async fn create(
-    db: &SqlitePool,
+    db: &Db,
     username: &Username,
     password: String,
     submission: Option<&str>,
@@ -68,17 +68,14 @@ pub async fn create(
 }
 
 /// The account a registration form created, if this submission id created one.
-pub async fn created_by_submission(
-    db: &SqlitePool,
-    submission: &str,
-) -> sqlx::Result<Option<String>> {
+pub async fn created_by_submission(db: &Db, submission: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT username FROM users WHERE submission = $1")
         .bind(submission)
         .fetch_optional(db)
         .await
 }
 
-pub async fn find_by_id(db: &SqlitePool, id: i64) -> sqlx::Result<Option<User>> {
+pub async fn find_by_id(db: &Db, id: i64) -> sqlx::Result<Option<User>> {
     sqlx::query_as("SELECT id, username, password_hash FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -86,7 +83,7 @@ pub async fn find_by_id(db: &SqlitePool, id: i64) -> sqlx::Result<Option<User>> 
 }
 
 /// When the account was created (unix seconds).
-pub async fn created_at(db: &SqlitePool, id: i64) -> sqlx::Result<Option<i64>> {
+pub async fn created_at(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar("SELECT created_at FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -94,7 +91,7 @@ pub async fn created_at(db: &SqlitePool, id: i64) -> sqlx::Result<Option<i64>> {
 }
 
 /// Stores a new password hash; false when the user no longer exists.
-pub async fn set_password_hash(db: &SqlitePool, id: i64, hash: &str) -> sqlx::Result<bool> {
+pub async fn set_password_hash(db: &Db, id: i64, hash: &str) -> sqlx::Result<bool> {
     let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(hash)
         .bind(id)
@@ -104,7 +101,7 @@ pub async fn set_password_hash(db: &SqlitePool, id: i64, hash: &str) -> sqlx::Re
 }
 
 /// Deletes the account row; false when it was already gone.
-pub async fn delete(db: &SqlitePool, id: i64) -> sqlx::Result<bool> {
+pub async fn delete(db: &Db, id: i64) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -116,7 +113,7 @@ pub async fn delete(db: &SqlitePool, id: i64) -> sqlx::Result<bool> {
 pub const DEMO_USERNAME: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-pass-123";
 
-pub async fn ensure_demo_user(db: &SqlitePool) -> anyhow::Result<()> {
+pub async fn ensure_demo_user(db: &Db) -> anyhow::Result<()> {
     let username = Username::parse(DEMO_USERNAME).map_err(|e| anyhow::anyhow!("{e}"))?;
     if find_by_username(db, &username).await?.is_some() {
         return Ok(());

@@ -1,4 +1,5 @@
-//! The catalog: products from SQLite, the catalog grid and the product pages.
+//! The catalog: products from the database (SQLite or Postgres), the catalog grid
+//! and the product pages.
 //!
 //! Products change only with a migration, so each replica reads them once at start
 //! and keeps them in memory: a page view costs no database query.
@@ -9,8 +10,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use axum::{routing::get, Router};
-use sqlx::SqlitePool;
 
+use crate::db::Db;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -107,7 +108,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub async fn load(db: &SqlitePool) -> sqlx::Result<Self> {
+    pub async fn load(db: &Db) -> sqlx::Result<Self> {
         let products: Vec<Product> = sqlx::query_as(
             "SELECT id, slug, name, description, price_cents, image, category FROM products ORDER BY id",
         )

@@ -1,7 +1,7 @@
 //! The orders tables. Every query is portable SQL with `$N` placeholders, so the
 //! same text runs on SQLite and Postgres.
 
-use sqlx::SqlitePool;
+use crate::db::Db;
 
 use super::{PricedLine, Shipping};
 use crate::catalog::Money;
@@ -97,7 +97,7 @@ const ORDER_COLUMNS: &str = "id, user_id, status, name, address, city, postcode,
 /// key (a retry, a double click, the same form on another replica at the same
 /// moment) is refused by the UNIQUE index, whichever transaction comes second.
 pub async fn place(
-    db: &SqlitePool,
+    db: &Db,
     user_id: i64,
     idempotency_key: &str,
     shipping: &Shipping,
@@ -154,7 +154,7 @@ pub async fn place(
 }
 
 /// The order written for a submission id, whoever placed it.
-pub async fn find_by_key(db: &SqlitePool, idempotency_key: &str) -> sqlx::Result<Option<Order>> {
+pub async fn find_by_key(db: &Db, idempotency_key: &str) -> sqlx::Result<Option<Order>> {
     sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"
     ))
@@ -164,11 +164,7 @@ pub async fn find_by_key(db: &SqlitePool, idempotency_key: &str) -> sqlx::Result
 }
 
 /// One order of this user; another user's order is `None`, like an unknown id.
-pub async fn find_for_user(
-    db: &SqlitePool,
-    user_id: i64,
-    order_id: i64,
-) -> sqlx::Result<Option<Order>> {
+pub async fn find_for_user(db: &Db, user_id: i64, order_id: i64) -> sqlx::Result<Option<Order>> {
     sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
     ))
@@ -178,7 +174,7 @@ pub async fn find_for_user(
     .await
 }
 
-pub async fn lines(db: &SqlitePool, order_id: i64) -> sqlx::Result<Vec<OrderLine>> {
+pub async fn lines(db: &Db, order_id: i64) -> sqlx::Result<Vec<OrderLine>> {
     sqlx::query_as(
         "SELECT product_id, product_name, product_slug, image, unit_price_cents, quantity \
          FROM order_lines WHERE order_id = $1 ORDER BY product_id",
@@ -192,7 +188,7 @@ pub async fn lines(db: &SqlitePool, order_id: i64) -> sqlx::Result<Vec<OrderLine
 pub const LIST_LIMIT: i64 = 100;
 
 /// The user's orders, newest first.
-pub async fn list_for_user(db: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<OrderSummary>> {
+pub async fn list_for_user(db: &Db, user_id: i64) -> sqlx::Result<Vec<OrderSummary>> {
     sqlx::query_as(
         "SELECT id, item_count, total_cents, created_at FROM orders \
          WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
@@ -204,7 +200,7 @@ pub async fn list_for_user(db: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<Or
 }
 
 /// The address of the user's latest order, to fill in the next checkout form.
-pub async fn latest_shipping(db: &SqlitePool, user_id: i64) -> sqlx::Result<Option<Shipping>> {
+pub async fn latest_shipping(db: &Db, user_id: i64) -> sqlx::Result<Option<Shipping>> {
     let order: Option<Order> = sqlx::query_as(&format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
          ORDER BY created_at DESC, id DESC LIMIT 1"

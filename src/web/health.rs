@@ -7,7 +7,13 @@ use axum::http::StatusCode;
 use fred::prelude::ClientLike;
 
 use crate::redis_checks;
+use crate::redis_topology;
 use crate::state::AppState;
+
+/// Single server, Sentinel or Cluster, from `REDIS_URL`.
+pub fn redis_mode(state: &AppState) -> redis_topology::Mode {
+    redis_topology::Mode::of_url(state.config.redis_url.as_deref().unwrap_or_default())
+}
 
 /// The process is up. Touches nothing, so a Redis outage does not get replicas restarted.
 pub async fn healthz() -> &'static str {
@@ -15,27 +21,37 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready to serve logged-in users: Redis answers, does not evict and is not full,
-/// the database answers, and the replica is not shutting down.
+/// the database answers, and the replica is not shutting down. The body names the
+/// Redis server(s) in use (after a Sentinel failover: the new primary) and the
+/// database backend (`sqlite: ok` or `postgres: ok`).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let redis = match &state.redis {
-        Some(pool) => redis_readiness(pool, state.config.allow_evicting_redis).await,
+        Some(pool) => redis_readiness(pool, state.config.allow_evicting_redis)
+            .await
+            .map(|facts| {
+                format!(
+                    "{facts}, {}",
+                    redis_topology::describe(pool, redis_mode(&state))
+                )
+            }),
         None => Ok("in-memory".to_owned()),
     };
-    let sqlite = sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&state.db)
+    let backend = crate::db::Backend::of(&state.db).name();
+    let database = sqlx::query("SELECT 1")
+        .execute(&state.db)
         .await
         .map(|_| "ok".to_owned())
         .map_err(|e| e.to_string());
     let draining = state.draining.load(Ordering::Acquire);
     let mut body = format!(
-        "redis: {}\nsqlite: {}\n",
+        "redis: {}\n{backend}: {}\n",
         redis.as_ref().unwrap_or_else(|e| e),
-        sqlite.as_ref().unwrap_or_else(|e| e)
+        database.as_ref().unwrap_or_else(|e| e)
     );
     if draining {
         body.push_str("shutting down: draining connections\n");
     }
-    let status = if redis.is_ok() && sqlite.is_ok() && !draining {
+    let status = if redis.is_ok() && database.is_ok() && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -71,6 +71,10 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         ("Stored in", format!("{backend}, key {}", shorten(&id))),
     ];
     if let Some(redis) = &state.redis {
+        let mode = crate::web::health::redis_mode(&state);
+        rows.push(("Redis node", crate::redis_topology::describe(redis, mode)));
+    }
+    if let Some(redis) = &state.redis {
         let ttl: i64 = redis
             .ttl(id.as_str())
             .await

@@ -3,6 +3,9 @@
 //! their own cookie jars.
 #![allow(dead_code)] // each test binary uses a different part of this file
 
+mod postgres;
+pub use postgres::PostgresServer;
+
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -240,12 +243,32 @@ pub enum Backend {
     Memory,
 }
 
+/// Where users and products live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// A fresh SQLite file in the test's own directory.
+    Sqlite,
+    /// A fresh database on this test binary's Postgres server (tests/common/postgres.rs).
+    Postgres,
+}
+
+impl Database {
+    /// A new, empty database of this kind; the URL, given the test's directory.
+    pub async fn fresh_url(self, dir: &Path) -> String {
+        match self {
+            Database::Sqlite => sqlite_url(dir),
+            Database::Postgres => PostgresServer::shared().await.fresh_database().await,
+        }
+    }
+}
+
 /// One running application and what it needs.
 pub struct TestApp {
     pub address: String,
     pub redis: Option<Pool>,
     pub redis_server: Option<Arc<RedisServer>>,
     pub db_dir: Arc<tempfile::TempDir>,
+    pub database_url: String,
     pub state: storefront::state::AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -264,9 +287,31 @@ impl TestApp {
         Self::spawn_sharing(redis_server, db_dir, "test-replica", adjust).await
     }
 
-    /// Another instance ("replica") sharing this one's Redis and SQLite file.
+    /// A fresh world whose users and products live in `database`.
+    pub async fn spawn_on(backend: Backend, database: Database) -> TestApp {
+        let (redis_server, db_dir) = tokio::join!(
+            async {
+                match backend {
+                    Backend::Redis => Some(Arc::new(RedisServer::start().await)),
+                    Backend::Memory => None,
+                }
+            },
+            async { Arc::new(tempfile::tempdir().unwrap()) }
+        );
+        let database_url = database.fresh_url(db_dir.path()).await;
+        Self::spawn_full(redis_server, db_dir, database_url, "test-replica", |_| {}).await
+    }
+
+    /// Another instance ("replica") sharing this one's Redis and database.
     pub async fn sibling(&self, name: &str) -> TestApp {
-        Self::spawn_sharing(self.redis_server.clone(), self.db_dir.clone(), name, |_| {}).await
+        Self::spawn_full(
+            self.redis_server.clone(),
+            self.db_dir.clone(),
+            self.database_url.clone(),
+            name,
+            |_| {},
+        )
+        .await
     }
 
     pub async fn spawn_sharing(
@@ -275,10 +320,21 @@ impl TestApp {
         replica: &str,
         adjust: impl FnOnce(&mut Config),
     ) -> TestApp {
+        let database_url = sqlite_url(db_dir.path());
+        Self::spawn_full(redis_server, db_dir, database_url, replica, adjust).await
+    }
+
+    pub async fn spawn_full(
+        redis_server: Option<Arc<RedisServer>>,
+        db_dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        replica: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = Config::defaults();
         config.port = 0;
         config.bind = "127.0.0.1".parse().unwrap();
-        config.database_url = sqlite_url(db_dir.path());
+        config.database_url = database_url.clone();
         config.redis_url = redis_server.as_ref().map(|r| r.url());
         config.replica_name = Some(replica.to_owned());
         config.trusted_proxies = Vec::new();
@@ -302,6 +358,7 @@ impl TestApp {
             redis,
             redis_server,
             db_dir,
+            database_url,
             state,
             stop: Some(stop),
         }
@@ -372,7 +429,7 @@ impl TestApp {
     }
 
     pub async fn user_exists(&self, name: &str) -> bool {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
             .bind(name)
             .fetch_one(&self.state.db)
             .await
@@ -599,7 +656,8 @@ impl Browser {
 pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-pass-123";
 
-/// Runs the same test body against Redis and against the in-memory dev store.
+/// Runs the same test body against Redis and against the in-memory dev store (users
+/// in SQLite), and against Redis with users and products in Postgres.
 #[macro_export]
 macro_rules! on_both_backends {
     ($(async fn $name:ident($app:ident) $body:block)*) => {
@@ -621,6 +679,17 @@ macro_rules! on_both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let $app = TestApp::spawn(Backend::Memory).await;
+                    $body
+                }
+            )*
+        }
+        mod with_postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = TestApp::spawn_on(Backend::Redis, Database::Postgres).await;
                     $body
                 }
             )*

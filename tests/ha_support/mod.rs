@@ -1,0 +1,291 @@
+//! Redis beyond one server, for the tests: a Sentinel set (a primary, a replica and
+//! three sentinels) and a Redis Cluster (three primaries made with
+//! `redis-cli --cluster create`), all real `redis-server` processes on free
+//! loopback ports under one temporary directory, started in parallel, killed on drop.
+#![allow(dead_code)] // each test binary uses a different part of this file
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{free_port, wait_until};
+
+/// The sentinels' name for the monitored primary (`sentinelServiceName=` in the URL).
+pub const SERVICE: &str = "shop";
+
+/// A redis-server (or sentinel) process, killed (SIGKILL) on drop.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(port: u16, dir: &Path, args: &[String]) -> Node {
+        let log = std::fs::File::create(dir.join(format!("redis-{port}.log"))).unwrap();
+        let child = Command::new("redis-server")
+            .args(args)
+            .current_dir(dir)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        Node {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`: the process dies at once, without saving or saying goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `redis-cli -p PORT ARGS…`, its output (raw, one value per line).
+pub async fn cli(port: u16, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli must be installed (scripts/test installs redis-tools)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn wait_for_port(port: u16) {
+    wait_until("redis-server", Duration::from_secs(10), || async move {
+        cli(port, &["PING"]).await.trim() == "PONG"
+    })
+    .await;
+}
+
+fn server_args(port: u16) -> Vec<String> {
+    [
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A primary, a replica of it, and three sentinels watching them with a quorum
+/// of two and `down-after-milliseconds 1000`.
+pub struct SentinelSet {
+    pub primary: Node,
+    pub replica: Node,
+    pub sentinels: Vec<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+impl SentinelSet {
+    pub async fn start() -> SentinelSet {
+        let dir = tempfile::tempdir().unwrap();
+        let primary_port = free_port();
+        let primary = Node::spawn(primary_port, dir.path(), &server_args(primary_port));
+        let replica_port = free_port();
+        let mut args = server_args(replica_port);
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary_port.to_string(),
+        ]);
+        let replica = Node::spawn(replica_port, dir.path(), &args);
+        let sentinels: Vec<Node> = (0..3)
+            .map(|i| {
+                let port = free_port();
+                // Sentinels rewrite their configuration file: each has its own.
+                let conf = dir.path().join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "bind 127.0.0.1\nport {port}\n\
+                         sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n\
+                         sentinel down-after-milliseconds {SERVICE} 1000\n\
+                         sentinel failover-timeout {SERVICE} 5000\n\
+                         sentinel parallel-syncs {SERVICE} 1\n"
+                    ),
+                )
+                .unwrap();
+                Node::spawn(
+                    port,
+                    dir.path(),
+                    &[conf.display().to_string(), "--sentinel".into()],
+                )
+            })
+            .collect();
+        let set = SentinelSet {
+            primary,
+            replica,
+            sentinels,
+            dir,
+        };
+        set.wait_until_settled().await;
+        set
+    }
+
+    /// The replica has synced, and every sentinel knows the replica and the two
+    /// other sentinels (they find each other through the primary every 2 s): only
+    /// then can a failover be agreed.
+    async fn wait_until_settled(&self) {
+        let ports: Vec<u16> = [&self.primary, &self.replica]
+            .into_iter()
+            .chain(&self.sentinels)
+            .map(|n| n.port)
+            .collect();
+        futures::future::join_all(ports.iter().map(|&p| wait_for_port(p))).await;
+        let replica = self.replica.port;
+        wait_until("replica in sync", Duration::from_secs(15), || async move {
+            cli(replica, &["INFO", "replication"])
+                .await
+                .contains("master_link_status:up")
+        })
+        .await;
+        for sentinel in &self.sentinels {
+            let port = sentinel.port;
+            wait_until(
+                "sentinels know each other",
+                Duration::from_secs(20),
+                || async move {
+                    let master = cli(port, &["SENTINEL", "MASTER", SERVICE]).await;
+                    // Raw field/value lines: "num-other-sentinels\n2", "num-slaves\n1".
+                    let field = |name: &str| -> Option<u32> {
+                        let mut lines = master.lines();
+                        lines.find(|l| *l == name)?;
+                        lines.next()?.parse().ok()
+                    };
+                    field("num-other-sentinels") == Some(2) && field("num-slaves") == Some(1)
+                },
+            )
+            .await;
+        }
+    }
+
+    /// fred's Sentinel URL: the sentinels, and the service to ask them about.
+    pub fn url(&self) -> String {
+        let mut url = format!(
+            "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName={SERVICE}",
+            self.sentinels[0].port
+        );
+        for sentinel in &self.sentinels[1..] {
+            url.push_str(&format!("&node=127.0.0.1:{}", sentinel.port));
+        }
+        url
+    }
+
+    /// What the sentinels say the primary is now, `host:port`.
+    pub async fn current_primary(&self) -> String {
+        let reply = cli(
+            self.sentinels[0].port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE],
+        )
+        .await;
+        let mut lines = reply.lines();
+        format!(
+            "{}:{}",
+            lines.next().unwrap_or_default(),
+            lines.next().unwrap_or_default()
+        )
+    }
+}
+
+/// Three primaries, no replicas: `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<Node> = (0..3)
+            .map(|i| {
+                let port = free_port();
+                let mut args = server_args(port);
+                args.extend([
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{i}.conf"),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                ]);
+                Node::spawn(port, dir.path(), &args)
+            })
+            .collect();
+        futures::future::join_all(nodes.iter().map(|n| wait_for_port(n.port))).await;
+        let addresses: Vec<String> = nodes.iter().map(Node::address).collect();
+        let output = tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes, dir };
+        for node in &cluster.nodes {
+            let port = node.port;
+            wait_until("cluster state ok", Duration::from_secs(15), || async move {
+                cli(port, &["CLUSTER", "INFO"])
+                    .await
+                    .contains("cluster_state:ok")
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// fred's cluster URL: one node, the others as `node=` (any one would do).
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://{}", self.nodes[0].address());
+        for (i, node) in self.nodes[1..].iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&format!("node={}", node.address()));
+        }
+        url
+    }
+
+    /// The keys each primary holds (KEYS * on each node).
+    pub async fn keys_per_node(&self) -> Vec<Vec<String>> {
+        let mut all = Vec::new();
+        for node in &self.nodes {
+            let mut keys: Vec<String> = cli(node.port, &["KEYS", "*"])
+                .await
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            keys.sort();
+            all.push(keys);
+        }
+        all
+    }
+}

@@ -1,0 +1,234 @@
+//! Redis Sentinel: `kill -9` of the primary while logged-in shoppers browse and add
+//! to their carts, through two replicas. The sentinels promote the replica; the
+//! shop follows by itself, within a stated bound, and what the shoppers see in
+//! between is the shop's own 503 page, never a 500 or a hang.
+
+mod common;
+mod ha_support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ha_support::SentinelSet;
+use reqwest::StatusCode;
+
+/// From the primary's death to the last failed request: `down-after-milliseconds`
+/// (1 s) + the sentinels' vote and promotion (~1 s) + fred's next reconnect
+/// (every 0.5 s) + one command timeout (1 s), with room for 2 busy cores.
+const RECOVERY_BOUND: Duration = Duration::from_secs(6);
+
+const SHOPPERS: usize = 6;
+
+#[derive(Default)]
+struct Seen {
+    /// Adds answered with the redirect to the cart: the shopper was told "added".
+    acknowledged: u32,
+    /// Adds answered otherwise (503): the shopper was told "try again".
+    refused: u32,
+    /// The shop's own 503 page, by time since the kill (negative: before it).
+    unavailable: Vec<Duration>,
+    /// Anything else: a 500, a missing layout, a slow answer, a logged-out page.
+    wrong: Vec<String>,
+    last_failure: Option<Instant>,
+    first_success_after_kill: Option<Instant>,
+}
+
+fn shop_page_503(page: &Page) -> bool {
+    page.status == StatusCode::SERVICE_UNAVAILABLE
+        && page
+            .body
+            .contains("The session store is unavailable right now.")
+        && page.body.contains("Served by <strong>")
+        && page.headers.get("retry-after").is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_follows_a_sentinel_failover_and_keeps_its_sessions() {
+    let (set, dir) = tokio::join!(SentinelSet::start(), async {
+        Arc::new(tempfile::tempdir().unwrap())
+    });
+    let url = set.url();
+    let database_url = sqlite_url(dir.path());
+    let spawn = |name: &'static str| {
+        let url = url.clone();
+        TestApp::spawn_full(None, dir.clone(), database_url.clone(), name, move |c| {
+            c.redis_url = Some(url);
+        })
+    };
+    let (first, second) = tokio::join!(spawn("replica-a"), spawn("replica-b"));
+    let primary_before = set.primary.address();
+    assert_eq!(set.current_primary().await, primary_before);
+    let ready = first.browser().get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert!(
+        ready.body.contains(&format!("primary {primary_before}")),
+        "{}",
+        ready.body
+    );
+
+    // Shoppers with accounts and sessions from before the failure, on both replicas.
+    let mut shoppers = Vec::new();
+    for i in 0..SHOPPERS {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let browser = app.browser();
+        let name = format!("shopper-{i}");
+        browser
+            .register(&name, "a long enough password")
+            .await
+            .assert_redirect("/");
+        shoppers.push((name, browser));
+    }
+    let inspector = shoppers[0].1.get("/session").await;
+    inspector.assert_contains(&format!("primary {primary_before}"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for (i, (name, browser)) in shoppers.iter().enumerate() {
+        let (name, browser) = (name.clone(), browser.clone());
+        let (stop, killed_at) = (stop.clone(), killed_at.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Seen::default();
+            let product = (1 + i % 12).to_string();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let is_add = !n.is_multiple_of(2);
+                let page = if !is_add {
+                    browser.get("/").await
+                } else {
+                    browser.add_to_cart(&product, "1").await
+                };
+                let took = started.elapsed();
+                let since_kill = killed_at.lock().unwrap().map(|k| started.duration_since(k));
+                let ok = if is_add {
+                    page.status == StatusCode::SEE_OTHER && page.location() == Some("/cart")
+                } else {
+                    page.status == StatusCode::OK
+                        && page.logged_in_as().as_deref() == Some(name.as_str())
+                };
+                if took > Duration::from_secs(3) {
+                    seen.wrong
+                        .push(format!("{name}: request #{n} took {took:?}"));
+                }
+                if ok {
+                    seen.acknowledged += u32::from(is_add);
+                    if since_kill.is_some() && seen.first_success_after_kill.is_none() {
+                        seen.first_success_after_kill = Some(Instant::now());
+                    }
+                } else if shop_page_503(&page) {
+                    seen.refused += u32::from(is_add);
+                    seen.unavailable.push(since_kill.unwrap_or_default());
+                    seen.last_failure = Some(Instant::now());
+                } else {
+                    seen.wrong.push(format!("{name}: request #{n}: {page:?}"));
+                }
+                // A shopper's pace, not a wait for anything.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut set = set;
+    let killed = Instant::now();
+    *killed_at.lock().unwrap() = Some(killed);
+    set.primary.kill();
+
+    // Recovery: the sentinels name the replica, and every shopper is served again.
+    let replica = set.replica.address();
+    wait_until("the sentinels promote the replica", RECOVERY_BOUND, || {
+        let set = &set;
+        let replica = replica.clone();
+        async move { set.current_primary().await == replica }
+    })
+    .await;
+    let promoted = killed.elapsed();
+    wait_until("the shop serves again", RECOVERY_BOUND, || {
+        let first = &first;
+        let second = &second;
+        async move {
+            first.browser().get("/readyz").await.status == StatusCode::OK
+                && second.browser().get("/readyz").await.status == StatusCode::OK
+        }
+    })
+    .await;
+    // Let every shopper get a few more requests through on the new primary.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seens = Vec::new();
+    for task in tasks {
+        seens.push(task.await.unwrap());
+    }
+
+    let wrong: Vec<&String> = seens.iter().flat_map(|s| &s.wrong).collect();
+    assert!(
+        wrong.is_empty(),
+        "every error must be the shop's 503 page: {wrong:#?}"
+    );
+    let last_failure = seens.iter().filter_map(|s| s.last_failure).max();
+    let outage = last_failure
+        .map(|t| t.duration_since(killed))
+        .unwrap_or_default();
+    assert!(
+        outage <= RECOVERY_BOUND,
+        "the shop recovered {outage:?} after the kill, bound {RECOVERY_BOUND:?}"
+    );
+    for (seen, (name, _)) in seens.iter().zip(&shoppers) {
+        assert!(
+            seen.first_success_after_kill.is_some(),
+            "{name} was never served after the failover"
+        );
+    }
+
+    // The same sessions, still logged in; the carts on the new primary.
+    let mut acknowledged = 0;
+    let mut refused = 0;
+    let mut stored = 0;
+    for (seen, (name, browser)) in seens.iter().zip(&shoppers) {
+        let cart = browser.get("/cart").await;
+        assert_eq!(cart.status, StatusCode::OK, "{cart:?}");
+        assert_eq!(
+            cart.logged_in_as().as_deref(),
+            Some(name.as_str()),
+            "{name}'s session from before the failure"
+        );
+        let units: u32 = cart.cart_lines().iter().map(|(_, q)| q).sum();
+        // Nothing appears that the shopper did not ask for.
+        assert!(
+            units <= seen.acknowledged + seen.refused,
+            "{name}: {units} stored, {} acknowledged, {} refused",
+            seen.acknowledged,
+            seen.refused
+        );
+        acknowledged += seen.acknowledged;
+        refused += seen.refused;
+        stored += units;
+    }
+    let lost = acknowledged.saturating_sub(stored);
+    // Replication is asynchronous: at most the write in flight at the kill, per shopper.
+    assert!(lost <= SHOPPERS as u32, "{lost} acknowledged units lost");
+    let ready = first.browser().get("/readyz").await;
+    assert!(
+        ready.body.contains(&format!("primary {replica}")),
+        "{}",
+        ready.body
+    );
+    shoppers[1]
+        .1
+        .get("/session")
+        .await
+        .assert_contains(&format!("primary {replica}"));
+    let failures: usize = seens.iter().map(|s| s.unavailable.len()).sum();
+    println!(
+        "sentinel failover: promoted after {promoted:?}; last failed request {outage:?} after the kill \
+         (bound {RECOVERY_BOUND:?}); {failures} requests got the 503 page; cart units: \
+         {acknowledged} acknowledged, {stored} stored, {lost} acknowledged-but-lost, \
+         {refused} refused (503), {} refused-but-stored",
+        stored.saturating_sub(acknowledged)
+    );
+}
