@@ -95,6 +95,27 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
 
+    /// Start even if Redis's `maxmemory-policy` evicts keys (it would silently log
+    /// users out and empty carts when Redis is full). Logged as a warning.
+    #[arg(long, env = "ALLOW_EVICTING_REDIS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_evicting_redis: bool,
+
+    /// A client must send a request's headers within this time once it has started
+    /// (slow clients are disconnected).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// An idle keep-alive connection is closed after this long without a request.
+    /// Keep it above the load balancer's own upstream keep-alive timeout.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGTERM, keep serving this long while failing `/readyz` and closing each
+    /// connection after its response, so the load balancer retires its connections
+    /// before the listener closes (longer than its upstream keep-alive timeout).
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "3s", value_parser = parse_duration)]
+    pub shutdown_drain: Duration,
+
     /// Longest time a request may take; also bounds draining at shutdown.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,

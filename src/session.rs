@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::{extract::FromRequestParts, http::request::Parts};
 use fred::prelude::{Client, Expiration, KeysInterface, Pool, SetOptions};
+use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -97,6 +98,8 @@ mod key {
     pub const CART_ID: &str = "cart";
     pub const FLASH: &str = "flash";
     pub const CREATED_BY: &str = "by";
+    /// Only in a tombstone: this session was ended (logout, or replaced at login).
+    pub const ENDED: &str = "ended";
     /// The user's credential epoch when this login started (`account::Accounts`).
     pub const EPOCH: &str = "ep";
     /// The opaque handle that names this session on the sessions page and in the
@@ -240,10 +243,18 @@ impl SessionStore for SessionStoreWrapper {
     /// Creates a session (a new visitor's, or a login's new id). A logged-in one is
     /// added to its user's index; when that pushes the user over the cap, the oldest
     /// sessions are ended.
+    ///
+    /// Always under a fresh id: after `flush()` (logout) tower-sessions would create
+    /// the next session under the ended one's id, which now holds its tombstone —
+    /// and an old cookie must never name a new session anyway.
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        record.id = Id::default();
         record.expiry_date = self.with_deadline(record).expiry_date;
         match &self.backend {
-            Backend::Redis { store, .. } => store.create(record).await?,
+            Backend::Redis { store, pool } => {
+                connected(pool)?;
+                store.create(record).await?
+            }
             Backend::Memory(store) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
@@ -260,21 +271,22 @@ impl SessionStore for SessionStoreWrapper {
         Ok(())
     }
 
-    /// Saves an existing session, only if it still exists.
+    /// Saves an existing session, only if it still exists and has not ended.
     ///
     /// The published store does `SET … XX` and then fails to read Redis's "not set"
-    /// answer as a boolean when the key is gone (tower-sessions-stores issue 19):
-    /// a logout in another tab, an expiry, or a login's `cycle_id` between our load
-    /// and our save would become an empty 500. Here a vanished key stays vanished:
-    /// the write is dropped, the next request sees no session.
+    /// answer as a boolean when the key is gone (tower-sessions-stores issue 19).
+    /// Here a vanished or ended session stays so: a request that loaded it before a
+    /// logout (or a login's new id) in another tab cannot bring it back.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let record = self.with_deadline(record);
         match &self.backend {
-            Backend::Redis { pool, .. } => save_if_exists(pool.next(), &record).await,
+            Backend::Redis { pool, .. } => save_if_live(connected(pool)?, &record).await,
             Backend::Memory(store) => {
-                // The dev twin has no "set if exists"; check first (one process, one lock away).
-                if store.load(&record.id).await?.is_some() {
-                    store.save(&record).await?;
+                // The dev twin has no script; check first (one process, one lock away).
+                if let Some(current) = store.load(&record.id).await? {
+                    if !current.data.contains_key(key::ENDED) {
+                        store.save(&record).await?;
+                    }
                 }
                 Ok(())
             }
@@ -283,34 +295,120 @@ impl SessionStore for SessionStoreWrapper {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match &self.backend {
-            Backend::Redis { store, .. } => store.load(id).await,
+            Backend::Redis { pool, .. } => {
+                let bytes: Option<Vec<u8>> = connected(pool)?
+                    .get(id.to_string())
+                    .await
+                    .map_err(backend_error)?;
+                let Some(bytes) = bytes else {
+                    return Ok(None);
+                };
+                if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
+                    return Ok(Some(tombstone_record(*id, &String::from_utf8_lossy(why))));
+                }
+                rmp_serde::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))
+            }
             Backend::Memory(store) => store.load(id).await,
         }
     }
 
+    /// Ends a session (logout, or the old id of a login): the key becomes a short-lived
+    /// tombstone instead of vanishing, so a request still carrying the old cookie —
+    /// an add to cart racing the login in another tab — is told its session ended
+    /// and changes nothing, instead of silently starting a new, orphaned cart.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match &self.backend {
-            Backend::Redis { store, .. } => store.delete(id).await,
-            Backend::Memory(store) => store.delete(id).await,
+            Backend::Redis { pool, .. } => {
+                let mut value = TOMBSTONE_PREFIX.to_vec();
+                value.extend_from_slice(b"ended");
+                let _: fred::types::Value = connected(pool)?
+                    .set(
+                        id.to_string(),
+                        value.as_slice(),
+                        Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
+                        Some(SetOptions::XX),
+                        false,
+                    )
+                    .await
+                    .map_err(backend_error)?;
+                Ok(())
+            }
+            Backend::Memory(store) => {
+                if store.load(id).await?.is_some() {
+                    let mut record = tombstone_record(*id, "ended");
+                    record.expiry_date = OffsetDateTime::now_utc() + TOMBSTONE_TTL;
+                    store.save(&record).await?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
-async fn save_if_exists(client: &Client, record: &Record) -> session_store::Result<()> {
+/// What an ended session's key holds for [`TOMBSTONE_TTL`]: not msgpack, so it can
+/// never be mistaken for a live record.
+const TOMBSTONE_PREFIX: &[u8] = b"ended:";
+
+/// Long enough for any request that raced the logout or login to arrive.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+fn tombstone_record(id: Id, why: &str) -> Record {
+    let mut data = HashMap::new();
+    data.insert(key::ENDED.to_owned(), Value::String(why.to_owned()));
+    Record {
+        id,
+        data,
+        expiry_date: OffsetDateTime::now_utc() + TOMBSTONE_TTL,
+    }
+}
+
+/// While the connection to Redis is down, session commands fail at once instead of
+/// queueing until the command timeout: pages that only read are drawn without the
+/// visitor (degraded mode), and nobody waits for an answer that cannot come.
+fn connected(pool: &Pool) -> session_store::Result<&Client> {
+    use fred::prelude::ClientLike;
+    let client = pool.next();
+    if client.is_connected() {
+        Ok(client)
+    } else {
+        Err(session_store::Error::Backend(
+            "not connected to Redis".to_owned(),
+        ))
+    }
+}
+
+fn backend_error(err: fred::error::Error) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
+/// Overwrites the record only if its key holds a live session (not gone, not a tombstone).
+const SAVE_LUA: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, 6) == 'ended:' then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"#;
+static SAVE_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(SAVE_LUA));
+
+async fn save_if_live(client: &Client, record: &Record) -> session_store::Result<()> {
     let bytes =
         rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    let deadline = Expiration::EXAT(record.expiry_date.unix_timestamp());
-    // Redis answers OK, or nil when the key no longer exists: both are fine.
-    let _: fred::types::Value = client
-        .set(
+    let _saved: i64 = SAVE_SCRIPT
+        .evalsha_with_reload(
+            client,
             record.id.to_string(),
-            bytes.as_slice(),
-            Some(deadline),
-            Some(SetOptions::XX),
-            false,
+            vec![
+                fred::types::Value::from(bytes.as_slice()),
+                fred::types::Value::from(record.expiry_date.unix_timestamp()),
+            ],
         )
         .await
-        .map_err(|e| session_store::Error::Backend(e.to_string()))?;
+        .map_err(backend_error)?;
     Ok(())
 }
 
@@ -319,6 +417,9 @@ async fn save_if_exists(client: &Client, record: &Record) -> session_store::Resu
 pub struct Flash {
     pub kind: FlashKind,
     pub text: String,
+    /// An optional link after the text ("View cart"): path and label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -340,22 +441,31 @@ impl FlashKind {
 }
 
 impl Flash {
+    /// The same message, followed by a link.
+    pub fn with_link(mut self, path: &str, label: &str) -> Self {
+        self.link = Some((path.to_owned(), label.to_owned()));
+        self
+    }
+
     pub fn success(text: impl Into<String>) -> Self {
         Flash {
             kind: FlashKind::Success,
             text: text.into(),
+            link: None,
         }
     }
     pub fn info(text: impl Into<String>) -> Self {
         Flash {
             kind: FlashKind::Info,
             text: text.into(),
+            link: None,
         }
     }
     pub fn error(text: impl Into<String>) -> Self {
         Flash {
             kind: FlashKind::Error,
             text: text.into(),
+            link: None,
         }
     }
 }
@@ -369,6 +479,10 @@ pub struct SessionUser {
     /// (a logout applies once per session, so a replayed one changes nothing).
     pub handle: String,
 }
+
+/// What a write sent with an ended session's cookie is told.
+pub const SESSION_ENDED: &str = "You logged in or out in another tab or window while this was \
+being sent, so nothing was changed. Please check your cart and try again.";
 
 /// What a login records in the new session, beyond the user.
 #[derive(Debug, Clone)]
@@ -663,6 +777,12 @@ impl ShopSession {
         Ok(id)
     }
 
+    /// True when this cookie names a session that was ended a moment ago (logged
+    /// out, or replaced by a login's new id): a write sent with it is refused.
+    pub async fn ended(&self) -> SessionResult<bool> {
+        Ok(self.session.get_value(key::ENDED).await?.is_some())
+    }
+
     /// Whose cart this visitor sees: the user's, or the anonymous one this session
     /// points at; `None` for a visitor who never added anything.
     pub async fn cart_owner(&self) -> SessionResult<Option<CartOwner>> {
@@ -674,13 +794,19 @@ impl ShopSession {
 
     /// The cart to change: as [`Self::cart_owner`], creating an anonymous cart
     /// (and so the session) for a visitor who has none yet.
+    ///
+    /// A new anonymous cart's session is saved at once, before the cart is written:
+    /// a cart the visitor's session does not point at would be lost to them.
     pub async fn cart_owner_or_new(&self, replica: &str) -> SessionResult<CartOwner> {
-        match self.cart_owner().await? {
-            Some(owner) => Ok(owner),
-            None => Ok(CartOwner::Anonymous(
-                self.ensure_anonymous_cart_id(replica).await?,
-            )),
+        if let Some(owner) = self.cart_owner().await? {
+            return Ok(owner);
         }
+        if self.ended().await? {
+            return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
+        }
+        let cart_id = self.ensure_anonymous_cart_id(replica).await?;
+        self.session.save().await?;
+        Ok(CartOwner::Anonymous(cart_id))
     }
 
     pub async fn push_flash(&self, flash: Flash) -> SessionResult<()> {

@@ -1,5 +1,6 @@
 //! What every handler can reach: built once at start, cloned cheaply per request.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use fred::prelude::Pool;
@@ -27,4 +28,6 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,
+    /// Set on SIGTERM: `/readyz` fails and every response closes its connection.
+    pub draining: Arc<AtomicBool>,
 }

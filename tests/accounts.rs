@@ -236,7 +236,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
     changed.assert_redirect("/account");
     let after = laptop.sid().unwrap();
     assert_ne!(before, after, "a new session id");
-    assert!(!a.redis_exists(&before).await);
+    assert!(!a.session_is_live(&before).await);
     let account = laptop.get("/account").await;
     account.assert_contains("Your password was changed.");
     assert_eq!(

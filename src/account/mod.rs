@@ -72,7 +72,7 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
             .carts
             .lines(&owner)
             .await
-            .map_err(AppError::Unavailable),
+            .map_err(|e| AppError::Unavailable(e.into())),
         None => Ok(Lines::new()),
     }
 }

@@ -5,7 +5,7 @@
 //!   the password hash → check the password → `cycle_id()` (a new session id) →
 //!   store the user → merge the anonymous cart into the user's cart → redirect;
 //! - logout: `flush()` deletes the session in Redis and the cookie in the browser;
-//!   the user's cart stays in Redis for the next login, on any device.
+//!   the user's cart stays in `cart:{u<id>}` for the next login, on any device.
 //!
 //! Each form carries a one-time `submission` id (TEAM decision, issue 9): a login
 //! replayed after a lost response replaces the session the first try created
@@ -185,7 +185,13 @@ pub async fn log_in(
     Ok(Redirect::to(&next).into_response())
 }
 
-/// A new session id for the logged-in user, and the visitor's cart moved into theirs.
+/// The visitor's cart moved into the user's, and a new session id for the user.
+///
+/// The merge comes first, while the old session still points at the anonymous
+/// cart: a login retried after a failure in between finds the same cart again, and
+/// the merge's two steps are idempotent, so nothing is lost or added twice. The
+/// anonymous cart is retired in the same step that takes it, so an add still in
+/// flight with the old cookie is refused rather than lost.
 async fn start_session(
     state: &AppState,
     session: &ShopSession,
@@ -193,19 +199,15 @@ async fn start_session(
     username: &str,
     facts: &LoginFacts,
 ) -> Result<SessionUser> {
+    if let Some(cart_id) = session.anonymous_cart_id().await? {
+        state.carts.merge(&cart_id, *user_id).await?;
+    }
     let claimed = SessionUser {
         id: *user_id,
         name: username.to_owned(),
         handle: String::new(),
     };
-    let (user, anonymous_cart) = session.log_in(&claimed, facts).await?;
-    if let Some(cart_id) = anonymous_cart {
-        state
-            .carts
-            .merge(&cart_id, user.id)
-            .await
-            .map_err(AppError::Unavailable)?;
-    }
+    let (user, _merged_already) = session.log_in(&claimed, facts).await?;
     Ok(user)
 }
 

@@ -47,6 +47,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::auth::router())
         .merge(crate::account::router())
         .route("/session", get(inspector::session_page))
+        .fallback(middleware::not_found)
         .layer(from_fn_with_state(
             state.clone(),
             middleware::session_upkeep,
@@ -72,21 +73,17 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
 
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
-    let site = Router::new()
-        .merge(pages)
-        .merge(static_files)
-        .fallback(middleware::not_found)
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(state.clone(), middleware::html_errors))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
-                ))
-                .layer(from_fn(middleware::cross_origin_protection))
-                .layer(DefaultBodyLimit::max(BODY_LIMIT))
-                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-        );
+    let site = Router::new().merge(pages).merge(static_files).layer(
+        ServiceBuilder::new()
+            .layer(from_fn_with_state(state.clone(), middleware::html_errors))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout,
+            ))
+            .layer(from_fn(middleware::cross_origin_protection))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+    );
 
     // For machines (load balancer, compose): plain-text health checks. The layers
     // below wrap both: request ids, the request log line, the replica's name and
@@ -98,6 +95,10 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .layer(
             // Listed outermost first.
             ServiceBuilder::new()
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    middleware::connection_upkeep,
+                ))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
