@@ -304,7 +304,7 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
     assert_eq!(owner.get("/").await.logged_in_as(), None);
 
     // The race, on a fresh account: one attempt left, 59 wrong and the right
-    // password at once. Exactly one password is checked (it may be the right one).
+    // password at once: the last attempt goes to one of them.
     app.browser().register("racer", "racer password").await;
     for _ in 0..4 {
         app.browser().log_in("racer", "wrong password").await;
