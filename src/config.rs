@@ -76,7 +76,7 @@ pub struct Config {
     pub login_max_failures_per_user_total: u32,
 
     /// Registration attempts allowed per client address within the registration window.
-    #[arg(long, env = "REGISTER_MAX_PER_CLIENT", default_value_t = 10)]
+    #[arg(long, env = "REGISTER_MAX_PER_CLIENT", default_value_t = 20)]
     pub register_max_per_client: u32,
 
     /// The registration throttle window.

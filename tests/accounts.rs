@@ -694,3 +694,36 @@ async fn a_logged_in_page_view_sends_two_redis_commands() {
     assert_eq!(delta, expected);
     eprintln!("per logged-in page view: 2 commands sent (GET session, EVALSHA cart+epoch)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_is_capped_and_a_login_over_the_cap_ends_the_oldest_session() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let cap = storefront::account::index::MAX_SESSIONS_PER_USER;
+    let first = app.browser();
+    first
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let mut last = None;
+    for _ in 0..cap {
+        let browser = app.browser();
+        browser
+            .log_in(DEMO_USER, DEMO_PASSWORD)
+            .await
+            .assert_redirect("/");
+        last = Some(browser);
+    }
+    let indexed: i64 = app.redis().unwrap().zcard("sessions:{u1}").await.unwrap();
+    assert_eq!(indexed, cap as i64);
+    assert_eq!(
+        first.get("/").await.logged_in_as(),
+        None,
+        "the oldest ended"
+    );
+    let newest = last.unwrap();
+    assert_eq!(
+        newest.get("/").await.logged_in_as().as_deref(),
+        Some(DEMO_USER)
+    );
+    assert_eq!(cards(&newest.get("/account/sessions").await).len(), cap);
+}

@@ -287,6 +287,21 @@ async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
     chrome.visit("/session").await;
     chrome.assert_text("Remember me").await;
     check_page(&chrome, "session inspector (logged in)", &mut failures).await;
+    chrome.visit("/account/sessions").await;
+    chrome.assert_text("This session").await;
+    check_page(&chrome, "account sessions", &mut failures).await;
+    chrome.visit("/account/password").await;
+    check_page(&chrome, "account password", &mut failures).await;
+    chrome.fill("#current_password", "not the password").await;
+    chrome.fill("#new_password", "a new password").await;
+    chrome.fill("#new_password_confirm", "a new password").await;
+    chrome
+        .click_button("form[action='/account/password']", "Change password")
+        .await;
+    chrome
+        .assert_text("Your current password is not right. Nothing was changed.")
+        .await;
+    check_page(&chrome, "account password with an error", &mut failures).await;
 
     chrome.close().await;
     assert!(

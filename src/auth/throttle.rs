@@ -53,13 +53,15 @@ return 0
 "#;
 
 /// Gives back an attempt that succeeded: deletes KEYS[1] if ARGV[1] is "1", and
-/// decrements the other keys (never below zero, never creating one).
+/// decrements the other keys (never creating one; one that reaches 0 is deleted).
 const REFUND_LUA: &str = r#"
 for i, key in ipairs(KEYS) do
   if i == 1 and ARGV[1] == '1' then
     redis.call('DEL', key)
   elseif tonumber(redis.call('GET', key) or '0') > 0 then
-    redis.call('DECR', key)
+    if redis.call('DECR', key) <= 0 then
+      redis.call('DEL', key)
+    end
   end
 end
 return 0
