@@ -63,13 +63,25 @@ pub struct Config {
     #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_duration)]
     pub anon_cart_ttl: Duration,
 
-    /// Failed logins allowed per username within the throttle window.
+    /// Failed logins allowed per username from one client address within the throttle window.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER", default_value_t = 5)]
     pub login_max_failures_per_user: u32,
 
-    /// Failed logins allowed per client address within the throttle window.
+    /// Failed logins allowed per client address (any username) within the throttle window.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_CLIENT", default_value_t = 20)]
     pub login_max_failures_per_client: u32,
+
+    /// Failed logins allowed per username from all addresses together within the window.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER_TOTAL", default_value_t = 100)]
+    pub login_max_failures_per_user_total: u32,
+
+    /// Registration attempts allowed per client address within the registration window.
+    #[arg(long, env = "REGISTER_MAX_PER_CLIENT", default_value_t = 10)]
+    pub register_max_per_client: u32,
+
+    /// The registration throttle window.
+    #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub register_throttle_window: Duration,
 
     /// The login throttle window.
     #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_duration)]

@@ -4,6 +4,7 @@
 //! `main.rs` only parses the command line; everything is here, so tests can start
 //! the real application in-process ([`Application::build`]) on a free port.
 
+pub mod account;
 pub mod assets;
 pub mod auth;
 pub mod cart;
@@ -27,6 +28,7 @@ use anyhow::Context;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy, TcpConfig};
 use tokio::net::TcpListener;
 
+use crate::account::Accounts;
 use crate::auth::{throttle::Limits, LoginThrottle};
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
@@ -69,19 +71,26 @@ impl Application {
         let limits = Limits {
             per_user: config.login_max_failures_per_user,
             per_client: config.login_max_failures_per_client,
+            per_user_total: config.login_max_failures_per_user_total,
             window: config.login_throttle_window,
+            register_per_client: config.register_max_per_client,
+            register_window: config.register_throttle_window,
         };
 
-        let (redis, sessions, carts, throttle) = match &config.redis_url {
+        // The longest a login can live: the per-user index and epoch outlive it.
+        let longest_login = lifetimes.max.max(lifetimes.remember_max);
+        let (redis, sessions, carts, throttle, accounts) = match &config.redis_url {
             Some(url) => {
                 let pool = connect_redis(url, config.redis_timeout).await?;
                 refuse_evicting_redis(&pool, config.allow_evicting_redis).await?;
                 tracing::info!(replica = %replica, redis = %redact(url), "sessions and carts are kept in Redis");
+                let accounts = Accounts::redis(pool.clone(), longest_login);
                 (
                     Some(pool.clone()),
-                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone()),
+                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone(), accounts.clone()),
                     CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::redis(pool, limits),
+                    accounts,
                 )
             }
             None => {
@@ -91,11 +100,13 @@ impl Application {
                      (lost on restart, not shared between replicas). \
                      Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
                 );
+                let accounts = Accounts::memory(longest_login);
                 (
                     None,
-                    SessionStoreWrapper::memory(lifetimes.clone()),
+                    SessionStoreWrapper::memory(lifetimes.clone(), accounts.clone()),
                     CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::memory(limits),
+                    accounts,
                 )
             }
         };
@@ -106,6 +117,8 @@ impl Application {
             redis,
             carts,
             throttle,
+            accounts,
+            sessions: sessions.clone(),
             catalog,
             lifetimes,
             replica,

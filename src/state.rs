@@ -6,11 +6,12 @@ use std::sync::Arc;
 use fred::prelude::Pool;
 use sqlx::SqlitePool;
 
+use crate::account::Accounts;
 use crate::auth::LoginThrottle;
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::session::Lifetimes;
+use crate::session::{Lifetimes, SessionStoreWrapper};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,6 +21,10 @@ pub struct AppState {
     pub redis: Option<Pool>,
     pub carts: CartStore,
     pub throttle: LoginThrottle,
+    /// Per-user session index and credential epoch (accounts, issue 10).
+    pub accounts: Accounts,
+    /// The session store, for the account pages that list and end sessions.
+    pub sessions: SessionStoreWrapper,
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,

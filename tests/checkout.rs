@@ -19,13 +19,17 @@ const ADDRESS: [(&str, &str); 5] = [
     ("country", "GB"),
 ];
 
-/// The value of a hidden field of the page's form.
+/// The value of a hidden field of the checkout form (the header has forms too).
 fn hidden(page: &Page, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
+    let form = page
         .body
+        .find("action=\"/checkout\"")
+        .unwrap_or_else(|| panic!("no checkout form in the page:\n{}", page.body));
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.body[form..]
         .find(&marker)
         .unwrap_or_else(|| panic!("no hidden {name} in the page:\n{}", page.body))
+        + form
         + marker.len();
     let end = page.body[start..].find('"').unwrap() + start;
     page.body[start..end].to_owned()

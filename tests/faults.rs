@@ -316,6 +316,11 @@ async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
     .await;
 }
 
+/// The race tests register a few dozen accounts from one address.
+fn many_registrations(config: &mut storefront::config::Config) {
+    config.register_max_per_client = 1000;
+}
+
 /// Registers `name` on `app` and logs out again: an account to log in to.
 async fn make_account(app: &TestApp, name: &str) {
     let browser = app.browser();
@@ -328,7 +333,7 @@ async fn make_account(app: &TestApp, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adds_racing_their_own_login_on_another_replica_are_never_lost() {
-    let a = TestApp::spawn(Backend::Redis).await;
+    let a = TestApp::spawn_with(Backend::Redis, many_registrations).await;
     let b = a.sibling("replica-b").await;
     let visitors = 24;
     for i in 0..visitors {
@@ -404,7 +409,7 @@ async fn adds_racing_their_own_login_on_another_replica_are_never_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
-    let a = TestApp::spawn(Backend::Redis).await;
+    let a = TestApp::spawn_with(Backend::Redis, many_registrations).await;
     let b = a.sibling("replica-b").await;
     let visitors = 20;
     for i in 0..visitors {

@@ -22,7 +22,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
-use crate::session::{SessionStoreWrapper, COOKIE_NAME};
+use crate::session::{cookie_name, secure_cookie_removal, SessionStoreWrapper};
 use crate::state::AppState;
 
 /// Largest request body accepted: every form here is far smaller.
@@ -34,7 +34,7 @@ const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// The whole application: pages (with sessions), static files, health checks.
 pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
     let session_layer = SessionManagerLayer::new(sessions)
-        .with_name(COOKIE_NAME)
+        .with_name(cookie_name(state.config.cookie_secure))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_path("/")
@@ -46,6 +46,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::catalog::router())
         .merge(crate::cart::router())
         .merge(crate::auth::router())
+        .merge(crate::account::router())
         .merge(crate::orders::router())
         .route("/session", get(inspector::session_page))
         .fallback(middleware::not_found)
@@ -54,6 +55,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
             middleware::session_upkeep,
         ))
         .layer(session_layer)
+        .layer(from_fn(secure_cookie_removal))
         // Pages show who is logged in: no shared cache, no back-button copy after logout.
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

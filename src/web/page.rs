@@ -148,15 +148,9 @@ impl FromRequestParts<AppState> for Page {
 
 /// The visitor as the layout shows them, and their cart's lines.
 async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Chrome, Lines), AppError> {
+    // Reads the cart and checks the user's credential epoch in one command (account/).
+    let cart = crate::account::page_cart(state, session).await?;
     let user = session.user().await?;
-    let cart = match session.cart_owner().await? {
-        Some(owner) => state
-            .carts
-            .lines(&owner)
-            .await
-            .map_err(|e| AppError::Unavailable(e.into()))?,
-        None => Lines::new(),
-    };
     let cart_count = cart.iter().map(|(_, quantity)| quantity).sum();
     let flashes = session.take_flashes().await?;
     let chrome = Chrome {

@@ -338,6 +338,13 @@ impl TestApp {
         self.redis().unwrap().ttl(key).await.unwrap()
     }
 
+    /// True when `sid` names a live session in Redis: not gone, and not the
+    /// short-lived tombstone an ended session leaves (`ended:…`).
+    pub async fn session_is_live(&self, sid: &str) -> bool {
+        let value: Option<Vec<u8>> = self.redis().unwrap().get(sid).await.unwrap();
+        value.is_some_and(|v| !v.starts_with(b"ended:"))
+    }
+
     pub async fn redis_exists(&self, key: &str) -> bool {
         self.redis().unwrap().exists::<u32, _>(key).await.unwrap() == 1
     }
