@@ -99,14 +99,10 @@ pub async fn log_in(
     let next = safe_next(form.next.as_deref());
     let remember = form.remember.is_some();
     let typed_username = form.username.clone().unwrap_or_default();
+    let remember_days = state.config.remember_me_days;
     let again = |status: StatusCode, error: &str, chrome: Chrome| {
         let username: String = typed_username.chars().take(64).collect();
-        let mut page = LoginTemplate::new(
-            chrome,
-            username,
-            next.clone(),
-            state.config.remember_me_days,
-        );
+        let mut page = LoginTemplate::new(chrome, username, next.clone(), remember_days);
         page.remember = remember;
         page.error = Some(error.to_owned());
         (status, page).into_response()
@@ -386,7 +382,7 @@ pub async fn register(
                 if let Some(name) = users::created_by_submission(&state.db, id).await? {
                     tracing::info!(username = %name, "registration replayed");
                     return Ok(account_exists(
-                &state,
+                        &state,
                         page.chrome,
                         &name,
                         StatusCode::OK,

@@ -574,6 +574,62 @@ impl From<fred::error::Error> for CartError {
     }
 }
 
+/// The cart's lines and an integer key of the same hash slot, in one step: the
+/// page layout reads the user's cart and credential epoch with one command.
+/// KEYS[1] cart, KEYS[2] counter. Returns {HGETALL of the cart, counter or 0}.
+const LINES_AND_COUNTER_LUA: &str = r#"
+local lines = redis.call('HGETALL', KEYS[1])
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+return {lines, counter}
+"#;
+static LINES_AND_COUNTER_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(LINES_AND_COUNTER_LUA));
+
+impl CartStore {
+    /// [`Self::lines`] plus the integer in `counter_key` (same hash slot as the
+    /// cart), in one Redis command. `None` for the counter in memory mode: the
+    /// caller reads it its own way.
+    pub async fn lines_and_counter(
+        &self,
+        owner: &CartOwner,
+        counter_key: &str,
+    ) -> anyhow::Result<(Lines, Option<i64>)> {
+        let Backend::Redis(pool) = &self.backend else {
+            return Ok((self.lines(owner).await?, None));
+        };
+        let (raw, counter): (Vec<String>, i64) = LINES_AND_COUNTER_SCRIPT
+            .evalsha_with_reload(
+                Self::connected(pool)?,
+                vec![owner.redis_key(), counter_key.to_owned()],
+                Vec::<String>::new(),
+            )
+            .await?;
+        let lines = parse_lines(
+            raw.chunks_exact(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect(),
+        );
+        Ok((lines, Some(counter)))
+    }
+
+    /// Deletes a cart (an account was deleted).
+    pub async fn delete_cart(&self, owner: &CartOwner) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
+            }
+            Backend::Memory(carts) => {
+                carts
+                    .lock()
+                    .expect("cart lock")
+                    .carts
+                    .remove(&owner.redis_key());
+            }
+        }
+        Ok(())
+    }
+}
+
 // ---- Checkout (orders): empty the cart once its order is placed. ----
 
 /// Deletes the cart only if it holds exactly the expected lines: an order empties
@@ -633,61 +689,5 @@ impl CartStore {
                 Ok(true)
             }
         }
-    }
-}
-
-/// The cart's lines and an integer key of the same hash slot, in one step: the
-/// page layout reads the user's cart and credential epoch with one command.
-/// KEYS[1] cart, KEYS[2] counter. Returns {HGETALL of the cart, counter or 0}.
-const LINES_AND_COUNTER_LUA: &str = r#"
-local lines = redis.call('HGETALL', KEYS[1])
-local counter = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-return {lines, counter}
-"#;
-static LINES_AND_COUNTER_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(LINES_AND_COUNTER_LUA));
-
-impl CartStore {
-    /// [`Self::lines`] plus the integer in `counter_key` (same hash slot as the
-    /// cart), in one Redis command. `None` for the counter in memory mode: the
-    /// caller reads it its own way.
-    pub async fn lines_and_counter(
-        &self,
-        owner: &CartOwner,
-        counter_key: &str,
-    ) -> anyhow::Result<(Lines, Option<i64>)> {
-        let Backend::Redis(pool) = &self.backend else {
-            return Ok((self.lines(owner).await?, None));
-        };
-        let (raw, counter): (Vec<String>, i64) = LINES_AND_COUNTER_SCRIPT
-            .evalsha_with_reload(
-                Self::connected(pool)?,
-                vec![owner.redis_key(), counter_key.to_owned()],
-                Vec::<String>::new(),
-            )
-            .await?;
-        let lines = parse_lines(
-            raw.chunks_exact(2)
-                .map(|pair| (pair[0].clone(), pair[1].clone()))
-                .collect(),
-        );
-        Ok((lines, Some(counter)))
-    }
-
-    /// Deletes a cart (an account was deleted).
-    pub async fn delete_cart(&self, owner: &CartOwner) -> anyhow::Result<()> {
-        match &self.backend {
-            Backend::Redis(pool) => {
-                let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
-            }
-            Backend::Memory(carts) => {
-                carts
-                    .lock()
-                    .expect("cart lock")
-                    .carts
-                    .remove(&owner.redis_key());
-            }
-        }
-        Ok(())
     }
 }
