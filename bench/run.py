@@ -272,11 +272,15 @@ class CpuMeter:
         return out, round(other / wall / cores * 100, 1)
 
 
-def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None):
+def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, connections=None):
+    """wrk against 127.0.0.1:port; `connections` overrides the settings' (with at
+    most that many threads: wrk needs a connection per thread)."""
+    connections = connections or settings.connections
+    threads = min(settings.threads, connections)
     out = os.path.join(settings.run_dir, f"wrk-{tag}.json")
     env = dict(os.environ, BENCH_WRK_DIR=WRK_DIR, BENCH_JSON_OUT=out, BENCH_COOKIE=cookie or "",
-               BENCH_THREADS=str(settings.threads))
-    argv = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds}s",
+               BENCH_THREADS=str(threads))
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
             "--timeout", "5s", "-s", os.path.join(WRK_DIR, script), f"http://127.0.0.1:{port}{path}"]
     meter = CpuMeter(pids or {})
     text = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
@@ -294,10 +298,11 @@ def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None):
         "p50_ms": pct["50"] / 1000,
         "p90_ms": pct["90"] / 1000,
         "p99_ms": pct["99"] / 1000,
+        "p99_9_ms": pct["99.9"] / 1000,
         "max_ms": raw["latency_us"]["max"] / 1000,
         "errors": errors,
         "error_detail": raw["errors"],
-        "connections": settings.connections,
+        "connections": connections,
         "cpu_us_per_request": cpu,
         "other_load_percent": other,
     }
@@ -514,7 +519,7 @@ def merge_rounds(runs):
         return runs[0]
     med = statistics.median
     out = dict(runs[len(runs) // 2])
-    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "other_load_percent"):
+    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "other_load_percent"):
         out[field] = round(med(r[field] for r in runs), 3)
     out["requests"] = sum(r["requests"] for r in runs)
     out["errors"] = sum(r["errors"] for r in runs)
@@ -1065,7 +1070,16 @@ def main():
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "results",
                                                                                    "latest.json")))
     parser.add_argument("--binary", required=True)
+    parser.add_argument("--peers", action="store_true",
+                        help="issue 13: the Flask peer and the floor beside the shop, the connection curve, "
+                             "Redis memory at 10k/100k/1M sessions (bench/peers.py)")
+    parser.add_argument("--skip-standard", action="store_true",
+                        help="with --peers: only the issue-13 phases, not the standard ones")
+    parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
+    parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     args = parser.parse_args()
+    if args.skip_standard and not args.peers:
+        parser.error("--skip-standard goes with --peers")
 
     settings = argparse.Namespace(
         seconds=args.seconds, connections=args.connections, threads=args.threads, replicas=args.replicas,
@@ -1077,7 +1091,19 @@ def main():
         # Extra environment for the replicas ("NAME=value NAME=value"), to try a
         # setting out; recorded in the results.
         replica_env=dict(item.split("=", 1) for item in os.environ.get("BENCH_REPLICA_ENV", "").split() if "=" in item),
+        peers=args.peers, standard=not args.skip_standard,
+        floor_binary=args.floor_binary and os.path.abspath(args.floor_binary), venv=args.venv,
+        # gunicorn: one worker process per core (Python holds the GIL, so a process
+        # uses at most one core; more processes only add switching on two cores that
+        # wrk and Redis share), each with threads so keep-alive connections and
+        # Redis waits overlap (gthread; the sync worker closes every connection).
+        flask_workers=env_int("BENCH_FLASK_WORKERS", os.cpu_count() or 1),
+        flask_threads=env_int("BENCH_FLASK_THREADS", 4),
+        curve_seconds=env_int("BENCH_CURVE_SECONDS", 8),
+        curve_floor=os.environ.get("BENCH_CURVE_FLOOR", "1") != "0",
     )
+    if settings.peers and not (settings.floor_binary and settings.venv):
+        parser.error("--peers needs --floor-binary and --venv (scripts/bench --peers provides them)")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     settings.run_dir = os.path.join(target_dir, "bench", f"run-{stamp}-{os.getpid()}")
@@ -1103,18 +1129,23 @@ def main():
         "versions": versions(settings.binary),
         "settings": {k: getattr(settings, k) for k in ("seconds", "connections", "threads", "replicas", "rounds", "warmup",
                                                          "login_rate", "trace_requests", "synthetic", "rust_log",
-                                                         "replica_env")},
+                                                         "replica_env", "peers", "standard", "flask_workers",
+                                                         "flask_threads", "curve_seconds", "curve_floor")},
     }
     try:
         run_all(settings, procs, res)
     finally:
         procs.stop_all()
-    res["targets"] = targets(res)
+    res["targets"] = targets(res) if settings.standard else []
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=2)
         f.write("\n")
-    print_report(res)
+    if settings.standard:
+        print_report(res)
+    if settings.peers:
+        import peers
+        peers.print_issue13(res)
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
 
 
@@ -1135,6 +1166,16 @@ def run_all(settings, procs, res):
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     control = Redis(redis_port)
     res["versions"]["redis_server_port"] = redis_port
+    if settings.standard:
+        run_standard(settings, procs, res, redis_proc, redis_port, redis_url, control)
+    if settings.peers:
+        import peers
+        control.call("FLUSHALL")
+        peers.run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control)
+    control.close()
+
+
+def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, control):
 
     # ---- one replica with the Redis store and one with the in-memory store,
     # both up, measured in turn.
@@ -1208,7 +1249,6 @@ def run_all(settings, procs, res):
         procs.stop(nginx, signal.SIGQUIT)
         for r in replicas:
             procs.stop(r.proc)
-    control.close()
 
 
 if __name__ == "__main__":

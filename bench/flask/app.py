@@ -19,6 +19,7 @@ REDIS_URL, SECRET_KEY. Run by gunicorn (see bench/run.py for the workers chosen)
 Flask-Session's defaults are kept except two, both to match the shop: the cookie
 is called `sid`, and SESSION_REFRESH_EACH_REQUEST is off, so pages that only read
 do not write the session back (the shop writes it only for its idle refresh).
+And like the shop's, the session keeps the last three flash messages only.
 """
 
 import os
@@ -127,6 +128,13 @@ def cart_add():
         flash(f"{product['name']}: the most you can order is {MAX_QUANTITY}.")
     else:
         flash(f"Added {product['name']} to your cart.")
+    return see_cart()
+
+
+def see_cart():
+    """303 to the cart. Like the shop, the session keeps the last three flash
+    messages, not every one since the last page was shown."""
+    session["_flashes"] = session["_flashes"][-3:]
     return redirect("/cart", 303)
 
 
@@ -141,7 +149,7 @@ def cart_update():
     else:
         store.hset(key, product["id"], quantity)
         flash(f"{product['name']}: quantity {quantity}.")
-    return redirect("/cart", 303)
+    return see_cart()
 
 
 @app.route("/login", methods=["GET", "POST"])
