@@ -50,13 +50,13 @@ class Svg:
 
 
 def nice_max(v):
+    """The top of a linear axis with 4 round steps."""
     if v <= 0:
-        return 1
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if v <= m * exp:
-            return m * exp
-    return 10 * exp
+        return 4
+    raw = v / 4
+    exp = 10 ** math.floor(math.log10(raw))
+    step = next(m * exp for m in (1, 2, 2.5, 5, 10) if raw <= m * exp)
+    return step * 4
 
 
 def human(v):
@@ -114,6 +114,7 @@ class Panel:
         return xs, step
 
     def line(self, xs, values, color, label=None, dash=False):
+        values = [v if v and (v > 0 or not self.ylog) else None for v in values]
         pts = " ".join(f"{x:.1f},{self.sy(v):.1f}" for x, v in zip(xs, values) if v is not None)
         extra = ' stroke-dasharray="5 4"' if dash else ""
         self.svg.add(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{extra}/>')
@@ -194,7 +195,7 @@ def connections_chart(res, path):
         left.line(xs, [pt["rps"] for pt in pts], COLORS[label], LABELS[label], dash=label != "shop")
     svg.add(svg.text(215, 300, "connections", size=11, anchor="middle", fill="#57606a"))
     shop = targets["shop"]
-    lat = [pt[k] for pt in shop for k in ("p50_ms", "p99_ms", "p99_9_ms") if pt[k]]
+    lat = [pt[k] for pt in shop for k in ("p50_ms", "p99_ms", "p99_9_ms") if pt[k] and pt[k] > 0] or [1]
     right = Panel(svg, 450, 70, 290, 200, max(lat), ylog=True, ymin=min(lat), ylabel="storefront latency, ms (log)")
     xs, _ = right.xcats([str(n) for n in conns])
     for key, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")):
