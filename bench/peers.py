@@ -159,6 +159,12 @@ def run_peers(settings, procs, res, redis_port, redis_url, control):
     if b'class="count">3<' not in flask_page.body or b'class="count">3<' not in page.body:
         raise SystemExit("the shop's or the Flask peer's page does not show a 3-item cart badge")
     flask_sid_key = f"flask:session:{flask_cookie.split('=', 1)[1]}"
+    # Before any workload: a logged-in session with no flash message pending.
+    session_sizes = {
+        "shop": control.call("MEMORY", "USAGE", sid), "shop_value": control.call("STRLEN", sid),
+        "flask": control.call("MEMORY", "USAGE", flask_sid_key), "flask_value": control.call("STRLEN", flask_sid_key),
+    }
+    settings.session_value = control.call("GET", sid)
 
     floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file)
 
@@ -188,10 +194,7 @@ def run_peers(settings, procs, res, redis_port, redis_url, control):
         "ratios": ratios(results),
         "rss": rss,
         "page_bytes": {"shop": len(page.body), "flask": len(flask_page.body), "floor": len(floor_page.body)},
-        "session_key_bytes": {
-            "shop": control.call("MEMORY", "USAGE", sid),
-            "flask": control.call("MEMORY", "USAGE", flask_sid_key),
-        },
+        "session_key_bytes": session_sizes,
         "cart_key": cart_key,
         "flask": {"workers": settings.flask_workers, "threads": settings.flask_threads, "worker_class": "gthread",
                   "requirements": open(os.path.join(ROOT, "bench", "flask", "requirements.txt")).read().split("\n")},
@@ -279,7 +282,7 @@ return count
 def memory_scale(settings, res, redis_port, sid, cart_key):
     levels = int_list("BENCH_MEMORY_LEVELS", MEMORY_LEVELS)
     conn = Redis(redis_port, timeout=120)
-    value = conn.call("GET", sid)
+    value = getattr(settings, "session_value", None) or conn.call("GET", sid)
     # The cart key with another user id in it: `cart:user:1` -> `cart:user:<n>`.
     m = re.search(r"\d+(?!.*\d)", cart_key)
     prefix, suffix = (cart_key[:m.start()], cart_key[m.end():]) if m else (cart_key + ":", "")
