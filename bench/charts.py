@@ -7,6 +7,7 @@
 
 Hand-written SVG, the standard library only:
     python3 bench/charts.py bench/results/latest.json docs/charts
+    python3 bench/charts.py --markdown bench/results/latest.json   # the tables
 """
 
 import json
@@ -235,7 +236,62 @@ def memory_chart(res, path):
     svg.save(path)
 
 
+def markdown(res):
+    """The tables of docs/PERFORMANCE.md, from the same JSON."""
+    out = []
+    if "peers" in res:
+        p = res["peers"]
+        out += ["| workload | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | Redis cmd/req | app CPU µs/req |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        names = {"get_home_user": "GET / (logged in, 3-item cart)", "post_cart_add": "POST /cart/add"}
+        for key, title in names.items():
+            for label in ("shop", "floor", "flask"):
+                r = p["workloads"].get(label, {}).get(key)
+                if r:
+                    out.append(f"| {title if label == 'shop' else ''} | {LABELS[label]} | {r['rps']:,.0f} | "
+                               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p99_9_ms']:.2f} | {r['errors']} | "
+                               f"{r['redis_commands_per_request']:.2f} | {r['cpu_us_per_request'].get('app', 0):.0f} |")
+        out += ["", "| ratio | GET / (logged in) | POST /cart/add |", "|---|---:|---:|"]
+        for k, name in (("shop_vs_floor_rps", "shop / floor, req/s"), ("shop_vs_flask_rps", "shop / Flask, req/s"),
+                        ("shop_vs_flask_p99", "shop / Flask, p99")):
+            out.append(f"| {name} | {p['ratios']['get_home_user'].get(k)} | {p['ratios']['post_cart_add'].get(k)} |")
+        out.append("")
+    if "connection_curve" in res:
+        out += ["| connections | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | other load |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        targets = res["connection_curve"]["targets"]
+        for i, pt in enumerate(targets["shop"]):
+            for label in targets:
+                q = targets[label][i]
+                out.append(f"| {q['connections'] if label == 'shop' else ''} | {LABELS[label]} | {q['rps']:,.0f} | "
+                           f"{q['p50_ms']:.2f} | {q['p99_ms']:.2f} | {q['p99_9_ms']:.2f} | {q['errors']} | "
+                           f"{q['other_load_percent']:.0f} % |")
+        out.append("")
+    if "memory_scale" in res:
+        out += ["| sessions | per session | per cart, 1 line | per further line | session + 3-line cart | all, MiB |",
+                "|---:|---:|---:|---:|---:|---:|"]
+        for r in res["memory_scale"]["levels"]:
+            out.append(f"| {r['sessions']:,} | {r['per_session_bytes']:.0f} B | {r['per_cart_with_one_line_bytes']:.0f} B"
+                       f" | {r['per_extra_cart_line_bytes']:.1f} B | {r['per_session_with_3_line_cart_bytes']:.0f} B | "
+                       f"{r['total_mib_sessions_and_carts']} |")
+        out.append("")
+    if "allocator_ab" in res:
+        a = res["allocator_ab"]
+        out += ["| variant | round | req/s | p99 ms | RSS after logins | RSS after the run | peak RSS |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for name in ("A", "B"):
+            for r in a["rounds"][name]:
+                out.append(f"| {name} | {r['round']} | {r['rps']:,.0f} | {r['p99_ms']:.2f} | {r['rss_after_logins_mb']} MB"
+                           f" | {r['rss_after_run_mb']} MB | {r['peak_rss_mb']} MB |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+        with open(sys.argv[2]) as f:
+            print(markdown(json.load(f)))
+        return
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
     with open(sys.argv[1]) as f:
