@@ -401,6 +401,10 @@ def allocator_ab(settings, procs, res, redis_url):
 
 def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control):
     res["_redis_pid"] = redis_proc.pid
+    if os.environ.get("BENCH_AB_ONLY") == "1":
+        allocator_ab(settings, procs, res, redis_url)
+        res.pop("_redis_pid", None)
+        return
     try:
         shop, cookie, start_floor_again = run_peers(settings, procs, res, redis_port, redis_url, control)
         connection_curve(settings, procs, res, shop, cookie, start_floor_again)
