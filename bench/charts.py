@@ -152,9 +152,13 @@ def bar_group(svg, panel, labels, series, fmt):
 
 # ------------------------------------------------------------------ the three charts
 
-def conditions(res):
+def conditions(res, loads=None):
     s = res["settings"]
-    return (f"{res['machine']['nproc']} cores shared by wrk, Redis and the server; {res['date'][:16]} UTC; "
+    if loads is None:
+        loads = [r["other_load_percent"] for t in res.get("peers", {}).get("workloads", {}).values()
+                 for r in t.values()]
+    load = f" (other processes: up to {max(loads):.0f} % of it)" if loads and max(loads) >= 5 else ""
+    return (f"{res['machine']['nproc']} cores shared by wrk, Redis and the server{load}; {res['date'][:16]} UTC; "
             f"commit {res['versions'].get('git_commit')}{' (dirty)' if res['versions'].get('git_dirty') else ''}; "
             f"wrk -c{s['connections']}, {s['seconds']}s")
 
@@ -188,7 +192,8 @@ def connections_chart(res, path):
     targets = c["targets"]
     conns = [pt["connections"] for pt in next(iter(targets.values()))]
     svg = Svg(W, H, "Logged-in GET / as connections grow",
-              f"{c['seconds']}s per point; " + conditions(res).rsplit(";", 1)[0])
+              f"{c['seconds']}s per point; " + conditions(
+                  res, [pt["other_load_percent"] for pts in targets.values() for pt in pts]).rsplit(";", 1)[0])
     rps_max = max(pt["rps"] for pts in targets.values() for pt in pts)
     left = Panel(svg, 70, 70, 290, 200, rps_max * 1.1, ylabel="requests / s")
     xs, _ = left.xcats([str(n) for n in conns])
