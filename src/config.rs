@@ -63,13 +63,25 @@ pub struct Config {
     #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_duration)]
     pub anon_cart_ttl: Duration,
 
-    /// Failed logins allowed per username within the throttle window.
+    /// Failed logins allowed per username from one client address within the throttle window.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER", default_value_t = 5)]
     pub login_max_failures_per_user: u32,
 
-    /// Failed logins allowed per client address within the throttle window.
+    /// Failed logins allowed per client address (any username) within the throttle window.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_CLIENT", default_value_t = 20)]
     pub login_max_failures_per_client: u32,
+
+    /// Failed logins allowed per username from all addresses together within the window.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER_TOTAL", default_value_t = 100)]
+    pub login_max_failures_per_user_total: u32,
+
+    /// Registration attempts allowed per client address within the registration window.
+    #[arg(long, env = "REGISTER_MAX_PER_CLIENT", default_value_t = 10)]
+    pub register_max_per_client: u32,
+
+    /// The registration throttle window.
+    #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub register_throttle_window: Duration,
 
     /// The login throttle window.
     #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_duration)]
@@ -82,6 +94,27 @@ pub struct Config {
     /// How long a Redis command may take before the request gets a 503 page.
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
+
+    /// Start even if Redis's `maxmemory-policy` evicts keys (it would silently log
+    /// users out and empty carts when Redis is full). Logged as a warning.
+    #[arg(long, env = "ALLOW_EVICTING_REDIS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_evicting_redis: bool,
+
+    /// A client must send a request's headers within this time once it has started
+    /// (slow clients are disconnected).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// An idle keep-alive connection is closed after this long without a request.
+    /// Keep it above the load balancer's own upstream keep-alive timeout.
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGTERM, keep serving this long while failing `/readyz` and closing each
+    /// connection after its response, so the load balancer retires its connections
+    /// before the listener closes (longer than its upstream keep-alive timeout).
+    #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "3s", value_parser = parse_duration)]
+    pub shutdown_drain: Duration,
 
     /// Longest time a request may take; also bounds draining at shutdown.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -27,9 +27,19 @@ pub enum AppError {
         retry_after: Duration,
         message: String,
     },
-    /// Redis (sessions, carts) or SQLite cannot be reached right now.
+    /// The request conflicts with a change made meanwhile (the visitor logged in or
+    /// out in another tab): nothing was changed; the message says what happened.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Redis (sessions, carts) or the database cannot be reached right now: nothing changed.
     #[error("unavailable: {0:#}")]
     Unavailable(anyhow::Error),
+    /// A write was sent but no answer came back: it may or may not have been applied.
+    #[error("outcome unknown: {0:#}")]
+    OutcomeUnknown(anyhow::Error),
+    /// Redis refused a write because it is full (`maxmemory`, `noeviction`): nothing changed.
+    #[error("store full: {0:#}")]
+    StoreFull(anyhow::Error),
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
 }
@@ -37,6 +47,10 @@ pub enum AppError {
 /// What the error page shows; put in the response's extensions for `html_errors`.
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
+
+/// Marks a response whose write may or may not have been applied (for `html_errors`).
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeUnknown;
 
 /// How long a client should wait before retrying after a 503.
 pub const UNAVAILABLE_RETRY_AFTER: &str = "5";
@@ -47,15 +61,22 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn user_message(&self) -> String {
         match self {
-            AppError::BadRequest(msg) | AppError::Forbidden(msg) => msg.clone(),
+            AppError::BadRequest(msg) | AppError::Forbidden(msg) | AppError::Conflict(msg) => {
+                msg.clone()
+            }
+            AppError::OutcomeUnknown(_) => OUTCOME_UNKNOWN.to_owned(),
+            AppError::StoreFull(_) => STORE_FULL.to_owned(),
             AppError::TooManyRequests { message, .. } => message.clone(),
             other => default_message(other.status()).to_owned(),
         }
@@ -65,6 +86,15 @@ impl AppError {
         AppError::BadRequest(msg.into())
     }
 }
+
+/// A write whose answer never came: never "nothing happened, try again".
+pub const OUTCOME_UNKNOWN: &str =
+    "We could not confirm whether your change was saved: the session store \
+did not answer in time. Please look at your cart before trying again.";
+
+/// Redis is full and refuses writes (it must not evict sessions and carts instead).
+pub const STORE_FULL: &str = "The shop cannot save changes right now: its session store is full. \
+Nothing was changed. You can keep browsing; please try again later.";
 
 /// The sentence shown for a status when nothing more specific is known.
 pub fn default_message(status: StatusCode) -> &'static str {
@@ -79,7 +109,7 @@ pub fn default_message(status: StatusCode) -> &'static str {
         StatusCode::TOO_MANY_REQUESTS => "Too many attempts. Please wait and try again.",
         StatusCode::REQUEST_TIMEOUT => "The request took too long.",
         StatusCode::SERVICE_UNAVAILABLE => {
-            "The session store is unavailable right now. Your cart and login are safe; please try again in a few seconds."
+            "The session store is unavailable right now, so nothing was changed. Your cart and login are safe; please try again in a few seconds."
         }
         _ => "Something went wrong on our side. Please try again.",
     }
@@ -89,6 +119,17 @@ impl From<tower_sessions::session::Error> for AppError {
     fn from(err: tower_sessions::session::Error) -> Self {
         // Every session store failure here is Redis being unreachable or timing out.
         AppError::Unavailable(anyhow::Error::new(err).context("session store"))
+    }
+}
+
+impl From<crate::cart::CartError> for AppError {
+    fn from(err: crate::cart::CartError) -> Self {
+        use crate::cart::CartError;
+        match err {
+            CartError::Unknown(_) => AppError::OutcomeUnknown(err.into()),
+            CartError::Full(_) => AppError::StoreFull(err.into()),
+            CartError::Unavailable(_) => AppError::Unavailable(err.into()),
+        }
     }
 }
 
@@ -107,8 +148,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            AppError::Unavailable(cause) => {
-                tracing::warn!(error = %format!("{cause:#}"), "dependency unavailable")
+            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
+                tracing::warn!(error = %self, "dependency unavailable")
             }
             AppError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "internal error")
@@ -119,6 +160,9 @@ impl IntoResponse for AppError {
         response
             .extensions_mut()
             .insert(ErrorMessage(self.user_message()));
+        if matches!(self, AppError::OutcomeUnknown(_)) {
+            response.extensions_mut().insert(OutcomeUnknown);
+        }
         let headers = response.headers_mut();
         match &self {
             AppError::TooManyRequests { retry_after, .. } => {
@@ -128,7 +172,7 @@ impl IntoResponse for AppError {
                     HeaderValue::from_str(&secs).expect("digits"),
                 );
             }
-            AppError::Unavailable(_) => {
+            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),

@@ -4,12 +4,14 @@
 //! `main.rs` only parses the command line; everything is here, so tests can start
 //! the real application in-process ([`Application::build`]) on a free port.
 
+pub mod account;
 pub mod auth;
 pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod redis_checks;
 pub mod session;
 pub mod shutdown;
 pub mod state;
@@ -21,10 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy, TcpConfig};
 use tokio::net::TcpListener;
 
+use crate::account::Accounts;
 use crate::auth::{throttle::Limits, LoginThrottle};
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
@@ -66,18 +68,26 @@ impl Application {
         let limits = Limits {
             per_user: config.login_max_failures_per_user,
             per_client: config.login_max_failures_per_client,
+            per_user_total: config.login_max_failures_per_user_total,
             window: config.login_throttle_window,
+            register_per_client: config.register_max_per_client,
+            register_window: config.register_throttle_window,
         };
 
-        let (redis, sessions, carts, throttle) = match &config.redis_url {
+        // The longest a login can live: the per-user index and epoch outlive it.
+        let longest_login = lifetimes.max.max(lifetimes.remember_max);
+        let (redis, sessions, carts, throttle, accounts) = match &config.redis_url {
             Some(url) => {
                 let pool = connect_redis(url, config.redis_timeout).await?;
+                refuse_evicting_redis(&pool, config.allow_evicting_redis).await?;
                 tracing::info!(replica = %replica, redis = %redact(url), "sessions and carts are kept in Redis");
+                let accounts = Accounts::redis(pool.clone(), longest_login);
                 (
                     Some(pool.clone()),
-                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone()),
+                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone(), accounts.clone()),
                     CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::redis(pool, limits),
+                    accounts,
                 )
             }
             None => {
@@ -87,11 +97,13 @@ impl Application {
                      (lost on restart, not shared between replicas). \
                      Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
                 );
+                let accounts = Accounts::memory(longest_login);
                 (
                     None,
-                    SessionStoreWrapper::memory(lifetimes.clone()),
+                    SessionStoreWrapper::memory(lifetimes.clone(), accounts.clone()),
                     CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::memory(limits),
+                    accounts,
                 )
             }
         };
@@ -102,9 +114,12 @@ impl Application {
             redis,
             carts,
             throttle,
+            accounts,
+            sessions: sessions.clone(),
             catalog,
             lifetimes,
             replica,
+            draining: Arc::default(),
         };
         let router = web::router(state.clone(), sessions);
         let address = SocketAddr::new(config.bind, config.port);
@@ -142,16 +157,23 @@ impl Application {
         } = self;
         let address = listener.local_addr()?;
         tracing::info!(replica = %state.replica, "listening on http://{address}");
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let service = router.into_make_service_with_connect_info::<shutdown::Peer>();
         let drain_limit = state.config.request_timeout + Duration::from_secs(1);
-        // See shutdown.rs: first stop accepting, then let connections finish.
+        let limits = shutdown::ConnectionLimits {
+            header_read: state.config.header_read_timeout,
+            idle: state.config.idle_timeout,
+        };
+        // See shutdown.rs: drain, then stop accepting, then let connections finish.
         let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
-        // tap_io: axum's ConnectInfo knows a wrapped listener's address type.
-        let (listener, settled) = shutdown::DrainingListener::new(listener, accepting_rx)?;
-        let listener = listener.tap_io(|_| {});
+        let (listener, settled) = shutdown::DrainingListener::new(listener, accepting_rx, limits)?;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = state.draining.clone();
+        let drain_window = state.config.shutdown_drain;
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
+            tracing::info!(?drain_window, "shutting down: draining connections");
+            draining.store(true, std::sync::atomic::Ordering::Release);
+            tokio::time::sleep(drain_window).await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = accepting_tx.send(true);
             settled.wait(shutdown::SETTLE_LIMIT).await;
@@ -210,6 +232,26 @@ pub async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<Pool>
         .await
         .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
     Ok(pool)
+}
+
+/// A replica does not start on a Redis that would evict sessions and carts
+/// (see `redis_checks`), unless told to accept it.
+async fn refuse_evicting_redis(pool: &Pool, allowed: bool) -> anyhow::Result<()> {
+    let facts = redis_checks::read(pool)
+        .await
+        .context("reading Redis's maxmemory-policy")?;
+    match facts.policy.as_deref() {
+        None => tracing::warn!(
+            "Redis does not allow CONFIG GET: cannot check that maxmemory-policy is noeviction"
+        ),
+        Some(_) if facts.evicts() && allowed => tracing::warn!(
+            policy = facts.policy.as_deref().unwrap_or("?"),
+            "Redis may evict sessions and carts when full (--allow-evicting-redis is set)"
+        ),
+        Some(_) if facts.evicts() => anyhow::bail!(facts.eviction_refusal()),
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// A Redis URL without its password, for logs.

@@ -76,7 +76,7 @@ async fn run() -> anyhow::Result<()> {
                 storefront::auth::Password::parse(password).map_err(anyhow::Error::msg)?;
             let pool = db::connect(&database_url).await?;
             db::migrate(&pool).await?;
-            let user = users::create(&pool, &username, password.into_inner())
+            let user = users::create(&pool, &username, password.into_inner(), None)
                 .await
                 .context("creating the user")?;
             println!("created user {} (id {})", user.username, user.id);

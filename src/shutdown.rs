@@ -18,19 +18,31 @@
 //!
 //! One race is left, and only a load balancer that stops sending first can close
 //! it: a connection that completes its handshake in the microseconds between the
-//! last look at the queue and the socket's close is reset by the kernel.
+//! last look at the queue and the socket's close is reset by the kernel. That is
+//! what the drain window before all this is for (`SHUTDOWN_DRAIN`, in lib.rs):
+//! nginx keeps idle connections to the replicas (upstream keep-alive), and a
+//! replica that closed one just as nginx sent a POST on it would cost a 502. So
+//! first, for a few seconds, the replica still serves but answers every request
+//! with `Connection: close` and fails `/readyz`: nginx retires each connection
+//! after its response, and closes its idle ones itself (its upstream
+//! `keepalive_timeout` is shorter than the window). Only then does the listener close.
+//!
+//! Each connection is also bounded in time (`Connection`): a client must finish
+//! its request headers within `HEADER_READ_TIMEOUT`, and an idle keep-alive
+//! connection is closed after `IDLE_TIMEOUT`, so slow or idle clients cannot pile up.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 /// The longest wait for the socket to close and for the connections taken to read
 /// their first bytes. Both take microseconds; this bounds a client that connects
@@ -46,6 +58,14 @@ pub struct DrainingListener {
     stopping: watch::Receiver<bool>,
     closed: watch::Sender<bool>,
     unread: Arc<AtomicUsize>,
+    limits: ConnectionLimits,
+}
+
+/// How long a connection may take over its request headers, and stay idle.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub header_read: Duration,
+    pub idle: Duration,
 }
 
 /// Tells when the listener has closed its socket and every connection it handed
@@ -76,6 +96,7 @@ impl DrainingListener {
     pub fn new(
         listener: TcpListener,
         stopping: watch::Receiver<bool>,
+        limits: ConnectionLimits,
     ) -> io::Result<(Self, Settled)> {
         let unread = Arc::new(AtomicUsize::new(0));
         let (closed, closed_rx) = watch::channel(false);
@@ -85,6 +106,7 @@ impl DrainingListener {
             stopping,
             closed,
             unread: unread.clone(),
+            limits,
         };
         let settled = Settled {
             closed: closed_rx,
@@ -98,6 +120,9 @@ impl DrainingListener {
         let connection = Connection {
             stream,
             unread: Some(self.unread.clone()),
+            phase: Arc::new(ConnectionPhase::new()),
+            limits: self.limits,
+            timer: None,
         };
         (connection, address)
     }
@@ -144,10 +169,83 @@ impl axum::serve::Listener for DrainingListener {
     }
 }
 
-/// A TCP connection that reports its first read (or its end) to the listener's count.
+/// A TCP connection that reports its first read (or its end) to the listener's
+/// count, and closes itself when a client is too slow with its headers or idle too long.
 pub struct Connection {
     stream: TcpStream,
     unread: Option<Arc<AtomicUsize>>,
+    phase: Arc<ConnectionPhase>,
+    limits: ConnectionLimits,
+    /// Wakes the connection at its current deadline.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Where a connection is in its request cycle, for its deadlines: reading a
+/// request's head (deadline: `header_read` after it began), busy with a request
+/// (no deadline here: `REQUEST_TIMEOUT` bounds handlers), or idle between requests
+/// (deadline: `idle` after the last activity). Shared with the request's
+/// middleware ([`Peer`]), which knows when a request starts and ends.
+#[derive(Debug)]
+pub struct ConnectionPhase {
+    state: AtomicU8,
+    since: Mutex<Instant>,
+}
+
+const HEAD: u8 = 0;
+const BUSY: u8 = 1;
+const IDLE: u8 = 2;
+
+impl ConnectionPhase {
+    fn new() -> Self {
+        // A new connection must send its first request's head in time too.
+        ConnectionPhase {
+            state: AtomicU8::new(HEAD),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn set(&self, state: u8) {
+        *self.since.lock().expect("phase lock") = Instant::now();
+        self.state.store(state, Ordering::Release);
+    }
+
+    /// A request's head has been read: the handler runs.
+    pub fn busy(&self) {
+        self.set(BUSY);
+    }
+
+    /// The response is on its way: the connection waits for the next request.
+    pub fn idle(&self) {
+        self.set(IDLE);
+    }
+
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        let since = *self.since.lock().expect("phase lock");
+        match self.state.load(Ordering::Acquire) {
+            HEAD => Some(since + limits.header_read),
+            IDLE => Some(since + limits.idle),
+            _ => None,
+        }
+    }
+}
+
+/// What the request's extensions know of its connection
+/// (`axum::extract::ConnectInfo<Peer>`): the client's address, and its phase.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub address: SocketAddr,
+    pub phase: Arc<ConnectionPhase>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, DrainingListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, DrainingListener>) -> Self {
+        Peer {
+            address: *stream.remote_addr(),
+            phase: stream.io().phase.clone(),
+        }
+    }
 }
 
 impl Connection {
@@ -155,6 +253,21 @@ impl Connection {
         if let Some(unread) = self.unread.take() {
             unread.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// While a read waits: has the current deadline passed? Arms the timer if not.
+    fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.phase.deadline(&self.limits) else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        std::future::Future::poll(timer.as_mut(), cx).is_ready()
     }
 }
 
@@ -170,9 +283,26 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if polled.is_ready() {
-            self.mark_read();
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                self.mark_read();
+                // The first bytes after an idle spell start the next request's head.
+                if buf.filled().len() > before && self.phase.state.load(Ordering::Acquire) == IDLE {
+                    self.phase.set(HEAD);
+                }
+            }
+            Poll::Ready(Err(_)) => self.mark_read(),
+            Poll::Pending => {
+                if self.overdue(cx) {
+                    self.mark_read();
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client too slow or idle too long",
+                    )));
+                }
+            }
         }
         polled
     }
@@ -184,7 +314,14 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        // Writing a response out to a slow reader is activity, not idleness.
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0)
+            && self.phase.state.load(Ordering::Acquire) == IDLE
+        {
+            self.phase.set(IDLE);
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -200,7 +337,13 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0)
+            && self.phase.state.load(Ordering::Acquire) == IDLE
+        {
+            self.phase.set(IDLE);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

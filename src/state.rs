@@ -1,15 +1,17 @@
 //! What every handler can reach: built once at start, cloned cheaply per request.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use fred::prelude::Pool;
 use sqlx::SqlitePool;
 
+use crate::account::Accounts;
 use crate::auth::LoginThrottle;
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::session::Lifetimes;
+use crate::session::{Lifetimes, SessionStoreWrapper};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,7 +21,13 @@ pub struct AppState {
     pub redis: Option<Pool>,
     pub carts: CartStore,
     pub throttle: LoginThrottle,
+    /// Per-user session index and credential epoch (accounts, issue 10).
+    pub accounts: Accounts,
+    /// The session store, for the account pages that list and end sessions.
+    pub sessions: SessionStoreWrapper,
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,
+    /// Set on SIGTERM: `/readyz` fails and every response closes its connection.
+    pub draining: Arc<AtomicBool>,
 }

@@ -29,14 +29,14 @@ async fn a_hundred_concurrent_adds_across_two_instances_lose_nothing() {
     // 60 adds of one Blue Teapot, half through each instance, all at once.
     add_one_teapot_concurrently(60, &[&user, &on_second]).await;
     assert_eq!(
-        first.redis_hash("cart:user:1").await["1"],
+        first.redis_hash("cart:{u1}").await["1"],
         60,
         "every add counted"
     );
 
     // 100 more at once: the line stops at the cap, exactly.
     add_one_teapot_concurrently(100, &[&user, &on_second]).await;
-    assert_eq!(first.redis_hash("cart:user:1").await["1"], 99);
+    assert_eq!(first.redis_hash("cart:{u1}").await["1"], 99);
 
     // Both instances see the same cart and the same login.
     for browser in [&user, &on_second] {

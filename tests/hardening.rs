@@ -137,7 +137,9 @@ async fn five_failures_for_a_username_lock_it_for_the_window_on_every_replica() 
     );
     blocked.assert_contains("Too many failed logins. Please try again in 15 minutes.");
     assert_eq!(blocked.logged_in_as(), None);
-    let ttl = app.redis_ttl("throttle:login:user:demo").await;
+    let ttl = app
+        .redis_ttl("throttle:login:{user:demo}:from:127.0.0.1")
+        .await;
     assert!((850..=900).contains(&ttl), "{ttl}");
     // Other accounts are not locked.
     assert_eq!(
@@ -159,7 +161,10 @@ async fn a_successful_login_clears_the_username_counter() {
     user.log_in(DEMO_USER, DEMO_PASSWORD)
         .await
         .assert_redirect("/");
-    assert!(!app.redis_exists("throttle:login:user:demo").await);
+    assert!(
+        !app.redis_exists("throttle:login:{user:demo}:from:127.0.0.1")
+            .await
+    );
     user.log_out().await;
     for _ in 0..4 {
         user.log_in(DEMO_USER, "wrong password").await;
@@ -192,7 +197,10 @@ async fn twenty_failures_from_one_client_lock_that_client_only_behind_a_trusted_
     }
     let blocked = attempt("203.0.113.7", "demo".into(), DEMO_PASSWORD).await;
     assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(app.redis_exists("throttle:login:client:203.0.113.7").await);
+    assert!(
+        app.redis_exists("throttle:login:{client:203.0.113.7}")
+            .await
+    );
     // Another client behind the same proxy is not affected.
     let other = attempt("198.51.100.4", "demo".into(), DEMO_PASSWORD).await;
     assert_eq!(other.status, StatusCode::SEE_OTHER);
@@ -208,11 +216,221 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
         .form(&[("username", "demo"), ("password", "wrong password")]);
     Browser::read(request.send().await.unwrap()).await;
     assert!(
-        app.redis_exists("throttle:login:client:127.0.0.1").await,
+        app.redis_exists("throttle:login:{client:127.0.0.1}").await,
         "{:?}",
         app.redis_keys().await
     );
-    assert!(!app.redis_exists("throttle:login:client:203.0.113.99").await);
+    assert!(
+        !app.redis_exists("throttle:login:{client:203.0.113.99}")
+            .await
+    );
+}
+
+/// `n` simultaneous login POSTs for `username`; returns the statuses, in order of `passwords`.
+async fn simultaneous_logins(
+    app: &TestApp,
+    username: &str,
+    passwords: &[String],
+) -> Vec<StatusCode> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(passwords.len()));
+    let tasks: Vec<_> = passwords
+        .iter()
+        .map(|password| {
+            let browser = app.browser();
+            let barrier = barrier.clone();
+            let (username, password) = (username.to_owned(), password.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                browser.log_in(&username, &password).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows() {
+    // The address limit is raised so that the username's limit (5) is what is tested.
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.login_max_failures_per_client = 10_000;
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            app.browser()
+                .log_in(DEMO_USER, "wrong password")
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // One attempt left; 60 simultaneous guesses: one is checked, 59 wait.
+    let wrong: Vec<String> = (0..60).map(|i| format!("wrong guess {i}")).collect();
+    let statuses = simultaneous_logins(&app, DEMO_USER, &wrong).await;
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 59);
+    let counted: i64 = app
+        .redis()
+        .unwrap()
+        .get("throttle:login:{user:demo}:from:127.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(counted, 64, "every attempt was counted");
+
+    // At the limit: 60 simultaneous attempts with the right password among them: none logged in.
+    let mut with_right = wrong.clone();
+    with_right[30] = DEMO_PASSWORD.to_owned();
+    let statuses = simultaneous_logins(&app, DEMO_USER, &with_right).await;
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        60,
+        "{statuses:?}"
+    );
+    let owner = app.browser();
+    let refused = owner.log_in(DEMO_USER, DEMO_PASSWORD).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(owner.get("/").await.logged_in_as(), None);
+
+    // The race, on a fresh account: one attempt left, 59 wrong and the right
+    // password at once. Exactly one password is checked (it may be the right one).
+    app.browser().register("racer", "racer password").await;
+    for _ in 0..4 {
+        app.browser().log_in("racer", "wrong password").await;
+    }
+    let mut race = wrong[..59].to_vec();
+    race.push("racer password".to_owned());
+    let statuses = simultaneous_logins(&app, "racer", &race).await;
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        59,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED) + count(&statuses, StatusCode::SEE_OTHER),
+        1,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_owner_out_from_another() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.login_max_failures_per_user_total = 12;
+    })
+    .await;
+    let from = |client: &'static str, password: &'static str| {
+        let browser = app.browser();
+        async move {
+            let request = browser
+                .request(Method::POST, "/login")
+                .header("x-forwarded-for", client)
+                .form(&[("username", DEMO_USER), ("password", password)]);
+            Browser::read(request.send().await.unwrap()).await.status
+        }
+    };
+    // 50 guesses from one address: 5 are checked, the rest wait.
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        statuses.push(from("203.0.113.7", "wrong password").await);
+    }
+    assert_eq!(count(&statuses, StatusCode::UNAUTHORIZED), 5);
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 45);
+    assert_eq!(
+        from("203.0.113.7", DEMO_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Only the 5 checked attempts reached the username's ceiling.
+    let total: i64 = app
+        .redis()
+        .unwrap()
+        .get("throttle:login:{user:demo}")
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    // The owner, from home, logs in.
+    assert_eq!(
+        from("198.51.100.4", DEMO_PASSWORD).await,
+        StatusCode::SEE_OTHER
+    );
+
+    // The ceiling (12 here): a second guessing address takes it to 10, a third to 12,
+    // and then every address waits: the documented price of stopping distributed guessing.
+    for _ in 0..5 {
+        assert_eq!(
+            from("203.0.113.8", "wrong password").await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        from("203.0.113.9", "wrong password").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from("203.0.113.9", "wrong password").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from("198.51.100.4", DEMO_PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn registrations_are_throttled_per_client_address() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.register_max_per_client = 3;
+    })
+    .await;
+    let register = |client: &'static str, name: &'static str| {
+        let browser = app.browser();
+        async move {
+            let request = browser
+                .request(Method::POST, "/register")
+                .header("x-forwarded-for", client)
+                .form(&[
+                    ("username", name),
+                    ("password", "long enough pw"),
+                    ("password_confirm", "long enough pw"),
+                ]);
+            Browser::read(request.send().await.unwrap()).await
+        }
+    };
+    assert_eq!(
+        register("203.0.113.7", "first").await.status,
+        StatusCode::SEE_OTHER
+    );
+    // Probing names counts too: "taken" answers are what enumeration needs.
+    assert_eq!(
+        register("203.0.113.7", "demo").await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        register("203.0.113.7", "second").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let refused = register("203.0.113.7", "third").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    refused.assert_contains("Too many registrations from your address.");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(!app.user_exists("third").await);
+    assert_eq!(
+        register("198.51.100.4", "third").await.status,
+        StatusCode::SEE_OTHER
+    );
 }
 
 // ---------------------------------------------------------------- 3. Timing
@@ -354,7 +572,7 @@ async fn a_session_that_cannot_be_saved_is_a_503_page_not_an_empty_500() {
         .unwrap()
         .starts_with("text/html"));
     assert_eq!(page.headers["retry-after"], "5");
-    page.assert_contains("The session store is unavailable right now.");
+    page.assert_contains("The session store is unavailable right now, so nothing was changed.");
     page.assert_contains("Served by <strong>test-replica</strong>");
     let _: () = redis
         .next()
@@ -696,7 +914,7 @@ async fn a_deleted_sessions_id_is_no_session() {
         .find(|c| c.starts_with("sid="))
         .expect("stale cookie removed");
     assert!(removal.contains("Max-Age=0"), "{removal}");
-    assert!(!app.redis_exists(&sid).await, "not brought back");
+    assert!(!app.session_is_live(&sid).await, "not brought back");
     // A truncated id is no session either.
     let truncated = app.browser();
     truncated.set_sid(&sid[..10]);

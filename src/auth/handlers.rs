@@ -1,21 +1,30 @@
 //! Login, logout and registration pages.
 //!
 //! The session steps, in order, are the heart of this project:
-//! - login: check the password → `cycle_id()` (a new session id) → store the user →
-//!   merge the anonymous cart into the user's cart → redirect;
+//! - login: count the attempt (throttle) → read the user's credential epoch, then
+//!   the password hash → check the password → `cycle_id()` (a new session id) →
+//!   store the user → merge the anonymous cart into the user's cart → redirect;
 //! - logout: `flush()` deletes the session in Redis and the cookie in the browser;
-//!   the user's cart stays in `cart:user:<id>` for the next login, on any device.
+//!   the user's cart stays in `cart:{u<id>}` for the next login, on any device.
+//!
+//! Each form carries a one-time `submission` id (TEAM decision, issue 9): a login
+//! replayed after a lost response replaces the session the first try created
+//! instead of adding one; a replayed logout (its id is the session's handle) finds
+//! that session gone and changes nothing; a replayed registration finds the account
+//! its first try created and says so.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header::USER_AGENT, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{password, safe_next, users, Password, Username};
+use super::throttle::Verdict;
+use super::{password, safe_next, submission_id, too_many_logins, users, Password, Username};
+use crate::account;
 use crate::error::{AppError, Result};
-use crate::session::{SessionUser, ShopSession};
+use crate::session::{random_token, Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
@@ -28,6 +37,23 @@ pub struct LoginTemplate {
     next: String,
     remember: bool,
     error: Option<String>,
+    /// A note that is not an error ("your account exists, please log in").
+    notice: Option<String>,
+    submission: String,
+}
+
+impl LoginTemplate {
+    fn new(chrome: Chrome, username: String, next: String) -> Self {
+        LoginTemplate {
+            chrome,
+            username,
+            next,
+            remember: false,
+            error: None,
+            notice: None,
+            submission: random_token(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,13 +62,7 @@ pub struct NextQuery {
 }
 
 pub async fn login_page(page: Page, Query(query): Query<NextQuery>) -> LoginTemplate {
-    LoginTemplate {
-        chrome: page.chrome,
-        username: String::new(),
-        next: safe_next(query.next.as_deref()),
-        remember: false,
-        error: None,
-    }
+    LoginTemplate::new(page.chrome, String::new(), safe_next(query.next.as_deref()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +71,7 @@ pub struct LoginForm {
     password: Option<String>,
     remember: Option<String>,
     next: Option<String>,
+    submission: Option<String>,
 }
 
 /// The one message for every failed login: it must not tell which part was wrong.
@@ -59,6 +80,7 @@ const WRONG_CREDENTIALS: &str = "Wrong username or password.";
 pub async fn log_in(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
+    headers: HeaderMap,
     page: Page,
     FormData(form): FormData<LoginForm>,
 ) -> Result<Response> {
@@ -67,13 +89,9 @@ pub async fn log_in(
     let typed_username = form.username.clone().unwrap_or_default();
     let again = |status: StatusCode, error: &str, chrome: Chrome| {
         let username: String = typed_username.chars().take(64).collect();
-        let page = LoginTemplate {
-            chrome,
-            username,
-            next: next.clone(),
-            remember,
-            error: Some(error.to_owned()),
-        };
+        let mut page = LoginTemplate::new(chrome, username, next.clone());
+        page.remember = remember;
+        page.error = Some(error.to_owned());
         (status, page).into_response()
     };
 
@@ -97,24 +115,30 @@ pub async fn log_in(
     let username = Username::parse(raw_username).ok();
     let throttle_name = username.as_ref().map(Username::as_str);
 
-    if let Some(wait) = state
+    // Counted before the password is checked: simultaneous guesses cannot outrun it.
+    if let Verdict::Wait(wait) = state
         .throttle
-        .blocked_for(throttle_name, client)
+        .login_attempt(throttle_name, client)
         .await
         .map_err(AppError::Unavailable)?
     {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        return Err(AppError::TooManyRequests {
-            retry_after: wait,
-            message: format!(
-                "Too many failed logins. Please try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            ),
-        });
+        return Err(too_many_logins(wait));
     }
 
-    let user = match &username {
+    let found = match &username {
         Some(name) => users::find_by_username(&state.db, name).await?,
+        None => None,
+    };
+    // The credential epoch is read before the hash that is checked: a password
+    // change committed after this read raises the epoch after it, so a login with
+    // the old password gets a session that is already stale.
+    let epoch = state
+        .accounts
+        .epoch(found.as_ref().map_or(0, |u| u.id))
+        .await
+        .map_err(AppError::Unavailable)?;
+    let user = match found {
+        Some(user) => users::find_by_id(&state.db, user.id).await?,
         None => None,
     };
     // Unknown users are checked against a dummy hash: the same work, the same time.
@@ -123,11 +147,6 @@ pub async fn log_in(
         .await
         .map_err(AppError::Internal)?;
     let Some(user) = user.filter(|_| verified) else {
-        state
-            .throttle
-            .record_failure(throttle_name, client)
-            .await
-            .map_err(AppError::Unavailable)?;
         tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
         return Ok(again(
             StatusCode::UNAUTHORIZED,
@@ -138,38 +157,89 @@ pub async fn log_in(
 
     state
         .throttle
-        .clear_user(&user.username)
+        .succeeded(&user.username, client)
         .await
         .map_err(AppError::Unavailable)?;
-    let session_user = SessionUser {
-        id: user.id,
-        name: user.username.clone(),
+    let submission = submission_id(form.submission.as_deref());
+    // A replay of this very form (double click, retry after a lost response): the
+    // session its first try created is replaced, not joined by a second one.
+    let replayed = match &submission {
+        Some(id) => account::end_sessions_from_submission(&state, user.id, id).await?,
+        None => false,
     };
-    start_session(&state, &page.session, &session_user, remember).await?;
-    tracing::info!(user_id = user.id, remember, "logged in");
+    let facts = LoginFacts {
+        remember,
+        replica: state.replica.to_string(),
+        epoch,
+        client,
+        agent: account::agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
+        submission,
+    };
+    start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
+    if replayed {
+        page.session
+            .push_flash(Flash::info("You were already logged in by this form."))
+            .await?;
+    }
+    tracing::info!(user_id = user.id, remember, replayed, "logged in");
     Ok(Redirect::to(&next).into_response())
 }
 
-/// A new session id for the logged-in user, and the visitor's cart moved into theirs.
+/// The visitor's cart moved into the user's, and a new session id for the user.
+///
+/// The merge comes first, while the old session still points at the anonymous
+/// cart: a login retried after a failure in between finds the same cart again, and
+/// the merge's two steps are idempotent, so nothing is lost or added twice. The
+/// anonymous cart is retired in the same step that takes it, so an add still in
+/// flight with the old cookie is refused rather than lost.
 async fn start_session(
     state: &AppState,
     session: &ShopSession,
-    user: &SessionUser,
-    remember: bool,
-) -> Result<()> {
-    let anonymous_cart = session.log_in(user, remember, &state.replica).await?;
-    if let Some(cart_id) = anonymous_cart {
-        state
-            .carts
-            .merge(&cart_id, user.id)
-            .await
-            .map_err(AppError::Unavailable)?;
+    user_id: &i64,
+    username: &str,
+    facts: &LoginFacts,
+) -> Result<SessionUser> {
+    if let Some(cart_id) = session.anonymous_cart_id().await? {
+        state.carts.merge(&cart_id, *user_id).await?;
     }
-    Ok(())
+    let claimed = SessionUser {
+        id: *user_id,
+        name: username.to_owned(),
+        handle: String::new(),
+    };
+    let (user, _merged_already) = session.log_in(&claimed, facts).await?;
+    Ok(user)
 }
 
-pub async fn log_out(session: ShopSession) -> Result<Redirect> {
-    if let Some(user) = session.user().await? {
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    submission: Option<String>,
+}
+
+/// Ends this session. The form's `submission` is the session's handle: a logout
+/// replayed after this session ended (or from an older session's page) changes nothing.
+pub async fn log_out(
+    session: ShopSession,
+    form: std::result::Result<FormData<LogoutForm>, Response>,
+) -> Result<Redirect> {
+    // `curl -X POST /logout` sends no form at all: that is a logout without an id.
+    let submission = form
+        .ok()
+        .and_then(|FormData(f)| submission_id(f.submission.as_deref()));
+    let user = session.user().await?;
+    let replay = match (&user, submission) {
+        (None, _) => true,
+        (Some(user), Some(handle)) => handle != user.handle,
+        (Some(_), None) => false,
+    };
+    if replay {
+        session
+            .push_flash(Flash::info("You were already logged out."))
+            .await
+            .ok();
+        return Ok(Redirect::to("/"));
+    }
+    if let Some(user) = user {
         tracing::info!(user_id = user.id, "logged out");
     }
     session.log_out().await?;
@@ -182,6 +252,7 @@ pub struct RegisterTemplate {
     chrome: Chrome,
     username: String,
     error: Option<String>,
+    submission: String,
 }
 
 pub async fn register_page(page: Page) -> RegisterTemplate {
@@ -189,6 +260,7 @@ pub async fn register_page(page: Page) -> RegisterTemplate {
         chrome: page.chrome,
         username: String::new(),
         error: None,
+        submission: random_token(),
     }
 }
 
@@ -197,10 +269,20 @@ pub struct RegisterForm {
     username: Option<String>,
     password: Option<String>,
     password_confirm: Option<String>,
+    submission: Option<String>,
+}
+
+/// The login page for an account that exists, with a note instead of an error.
+fn account_exists(chrome: Chrome, username: &str, status: StatusCode, note: &str) -> Response {
+    let mut page = LoginTemplate::new(chrome, username.to_owned(), "/".to_owned());
+    page.notice = Some(note.to_owned());
+    (status, page).into_response()
 }
 
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
     page: Page,
     FormData(form): FormData<RegisterForm>,
 ) -> Result<Response> {
@@ -211,6 +293,9 @@ pub async fn register(
         .chars()
         .take(64)
         .collect();
+    let submission = submission_id(form.submission.as_deref());
+    // A retried form keeps its id, so the page it shows again keeps it too.
+    let form_id = submission.clone().unwrap_or_else(random_token);
     let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
         (
             status,
@@ -218,6 +303,7 @@ pub async fn register(
                 chrome,
                 username: typed.clone(),
                 error: Some(error.to_owned()),
+                submission: form_id.clone(),
             },
         )
             .into_response()
@@ -239,9 +325,46 @@ pub async fn register(
         ));
     }
 
-    let user = match users::create(&state.db, &username, password.into_inner()).await {
+    // Counted per address before the name is looked at: "that username is taken"
+    // tells whether an account exists, so answering it is rationed (SECURITY.md).
+    if let Verdict::Wait(wait) = state
+        .throttle
+        .register_attempt(client)
+        .await
+        .map_err(AppError::Unavailable)?
+    {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        return Err(AppError::TooManyRequests {
+            retry_after: wait,
+            message: format!(
+                "Too many registrations from your address. Please try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+        });
+    }
+
+    let user = match users::create(
+        &state.db,
+        &username,
+        password.into_inner(),
+        submission.as_deref(),
+    )
+    .await
+    {
         Ok(user) => user,
         Err(users::CreateUserError::UsernameTaken) => {
+            // Taken by this very form's first try (its response was lost)?
+            if let Some(id) = &submission {
+                if let Some(name) = users::created_by_submission(&state.db, id).await? {
+                    tracing::info!(username = %name, "registration replayed");
+                    return Ok(account_exists(
+                        page.chrome,
+                        &name,
+                        StatusCode::OK,
+                        "Your account exists: it was created when you first sent this form. Please log in.",
+                    ));
+                }
+            }
             return Ok(refuse(
                 StatusCode::CONFLICT,
                 "That username is taken. Please choose another.",
@@ -252,16 +375,45 @@ pub async fn register(
         Err(users::CreateUserError::Hashing(e)) => return Err(AppError::Internal(e)),
     };
     tracing::info!(user_id = user.id, "registered");
-    let session_user = SessionUser {
-        id: user.id,
-        name: user.username,
-    };
-    start_session(&state, &page.session, &session_user, false).await?;
-    page.session
-        .push_flash(crate::session::Flash::success(format!(
-            "Welcome, {}! Your account is ready.",
-            session_user.name
-        )))
-        .await?;
+
+    // The account exists from here on. If the session cannot be saved now (Redis
+    // down), the visitor is told so and sent to log in, never "try again" (which
+    // would answer "taken"): all-or-nothing as far as they can see.
+    let session_result = async {
+        let epoch = state
+            .accounts
+            .epoch(user.id)
+            .await
+            .map_err(AppError::Unavailable)?;
+        let facts = LoginFacts {
+            remember: false,
+            replica: state.replica.to_string(),
+            epoch,
+            client,
+            agent: account::agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
+            submission: None,
+        };
+        start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
+        page.session
+            .push_flash(Flash::success(format!(
+                "Welcome, {}! Your account is ready.",
+                user.username
+            )))
+            .await?;
+        // Saved here, not after the handler, so that a failure is this page's to explain.
+        page.session.inner().save().await?;
+        Ok::<_, AppError>(())
+    }
+    .await;
+    if let Err(err) = session_result {
+        tracing::warn!(user_id = user.id, error = %err, "account created, session not saved");
+        // A 5xx: the session layer leaves the unsaved session alone.
+        return Ok(account_exists(
+            Chrome::bare(state.replica.clone()),
+            &user.username,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Your account was created, but you could not be logged in just now. Please log in.",
+        ));
+    }
     Ok(Redirect::to("/").into_response())
 }

@@ -25,6 +25,26 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// A one-time submission id as the forms render it (32 hex digits, see
+/// `session::random_token`); anything else counts as no id.
+pub fn submission_id(raw: Option<&str>) -> Option<String> {
+    raw.map(str::trim)
+        .filter(|s| (16..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_owned)
+}
+
+/// The 429 page for a throttled login (or re-authentication).
+pub fn too_many_logins(wait: std::time::Duration) -> crate::error::AppError {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    crate::error::AppError::TooManyRequests {
+        retry_after: wait,
+        message: format!(
+            "Too many failed logins. Please try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 /// 3–32 characters of `a-z 0-9 _ -`, compared case-insensitively (stored lower-cased).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);

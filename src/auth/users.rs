@@ -24,7 +24,7 @@ impl fmt::Debug for User {
 }
 
 pub async fn find_by_username(db: &SqlitePool, username: &Username) -> sqlx::Result<Option<User>> {
-    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = ?")
+    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE username = $1")
         .bind(username.as_str())
         .fetch_optional(db)
         .await
@@ -41,17 +41,23 @@ pub enum CreateUserError {
 }
 
 /// Inserts a user; the UNIQUE constraint decides races between two registrations.
+/// `submission` is the registration form's one-time id, kept to recognise a retry.
 pub async fn create(
     db: &SqlitePool,
     username: &Username,
     password: String,
+    submission: Option<&str>,
 ) -> Result<User, CreateUserError> {
     let password_hash = password::hash_password(password).await?;
-    let result = sqlx::query_as("INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING id, username, password_hash")
-        .bind(username.as_str())
-        .bind(&password_hash)
-        .fetch_one(db)
-        .await;
+    let result = sqlx::query_as(
+        "INSERT INTO users (username, password_hash, submission) VALUES ($1, $2, $3) \
+         RETURNING id, username, password_hash",
+    )
+    .bind(username.as_str())
+    .bind(&password_hash)
+    .bind(submission)
+    .fetch_one(db)
+    .await;
     match result {
         Ok(user) => Ok(user),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -59,6 +65,51 @@ pub async fn create(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The account a registration form created, if this submission id created one.
+pub async fn created_by_submission(
+    db: &SqlitePool,
+    submission: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT username FROM users WHERE submission = $1")
+        .bind(submission)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find_by_id(db: &SqlitePool, id: i64) -> sqlx::Result<Option<User>> {
+    sqlx::query_as("SELECT id, username, password_hash FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// When the account was created (unix seconds).
+pub async fn created_at(db: &SqlitePool, id: i64) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT created_at FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Stores a new password hash; false when the user no longer exists.
+pub async fn set_password_hash(db: &SqlitePool, id: i64, hash: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes the account row; false when it was already gone.
+pub async fn delete(db: &SqlitePool, id: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The demo account named in the README, created once; harmless when it exists.
@@ -70,7 +121,7 @@ pub async fn ensure_demo_user(db: &SqlitePool) -> anyhow::Result<()> {
     if find_by_username(db, &username).await?.is_some() {
         return Ok(());
     }
-    match create(db, &username, DEMO_PASSWORD.to_owned()).await {
+    match create(db, &username, DEMO_PASSWORD.to_owned(), None).await {
         Ok(_) | Err(CreateUserError::UsernameTaken) => Ok(()),
         Err(e) => Err(e.into()),
     }

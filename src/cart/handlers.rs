@@ -1,5 +1,7 @@
-//! Cart pages and forms. Every change is a POST that ends in a redirect to `/cart`
-//! (post/redirect/get), with a flash message saying what happened.
+//! Cart pages and forms. Every change is a POST that ends in a redirect
+//! (post/redirect/get) — back to the page the form was on, or to `/cart` — with a
+//! flash message saying what happened. Each form carries a one-time `submission`
+//! id: a repeat (a retry, a double click, Back and resubmit) changes nothing.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -7,12 +9,14 @@ use axum::extract::State;
 use axum::response::Redirect;
 use serde::Deserialize;
 
-use super::{product_from_form, Quantity, Updated, MAX_QUANTITY};
+use super::{product_from_form, Added, Quantity, Updated, MAX_QUANTITY};
+use crate::auth::safe_next;
 use crate::catalog::{Money, Product};
 use crate::error::{AppError, Result};
-use crate::session::{Flash, ShopSession};
+use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
-use crate::web::{form::FormData, page::Chrome, page::Page};
+use crate::web::form::FormData;
+use crate::web::page::{Chrome, Page, WriteNotes};
 
 pub struct CartLine {
     pub product: Product,
@@ -27,6 +31,7 @@ pub struct CartTemplate {
     lines: Vec<CartLine>,
     total: Money,
     max_quantity: u32,
+    submission: String,
 }
 
 pub async fn cart_page(State(state): State<AppState>, page: Page) -> CartTemplate {
@@ -49,6 +54,7 @@ pub async fn cart_page(State(state): State<AppState>, page: Page) -> CartTemplat
         lines,
         total,
         max_quantity: MAX_QUANTITY,
+        submission: page.submission,
     }
 }
 
@@ -56,61 +62,121 @@ pub async fn cart_page(State(state): State<AppState>, page: Page) -> CartTemplat
 pub struct LineForm {
     product_id: Option<String>,
     quantity: Option<String>,
+    /// The form's one-time id: a repeat of an applied one changes nothing.
+    submission: Option<String>,
+    /// The page the form was on, to go back to (adds from the catalog or a product page).
+    back: Option<String>,
+}
+
+impl LineForm {
+    fn submission(&self) -> Result<Option<&str>> {
+        submission_id(self.submission.as_deref())
+    }
+}
+
+/// A one-time submission id from a form: absent (scripts, curl) or a short token.
+pub fn submission_id(raw: Option<&str>) -> Result<Option<&str>> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(id)
+            if id.len() <= 80
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(Some(id))
+        }
+        Some(_) => Err(AppError::bad_request(
+            "The form could not be read. Please reload the page and try again.",
+        )),
+    }
 }
 
 pub async fn add_to_cart(
     State(state): State<AppState>,
     session: ShopSession,
+    notes: WriteNotes,
     FormData(form): FormData<LineForm>,
 ) -> Result<Redirect> {
     // Check everything before touching anything: bad input changes nothing.
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_add(form.quantity.as_deref())?;
+    let submission = form.submission()?;
+    let back = match form.back.as_deref() {
+        Some(back) => safe_next(Some(back)),
+        None => "/cart".to_owned(),
+    };
 
     let owner = session.cart_owner_or_new(&state.replica).await?;
-    let added = state
+    let flash = match state
         .carts
-        .add(&owner, product.id, quantity.get())
-        .await
-        .map_err(AppError::Unavailable)?;
-    let flash = if added.capped {
-        Flash::info(format!(
-            "A cart line holds at most {MAX_QUANTITY}: you now have {} × {} in your cart.",
-            added.quantity, product.name
-        ))
-    } else {
-        Flash::success(format!(
+        .add(&owner, product.id, quantity.get(), submission)
+        .await?
+    {
+        Added::Applied {
+            quantity: now,
+            capped: true,
+        } => Flash::info(format!(
+            "A cart line holds at most {MAX_QUANTITY}: you now have {now} × {} in your cart.",
+            product.name
+        )),
+        Added::Applied { .. } => Flash::success(format!(
             "Added {} × {} to your cart.",
             quantity.get(),
             product.name
-        ))
+        )),
+        Added::AlreadyApplied => Flash::info(format!(
+            "Already added: this form was sent before, so {} was not added again.",
+            product.name
+        )),
+        Added::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
+    };
+    notes.applied(&back);
+    let flash = if back == "/cart" {
+        flash
+    } else {
+        flash.with_link("/cart", "View cart")
     };
     session.push_flash(flash).await?;
-    Ok(Redirect::to("/cart"))
+    Ok(Redirect::to(&back))
 }
+
+/// What an add or update sent for an anonymous cart that a login has just taken over is told.
+const CART_MOVED: &str = "You logged in in another tab or window while this was being sent, \
+so your cart moved to your account and nothing was changed. Please check your cart and try again.";
 
 pub async fn update_cart(
     State(state): State<AppState>,
     session: ShopSession,
+    notes: WriteNotes,
     FormData(form): FormData<LineForm>,
 ) -> Result<Redirect> {
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_set(form.quantity.as_deref())?;
+    let submission = form.submission()?;
 
     // No cart at all: nothing to update, and no session to create for it.
     let Some(owner) = session.cart_owner().await? else {
+        if session.ended().await? {
+            return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
+        }
         return Ok(Redirect::to("/cart"));
     };
     let flash = match state
         .carts
-        .update(&owner, product.id, quantity.get())
-        .await
-        .map_err(AppError::Unavailable)?
+        .update(&owner, product.id, quantity.get(), submission)
+        .await?
     {
         Updated::Set => Flash::success(format!("{} now: {}.", product.name, quantity.get())),
         Updated::Removed => Flash::success(format!("Removed {} from your cart.", product.name)),
         Updated::NotInCart => Flash::info(format!("{} was no longer in your cart.", product.name)),
+        Updated::AlreadyApplied => Flash::info(format!(
+            "Already updated: this form was sent before, so {} was not changed again.",
+            product.name
+        )),
+        Updated::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
     };
+    notes.applied("/cart");
     session.push_flash(flash).await?;
     Ok(Redirect::to("/cart"))
 }

@@ -9,7 +9,7 @@ use axum::{
     Router,
 };
 
-pub use store::{Added, CartOwner, CartStore, Lines, Updated};
+pub use store::{Added, CartError, CartOwner, CartStore, Lines, Updated};
 
 use crate::catalog::{Catalog, Product};
 use crate::error::AppError;

@@ -1,16 +1,29 @@
-//! Where carts live: Redis hashes (`cart:user:<id>`, `cart:anon:<cart id>`), field =
+//! Where carts live: Redis hashes (`cart:{u<id>}`, `cart:{a<cart id>}`), field =
 //! product id, value = quantity. Or, in dev mode, the same shape in process memory.
 //!
 //! Why not in the session? The session record is read and written back whole, so
 //! two requests that each add an item (two tabs, two replicas) would race and the
 //! last save would win. `HINCRBY` on a hash field cannot lose an update.
+//!
+//! Every key of one cart shares a hash tag (`{u42}`, `{a<cart id>}`), so each Lua
+//! script below touches one Redis Cluster slot. This module is the only place
+//! that spells these keys:
+//!
+//! | key | what |
+//! |---|---|
+//! | `cart:{u<id>}` / `cart:{a<id>}` | the cart: product id → quantity |
+//! | `subs:{u<id>}` / `subs:{a<id>}` | one-time submission ids already applied (sorted set, score = unix time) |
+//! | `cart:{a<id>}:retired` | the user id an anonymous cart was merged into: later writes to it are refused |
+//! | `cart:{a<id>}:moving` | an anonymous cart's lines between the two steps of the login merge |
+//! | `cart:{u<id>}:merged` | anonymous carts already applied to this user's cart (sorted set) |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use fred::prelude::{HashesInterface, Pool};
 use fred::types::scripts::Script;
+use time::OffsetDateTime;
 
 use super::MAX_QUANTITY;
 
@@ -22,21 +35,51 @@ pub enum CartOwner {
 }
 
 impl CartOwner {
-    pub fn redis_key(&self) -> String {
+    /// The hash tag every key of this cart carries (one Redis Cluster slot per cart).
+    fn tag(&self) -> String {
         match self {
-            CartOwner::User(id) => format!("cart:user:{id}"),
-            CartOwner::Anonymous(id) => format!("cart:anon:{id}"),
+            CartOwner::User(id) => format!("{{u{id}}}"),
+            CartOwner::Anonymous(id) => format!("{{a{id}}}"),
         }
+    }
+
+    pub fn redis_key(&self) -> String {
+        format!("cart:{}", self.tag())
+    }
+
+    /// Submission ids already applied to this cart.
+    fn submissions_key(&self) -> String {
+        format!("subs:{}", self.tag())
+    }
+
+    /// Set on an anonymous cart once the login merge has taken it.
+    fn retired_key(&self) -> String {
+        format!("cart:{}:retired", self.tag())
+    }
+
+    fn moving_key(&self) -> String {
+        format!("cart:{}:moving", self.tag())
+    }
+
+    fn merged_key(&self) -> String {
+        format!("cart:{}:merged", self.tag())
     }
 }
 
 /// The result of adding to a cart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Added {
-    /// The line's quantity now.
-    pub quantity: u32,
-    /// True when the add would have gone over [`MAX_QUANTITY`] and was capped.
-    pub capped: bool,
+pub enum Added {
+    Applied {
+        /// The line's quantity now.
+        quantity: u32,
+        /// True when the add would have gone over [`MAX_QUANTITY`] and was capped.
+        capped: bool,
+    },
+    /// This submission id was applied before: nothing changed.
+    AlreadyApplied,
+    /// The anonymous cart was merged into a user's cart meanwhile (the visitor
+    /// logged in on another tab or replica): nothing changed.
+    CartRetired,
 }
 
 /// The result of changing a line's quantity.
@@ -46,10 +89,17 @@ pub enum Updated {
     Removed,
     /// The line was not in the cart (removed meanwhile, in another tab): nothing changed.
     NotInCart,
+    AlreadyApplied,
+    CartRetired,
 }
 
 /// One line of a cart: product id and quantity, in product id order.
 pub type Lines = Vec<(i64, u32)>;
+
+/// How long an applied submission id is remembered: far longer than anyone retries.
+const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
+/// At most this many remembered submission ids per cart (the oldest go first).
+const SUBMISSIONS_KEPT: u32 = 500;
 
 #[derive(Debug, Clone)]
 pub struct CartStore {
@@ -61,63 +111,138 @@ pub struct CartStore {
 #[derive(Debug, Clone)]
 enum Backend {
     Redis(Pool),
-    Memory(Arc<Mutex<HashMap<String, BTreeMap<i64, u32>>>>),
+    Memory(Arc<Mutex<MemoryCarts>>),
 }
 
-/// Adds to a line and caps it, in one atomic step. Returns {quantity, capped}.
-/// KEYS[1] cart; ARGV: product id, quantity to add, cap, TTL in seconds.
-const ADD_LUA: &str = r#"
-local quantity = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-local cap = tonumber(ARGV[3])
+/// The dev twin of the Redis keys above.
+#[derive(Debug, Default)]
+struct MemoryCarts {
+    carts: HashMap<String, BTreeMap<i64, u32>>,
+    submissions: HashMap<String, HashSet<String>>,
+    retired: HashSet<String>,
+}
+
+// The scripts share one preamble: KEYS[1] cart, KEYS[2] submissions, KEYS[3] the
+// retired marker; ARGV[1] the submission id ('' for none). A repeated submission
+// or a retired cart changes nothing.
+const GUARD_LUA: &str = r#"
+local submission = ARGV[1]
+if submission ~= '' and redis.call('ZSCORE', KEYS[2], submission) then
+  return {-1, 0}
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-2, 0}
+end
+"#;
+
+// Remembers the submission id (ARGV[1]) with the time (ARGV[2]), forgetting old ones.
+// ARGV[3] how long to remember, ARGV[4] how many to keep.
+const REMEMBER_LUA: &str = r#"
+local function remember()
+  if submission == '' then return end
+  local now = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[2], now, submission)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+"#;
+
+/// Adds to a line and caps it, in one atomic step. Returns {quantity, capped},
+/// or {-1, 0} for a repeated submission, {-2, 0} for a retired cart.
+/// ARGV[5..]: product id, quantity to add, cap, TTL in seconds.
+const ADD_BODY_LUA: &str = r#"
+local quantity = redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[6])
+local cap = tonumber(ARGV[7])
 local capped = 0
 if quantity > cap then
-  redis.call('HSET', KEYS[1], ARGV[1], cap)
+  redis.call('HSET', KEYS[1], ARGV[5], cap)
   quantity = cap
   capped = 1
 end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+remember()
 return {quantity, capped}
 "#;
 
-/// Sets (or with 0 removes) an existing line. Returns 1 set, 0 removed, -1 not in cart.
-/// KEYS[1] cart; ARGV: product id, quantity, TTL in seconds.
-const UPDATE_LUA: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return -1
+/// Sets (or with 0 removes) an existing line. Returns {1} set, {0} removed,
+/// {-3} not in cart, or the guard's answers. ARGV[5..]: product id, quantity, TTL.
+const UPDATE_BODY_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then
+  return {-3, 0}
 end
-if tonumber(ARGV[2]) == 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 0
+if tonumber(ARGV[6]) == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[5])
+else
+  redis.call('HSET', KEYS[1], ARGV[5], ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+remember()
+if tonumber(ARGV[6]) == 0 then return {0, 0} end
+return {1, 0}
 "#;
 
-/// Moves every line of the anonymous cart into the user's cart (quantities add,
-/// capped), then deletes the anonymous cart: all or nothing, no add can slip between.
-/// KEYS[1] anonymous cart, KEYS[2] user cart; ARGV: cap, TTL in seconds.
-const MERGE_LUA: &str = r#"
-local lines = redis.call('HGETALL', KEYS[1])
-local cap = tonumber(ARGV[1])
-for i = 1, #lines, 2 do
-  local quantity = redis.call('HINCRBY', KEYS[2], lines[i], lines[i + 1])
+/// Login merge, step 1, in the anonymous cart's slot: retire the cart (later
+/// writes to it are refused) and move its lines aside, where they stay until step
+/// 2 is done. Running it again returns the same lines, so a login retried after a
+/// crash between the steps neither loses nor doubles anything.
+/// KEYS: cart, moving, retired, submissions; ARGV: user id, TTL.
+/// Returns {lines (flat field/value list), submission ids}.
+const TAKE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {redis.call('HGETALL', KEYS[2]), redis.call('ZRANGE', KEYS[4], 0, -1)}
+"#;
+
+/// Login merge, step 2, in the user's slot: add the taken lines (capped) unless
+/// this anonymous cart was applied before, and remember its submission ids.
+/// KEYS: cart, merged, submissions; ARGV: anonymous cart id, cap, cart TTL, now,
+/// submission memory, number of lines n, then n product ids, n quantities, then
+/// submission ids. Returns the number of lines merged, or -1 if already merged.
+const APPLY_LUA: &str = r#"
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return -1
+end
+local cap = tonumber(ARGV[2])
+local now = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
+for i = 1, n do
+  local product = ARGV[6 + i]
+  local quantity = redis.call('HINCRBY', KEYS[1], product, ARGV[6 + n + i])
   if quantity > cap then
-    redis.call('HSET', KEYS[2], lines[i], cap)
+    redis.call('HSET', KEYS[1], product, cap)
   end
 end
-if #lines > 0 then
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-  redis.call('DEL', KEYS[1])
+if n > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-return #lines / 2
+for i = 7 + 2 * n, #ARGV do
+  redis.call('ZADD', KEYS[3], now, ARGV[i])
+end
+if #ARGV >= 7 + 2 * n then
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return n
 "#;
 
 // Scripts are sent once per Redis server (`SCRIPT LOAD` on a NOSCRIPT reply), then
 // called by their SHA1 with `EVALSHA`.
-static ADD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(ADD_LUA));
-static UPDATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(UPDATE_LUA));
-static MERGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(MERGE_LUA));
+static ADD_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(format!("{GUARD_LUA}{REMEMBER_LUA}{ADD_BODY_LUA}")));
+static UPDATE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(format!("{GUARD_LUA}{REMEMBER_LUA}{UPDATE_BODY_LUA}")));
+static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(TAKE_LUA));
+static APPLY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(APPLY_LUA));
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
 
 impl CartStore {
     pub fn redis(pool: Pool, user_ttl: Duration, anonymous_ttl: Duration) -> Self {
@@ -143,43 +268,88 @@ impl CartStore {
         }
     }
 
-    /// Adds `quantity` of a product, capping the line at [`MAX_QUANTITY`].
+    /// Fails at once, with nothing sent, while the connection to Redis is down: a
+    /// write that was never sent is known not to have happened.
+    fn connected(pool: &Pool) -> Result<&fred::clients::Client, CartError> {
+        use fred::prelude::ClientLike;
+        let client = pool.next();
+        if client.is_connected() {
+            Ok(client)
+        } else {
+            Err(CartError::Unavailable(fred::error::Error::new(
+                fred::error::ErrorKind::IO,
+                "not connected to Redis",
+            )))
+        }
+    }
+
+    /// The keys and leading arguments every guarded cart script takes.
+    fn guarded(&self, owner: &CartOwner, submission: Option<&str>) -> (Vec<String>, Vec<String>) {
+        let keys = vec![
+            owner.redis_key(),
+            owner.submissions_key(),
+            owner.retired_key(),
+        ];
+        let args = vec![
+            submission.unwrap_or_default().to_owned(),
+            now_unix().to_string(),
+            SUBMISSION_MEMORY.as_secs().to_string(),
+            SUBMISSIONS_KEPT.to_string(),
+        ];
+        (keys, args)
+    }
+
+    /// Adds `quantity` of a product, capping the line at [`MAX_QUANTITY`], unless
+    /// `submission` was applied before or the cart was retired by a login merge.
     pub async fn add(
         &self,
         owner: &CartOwner,
         product_id: i64,
         quantity: u32,
-    ) -> anyhow::Result<Added> {
+        submission: Option<&str>,
+    ) -> Result<Added, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let (quantity, capped): (u32, u8) = ADD_SCRIPT
-                    .evalsha_with_reload(
-                        pool.next(),
-                        owner.redis_key(),
-                        vec![
-                            product_id.to_string(),
-                            quantity.to_string(),
-                            MAX_QUANTITY.to_string(),
-                            self.ttl_secs(owner).to_string(),
-                        ],
-                    )
+                let (keys, mut args) = self.guarded(owner, submission);
+                args.extend([
+                    product_id.to_string(),
+                    quantity.to_string(),
+                    MAX_QUANTITY.to_string(),
+                    self.ttl_secs(owner).to_string(),
+                ]);
+                let (quantity, capped): (i64, u8) = ADD_SCRIPT
+                    .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
-                Ok(Added {
-                    quantity,
-                    capped: capped == 1,
+                Ok(match quantity {
+                    -1 => Added::AlreadyApplied,
+                    -2 => Added::CartRetired,
+                    quantity => Added::Applied {
+                        quantity: u32::try_from(quantity).unwrap_or(0),
+                        capped: capped == 1,
+                    },
                 })
             }
             Backend::Memory(carts) => {
                 let mut carts = carts.lock().expect("cart lock");
+                if let Some(refused) = carts.guard(owner, submission) {
+                    return Ok(if refused == -1 {
+                        Added::AlreadyApplied
+                    } else {
+                        Added::CartRetired
+                    });
+                }
                 let line = carts
+                    .carts
                     .entry(owner.redis_key())
                     .or_default()
                     .entry(product_id)
                     .or_default();
                 let wanted = *line + quantity;
                 *line = wanted.min(MAX_QUANTITY);
-                Ok(Added {
-                    quantity: *line,
+                let quantity = *line;
+                carts.remember(owner, submission);
+                Ok(Added::Applied {
+                    quantity,
                     capped: wanted > MAX_QUANTITY,
                 })
             }
@@ -192,63 +362,67 @@ impl CartStore {
         owner: &CartOwner,
         product_id: i64,
         quantity: u32,
-    ) -> anyhow::Result<Updated> {
+        submission: Option<&str>,
+    ) -> Result<Updated, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let outcome: i64 = UPDATE_SCRIPT
-                    .evalsha_with_reload(
-                        pool.next(),
-                        owner.redis_key(),
-                        vec![
-                            product_id.to_string(),
-                            quantity.to_string(),
-                            self.ttl_secs(owner).to_string(),
-                        ],
-                    )
+                let (keys, mut args) = self.guarded(owner, submission);
+                args.extend([
+                    product_id.to_string(),
+                    quantity.to_string(),
+                    self.ttl_secs(owner).to_string(),
+                ]);
+                let (outcome, _): (i64, u8) = UPDATE_SCRIPT
+                    .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
                 Ok(match outcome {
                     1 => Updated::Set,
                     0 => Updated::Removed,
+                    -1 => Updated::AlreadyApplied,
+                    -2 => Updated::CartRetired,
                     _ => Updated::NotInCart,
                 })
             }
             Backend::Memory(carts) => {
                 let mut carts = carts.lock().expect("cart lock");
-                let Some(cart) = carts.get_mut(&owner.redis_key()) else {
+                if let Some(refused) = carts.guard(owner, submission) {
+                    return Ok(if refused == -1 {
+                        Updated::AlreadyApplied
+                    } else {
+                        Updated::CartRetired
+                    });
+                }
+                let Some(cart) = carts.carts.get_mut(&owner.redis_key()) else {
                     return Ok(Updated::NotInCart);
                 };
                 if !cart.contains_key(&product_id) {
                     return Ok(Updated::NotInCart);
                 }
-                if quantity == 0 {
+                let outcome = if quantity == 0 {
                     cart.remove(&product_id);
-                    Ok(Updated::Removed)
+                    Updated::Removed
                 } else {
                     cart.insert(product_id, quantity);
-                    Ok(Updated::Set)
-                }
+                    Updated::Set
+                };
+                carts.remember(owner, submission);
+                Ok(outcome)
             }
         }
     }
 
     /// Every line, in product id order. Fields that are not numbers are ignored.
-    pub async fn lines(&self, owner: &CartOwner) -> anyhow::Result<Lines> {
+    pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let raw: HashMap<String, String> = pool.hgetall(owner.redis_key()).await?;
-                let mut lines: Lines = raw
-                    .into_iter()
-                    .filter_map(|(product, quantity)| {
-                        Some((product.parse().ok()?, quantity.parse().ok()?))
-                    })
-                    .filter(|(_, quantity)| *quantity > 0)
-                    .collect();
-                lines.sort_unstable();
-                Ok(lines)
+                let raw: HashMap<String, String> =
+                    Self::connected(pool)?.hgetall(owner.redis_key()).await?;
+                Ok(parse_lines(raw))
             }
             Backend::Memory(carts) => {
                 let carts = carts.lock().expect("cart lock");
                 Ok(carts
+                    .carts
                     .get(&owner.redis_key())
                     .map(|cart| cart.iter().map(|(p, q)| (*p, *q)).collect())
                     .unwrap_or_default())
@@ -256,36 +430,202 @@ impl CartStore {
         }
     }
 
-    /// Merges an anonymous cart into a user's cart and deletes the anonymous one, atomically.
-    pub async fn merge(&self, anonymous_cart_id: &str, user_id: i64) -> anyhow::Result<()> {
-        let from = CartOwner::Anonymous(anonymous_cart_id.to_owned()).redis_key();
-        let into = CartOwner::User(user_id).redis_key();
+    /// Merges an anonymous cart into a user's cart, in two idempotent steps (one
+    /// Redis Cluster slot each): take the anonymous cart and retire it, then apply
+    /// its lines to the user's cart once. Returns how many lines were merged.
+    ///
+    /// Called before the login's new session replaces the old one, so a login
+    /// retried after a failure between the steps finds the same taken lines and
+    /// finishes the job, and the user's merge marker keeps them from being added twice.
+    pub async fn merge(&self, anonymous_cart_id: &str, user_id: i64) -> Result<usize, CartError> {
+        let from = CartOwner::Anonymous(anonymous_cart_id.to_owned());
+        let into = CartOwner::User(user_id);
         match &self.backend {
             Backend::Redis(pool) => {
-                let _moved: i64 = MERGE_SCRIPT
+                let (flat, submissions): (Vec<String>, Vec<String>) = TAKE_SCRIPT
                     .evalsha_with_reload(
-                        pool.next(),
-                        vec![from, into],
+                        Self::connected(pool)?,
                         vec![
-                            MAX_QUANTITY.to_string(),
-                            self.user_ttl.as_secs().to_string(),
+                            from.redis_key(),
+                            from.moving_key(),
+                            from.retired_key(),
+                            from.submissions_key(),
+                        ],
+                        vec![
+                            user_id.to_string(),
+                            self.anonymous_ttl.as_secs().to_string(),
                         ],
                     )
                     .await?;
-                Ok(())
+                let lines = parse_lines(
+                    flat.chunks_exact(2)
+                        .map(|pair| (pair[0].clone(), pair[1].clone()))
+                        .collect(),
+                );
+                let mut args = vec![
+                    anonymous_cart_id.to_owned(),
+                    MAX_QUANTITY.to_string(),
+                    self.user_ttl.as_secs().to_string(),
+                    now_unix().to_string(),
+                    SUBMISSION_MEMORY.as_secs().to_string(),
+                    lines.len().to_string(),
+                ];
+                args.extend(lines.iter().map(|(product, _)| product.to_string()));
+                args.extend(lines.iter().map(|(_, quantity)| quantity.to_string()));
+                args.extend(submissions);
+                let merged: i64 = APPLY_SCRIPT
+                    .evalsha_with_reload(
+                        pool.next(),
+                        vec![into.redis_key(), into.merged_key(), into.submissions_key()],
+                        args,
+                    )
+                    .await?;
+                // The lines are in the user's cart now; if this DEL is lost, they
+                // expire with the anonymous cart's TTL and the marker stops a re-apply.
+                let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key()).await?;
+                Ok(usize::try_from(merged).unwrap_or(0))
             }
             Backend::Memory(carts) => {
                 let mut carts = carts.lock().expect("cart lock");
-                let Some(anonymous) = carts.remove(&from) else {
-                    return Ok(());
+                carts.retired.insert(from.redis_key());
+                let submissions = carts
+                    .submissions
+                    .remove(&from.redis_key())
+                    .unwrap_or_default();
+                carts
+                    .submissions
+                    .entry(into.redis_key())
+                    .or_default()
+                    .extend(submissions);
+                let Some(anonymous) = carts.carts.remove(&from.redis_key()) else {
+                    return Ok(0);
                 };
-                let cart = carts.entry(into).or_default();
-                for (product, quantity) in anonymous {
-                    let line = cart.entry(product).or_default();
+                let cart = carts.carts.entry(into.redis_key()).or_default();
+                for (product, quantity) in &anonymous {
+                    let line = cart.entry(*product).or_default();
                     *line = (*line + quantity).min(MAX_QUANTITY);
                 }
-                Ok(())
+                Ok(anonymous.len())
             }
         }
+    }
+}
+
+impl MemoryCarts {
+    /// The in-memory twin of `GUARD_LUA`: Some(-1) repeated, Some(-2) retired.
+    fn guard(&self, owner: &CartOwner, submission: Option<&str>) -> Option<i64> {
+        let key = owner.redis_key();
+        if let Some(id) = submission.filter(|s| !s.is_empty()) {
+            if self.submissions.get(&key).is_some_and(|s| s.contains(id)) {
+                return Some(-1);
+            }
+        }
+        self.retired.contains(&key).then_some(-2)
+    }
+
+    fn remember(&mut self, owner: &CartOwner, submission: Option<&str>) {
+        if let Some(id) = submission.filter(|s| !s.is_empty()) {
+            self.submissions
+                .entry(owner.redis_key())
+                .or_default()
+                .insert(id.to_owned());
+        }
+    }
+}
+
+fn parse_lines(raw: HashMap<String, String>) -> Lines {
+    let mut lines: Lines = raw
+        .into_iter()
+        .filter_map(|(product, quantity)| Some((product.parse().ok()?, quantity.parse().ok()?)))
+        .filter(|(_, quantity)| *quantity > 0)
+        .collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// Why a cart command failed, as the user needs to hear it.
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    /// Redis did not answer in time, or the connection broke while waiting: the
+    /// command may or may not have run.
+    #[error("the cart store did not answer in time: {0}")]
+    Unknown(fred::error::Error),
+    /// Redis refused the write because it is full (`maxmemory` with `noeviction`).
+    #[error("the cart store is full: {0}")]
+    Full(fred::error::Error),
+    /// Not connected, or refused by Redis: the command did not run.
+    #[error("the cart store is unavailable: {0}")]
+    Unavailable(fred::error::Error),
+}
+
+impl From<fred::error::Error> for CartError {
+    fn from(err: fred::error::Error) -> Self {
+        use fred::error::ErrorKind;
+        if err.details().starts_with("OOM") {
+            CartError::Full(err)
+        } else if matches!(
+            err.kind(),
+            ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled
+        ) {
+            CartError::Unknown(err)
+        } else {
+            CartError::Unavailable(err)
+        }
+    }
+}
+
+/// The cart's lines and an integer key of the same hash slot, in one step: the
+/// page layout reads the user's cart and credential epoch with one command.
+/// KEYS[1] cart, KEYS[2] counter. Returns {HGETALL of the cart, counter or 0}.
+const LINES_AND_COUNTER_LUA: &str = r#"
+local lines = redis.call('HGETALL', KEYS[1])
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+return {lines, counter}
+"#;
+static LINES_AND_COUNTER_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(LINES_AND_COUNTER_LUA));
+
+impl CartStore {
+    /// [`Self::lines`] plus the integer in `counter_key` (same hash slot as the
+    /// cart), in one Redis command. `None` for the counter in memory mode: the
+    /// caller reads it its own way.
+    pub async fn lines_and_counter(
+        &self,
+        owner: &CartOwner,
+        counter_key: &str,
+    ) -> anyhow::Result<(Lines, Option<i64>)> {
+        let Backend::Redis(pool) = &self.backend else {
+            return Ok((self.lines(owner).await?, None));
+        };
+        let (raw, counter): (Vec<String>, i64) = LINES_AND_COUNTER_SCRIPT
+            .evalsha_with_reload(
+                Self::connected(pool)?,
+                vec![owner.redis_key(), counter_key.to_owned()],
+                Vec::<String>::new(),
+            )
+            .await?;
+        let lines = parse_lines(
+            raw.chunks_exact(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect(),
+        );
+        Ok((lines, Some(counter)))
+    }
+
+    /// Deletes a cart (an account was deleted).
+    pub async fn delete_cart(&self, owner: &CartOwner) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
+            }
+            Backend::Memory(carts) => {
+                carts
+                    .lock()
+                    .expect("cart lock")
+                    .carts
+                    .remove(&owner.redis_key());
+            }
+        }
+        Ok(())
     }
 }

@@ -17,12 +17,14 @@ use crate::web::page::{Chrome, Page};
 pub struct CatalogTemplate {
     chrome: Chrome,
     catalog: Arc<Catalog>,
+    submission: String,
 }
 
 pub async fn catalog_page(State(state): State<AppState>, page: Page) -> CatalogTemplate {
     CatalogTemplate {
         chrome: page.chrome,
         catalog: state.catalog,
+        submission: page.submission,
     }
 }
 
@@ -32,6 +34,7 @@ pub struct ProductTemplate {
     chrome: Chrome,
     product: Product,
     max_quantity: u32,
+    submission: String,
 }
 
 pub async fn product_page(
@@ -48,5 +51,6 @@ pub async fn product_page(
         chrome: page.chrome,
         product,
         max_quantity: MAX_QUANTITY,
+        submission: page.submission,
     })
 }

@@ -4,12 +4,13 @@
 //! `X-Forwarded-For`, but that header is only believed when the peer is one of the
 //! configured `TRUSTED_PROXIES`: anybody else could write anything in it.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use crate::config::IpNet;
+use crate::shutdown::Peer;
 use crate::state::AppState;
 
 pub struct ClientIp(pub IpAddr);
@@ -23,9 +24,9 @@ impl FromRequestParts<AppState> for ClientIp {
     ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
-                addr.ip()
+            .get::<ConnectInfo<Peer>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
+                peer.address.ip()
             });
         let forwarded = parts
             .headers

@@ -50,7 +50,9 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
     };
     let session = &page.session;
     let user = page.chrome.user.clone();
-    let Some(id) = session.inner().id() else {
+    // Degraded (Redis unreachable): the banner says so; the session cannot be read.
+    let id = session.inner().id().filter(|_| !page.chrome.degraded);
+    let Some(id) = id else {
         return Ok(SessionTemplate {
             chrome: page.chrome,
             backend,
@@ -110,7 +112,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
     if let Some(owner) = &page.session.cart_owner().await? {
         let key = match owner {
             CartOwner::User(_) => owner.redis_key(),
-            CartOwner::Anonymous(id) => format!("cart:anon:{}", shorten(id)),
+            CartOwner::Anonymous(id) => format!("cart:{{a{}}}", shorten(id)),
         };
         let kind = if state.redis.is_some() {
             "a Redis hash"

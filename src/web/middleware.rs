@@ -1,22 +1,26 @@
 //! Middleware: request spans, security headers, error pages, cross-origin
 //! protection, and the session upkeep that runs after every page handler.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use askama::Template;
 use askama_web::WebTemplate;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use tower_http::trace::MakeSpan;
 use tower_sessions::Session;
 
-use crate::error::{default_message, AppError, ErrorMessage, UNAVAILABLE_RETRY_AFTER};
+use crate::error::{
+    default_message, AppError, ErrorMessage, OutcomeUnknown, UNAVAILABLE_RETRY_AFTER,
+};
 use crate::session;
+use crate::shutdown::Peer;
 use crate::state::AppState;
-use crate::web::page::Chrome;
+use crate::web::page::{Chrome, Page, RequestNotes};
 
 /// Every request's log span carries the replica and the request id (nginx's
 /// `X-Request-Id` when behind it, a fresh UUID otherwise), so one click can be
@@ -57,12 +61,14 @@ pub async fn session_upkeep(
     next: Next,
 ) -> Response {
     let session = request.extensions().get::<Session>().cloned();
+    let notes = request.extensions().get::<Arc<RequestNotes>>().cloned();
     let response = next.run(request).await;
     let Some(session) = session else {
         return response;
     };
-    // A failed request leaves the session alone (and with Redis down, asking again would only wait again).
-    if response.status().is_server_error() {
+    // A failed request, or a page drawn without Redis, leaves the session alone
+    // (with Redis down, asking again would only wait again).
+    if response.status().is_server_error() || notes.is_some_and(|n| n.is_degraded()) {
         return response;
     }
     let upkeep = async {
@@ -121,6 +127,33 @@ pub async fn cross_origin_protection(request: Request, next: Next) -> Response {
     }
 }
 
+/// Tells the connection when a request is being handled (no deadline) and when it
+/// is done (the idle deadline starts), and while the replica drains before
+/// shutting down, closes every connection after its response (see shutdown.rs).
+pub async fn connection_upkeep(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let phase = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.phase.clone());
+    if let Some(phase) = &phase {
+        phase.busy();
+    }
+    let mut response = next.run(request).await;
+    if let Some(phase) = &phase {
+        phase.idle();
+    }
+    if state.draining.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Headers on every response. The CSP allows only this site's own files: there
 /// is no inline script anywhere, and no page may be framed (clickjacking).
 pub async fn security_headers(request: Request, next: Next) -> Response {
@@ -152,13 +185,26 @@ struct ErrorTemplate {
     status: u16,
     title: String,
     message: String,
+    /// The write may or may not have been applied: point at the cart, not at a retry.
+    unknown_outcome: bool,
 }
 
 /// Turns every error response that is not already a page into one, in the site's
 /// layout: `AppError`s (which carry their message), unknown paths, a body over the
 /// limit, a timeout, and the session layer's bare 500 when saving a session failed
-/// (Redis down), which becomes a 503 like every other Redis failure.
-pub async fn html_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// (Redis down), which becomes a 503 like every other Redis failure — unless the
+/// request's write was already applied: then the visitor goes where its success
+/// redirect would have sent them (only the flash message is lost), because "please
+/// try again" would apply it twice.
+///
+/// The header keeps what the page extractor knew of the visitor (name, cart badge).
+pub async fn html_errors(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let notes = Arc::new(RequestNotes::default());
+    request.extensions_mut().insert(notes.clone());
     let response = next.run(request).await;
     let status = response.status();
     let is_html = response
@@ -172,18 +218,29 @@ pub async fn html_errors(State(state): State<AppState>, request: Request, next: 
         .extensions()
         .get::<ErrorMessage>()
         .map(|m| m.0.clone());
+    let session_save_failed = status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none();
+    if session_save_failed {
+        if let Some(location) = notes.applied() {
+            tracing::warn!("write applied, but the session could not be saved; redirecting anyway");
+            return Redirect::to(&location).into_response();
+        }
+    }
     let (parts, _) = response.into_parts();
-    let status = if status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none() {
+    let status = if session_save_failed {
         tracing::warn!("session could not be saved; answering 503");
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         status
     };
     let page = ErrorTemplate {
-        chrome: Chrome::bare(state.replica.clone()),
+        chrome: notes
+            .chrome()
+            .unwrap_or_else(|| Chrome::bare(state.replica.clone())),
         status: status.as_u16(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: message.unwrap_or_else(|| default_message(status).to_owned()),
+        unknown_outcome: status == StatusCode::SERVICE_UNAVAILABLE
+            && parts.extensions.get::<OutcomeUnknown>().is_some(),
     };
     let mut rendered = (status, page).into_response();
     // Keep Retry-After and the like; the body and its type are new.
@@ -201,6 +258,8 @@ pub async fn html_errors(State(state): State<AppState>, request: Request, next: 
     rendered
 }
 
-pub async fn not_found() -> AppError {
+/// Unknown paths get the 404 page with the whole header, when the visitor can be known.
+pub async fn not_found(page: Result<Page, AppError>) -> AppError {
+    drop(page);
     AppError::NotFound
 }

@@ -21,7 +21,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
-use crate::session::{SessionStoreWrapper, COOKIE_NAME};
+use crate::session::{cookie_name, secure_cookie_removal, SessionStoreWrapper};
 use crate::state::AppState;
 
 /// Largest request body accepted: every form here is far smaller.
@@ -33,7 +33,7 @@ const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// The whole application: pages (with sessions), static files, health checks.
 pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
     let session_layer = SessionManagerLayer::new(sessions)
-        .with_name(COOKIE_NAME)
+        .with_name(cookie_name(state.config.cookie_secure))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_path("/")
@@ -45,12 +45,15 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::catalog::router())
         .merge(crate::cart::router())
         .merge(crate::auth::router())
+        .merge(crate::account::router())
         .route("/session", get(inspector::session_page))
+        .fallback(middleware::not_found)
         .layer(from_fn_with_state(
             state.clone(),
             middleware::session_upkeep,
         ))
         .layer(session_layer)
+        .layer(from_fn(secure_cookie_removal))
         // Pages show who is logged in: no shared cache, no back-button copy after logout.
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
@@ -70,21 +73,17 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
 
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
-    let site = Router::new()
-        .merge(pages)
-        .merge(static_files)
-        .fallback(middleware::not_found)
-        .layer(
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(state.clone(), middleware::html_errors))
-                .layer(TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
-                ))
-                .layer(from_fn(middleware::cross_origin_protection))
-                .layer(DefaultBodyLimit::max(BODY_LIMIT))
-                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-        );
+    let site = Router::new().merge(pages).merge(static_files).layer(
+        ServiceBuilder::new()
+            .layer(from_fn_with_state(state.clone(), middleware::html_errors))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout,
+            ))
+            .layer(from_fn(middleware::cross_origin_protection))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
+    );
 
     // For machines (load balancer, compose): plain-text health checks. The layers
     // below wrap both: request ids, the request log line, the replica's name and
@@ -96,6 +95,10 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .layer(
             // Listed outermost first.
             ServiceBuilder::new()
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    middleware::connection_upkeep,
+                ))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()

@@ -3,6 +3,8 @@
 //! rendered from `deploy/nginx/storefront.conf.template`, everything on free
 //! loopback ports under one temporary directory. Everything is killed on drop.
 
+#![allow(dead_code)] // each test binary uses a different part of this file
+
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -469,13 +471,9 @@ fn base_env() -> Vec<(String, String)> {
     env
 }
 
-/// Sends a signal with kill(1): the standard library only has SIGKILL.
+/// Sends a signal to a process (see `common::send_signal`).
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &pid.to_string()])
-        .status()
-        .expect("kill(1) runs");
-    assert!(status.success(), "kill -s {name} {pid} failed");
+    crate::common::send_signal(pid, name);
 }
 
 /// A client without cookies for health checks.

@@ -73,6 +73,9 @@ impl RedisServer {
                 &self.port.to_string(),
                 "--save",
                 "",
+                // As in production: a full Redis refuses writes, never evicts sessions.
+                "--maxmemory-policy",
+                "noeviction",
             ])
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
@@ -92,6 +95,36 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("redis-server is running")
+            .id()
+    }
+
+    /// SIGSTOP: the process stops answering but keeps its connections open.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// Runs a command on this server with redis-cli (CONFIG SET and the like).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn stop(&self) {
@@ -117,6 +150,87 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Sends a signal with kill(1): the standard library only has SIGKILL.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(status.success(), "kill -s {name} {pid} failed");
+}
+
+/// A TCP proxy on a free loopback port in front of `target`, that can delay every
+/// answer coming back by a set latency: a slow network or a struggling Redis.
+pub struct LatencyProxy {
+    pub port: u16,
+    latency_ms: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LatencyProxy {
+    pub async fn start(target: u16) -> LatencyProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let latency_ms = Arc::new(AtomicU64::new(0));
+        let latency = latency_ms.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let latency = latency.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let delay = latency.load(Ordering::Relaxed);
+                        if delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        LatencyProxy {
+            port,
+            latency_ms,
+            task,
+        }
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(
+            latency.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -222,6 +336,13 @@ impl TestApp {
 
     pub async fn redis_ttl(&self, key: &str) -> i64 {
         self.redis().unwrap().ttl(key).await.unwrap()
+    }
+
+    /// True when `sid` names a live session in Redis: not gone, and not the
+    /// short-lived tombstone an ended session leaves (`ended:…`).
+    pub async fn session_is_live(&self, sid: &str) -> bool {
+        let value: Option<Vec<u8>> = self.redis().unwrap().get(sid).await.unwrap();
+        value.is_some_and(|v| !v.starts_with(b"ended:"))
     }
 
     pub async fn redis_exists(&self, key: &str) -> bool {

@@ -1,0 +1,497 @@
+//! The account pages' handlers. Every one needs a logged-in user (anonymous
+//! visitors go to `/login?next=…`), and every POST checks all of its input
+//! before it changes anything.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{end_sessions, live_sessions, LiveSession};
+use crate::auth::throttle::Verdict;
+use crate::auth::{password, submission_id, too_many_logins, users, Password};
+use crate::cart::CartOwner;
+use crate::error::{AppError, Result};
+use crate::session::{random_token, Flash, SessionUser};
+use crate::state::AppState;
+use crate::web::client_ip::ClientIp;
+use crate::web::{form::FormData, page::Chrome, page::Page};
+
+/// The logged-in user, or the redirect to the login page that comes back here.
+fn require_user(page: &Page, back_to: &str) -> std::result::Result<SessionUser, Redirect> {
+    page.chrome
+        .user
+        .clone()
+        .ok_or_else(|| Redirect::to(&format!("/login?next={back_to}")))
+}
+
+/// `2026-12-02 02:30 UTC`
+fn when(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+// ------------------------------------------------------------------ /account
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account.html")]
+pub struct AccountTemplate {
+    chrome: Chrome,
+    username: String,
+    member_since: String,
+    error: Option<String>,
+}
+
+async fn account_template(
+    state: &AppState,
+    chrome: Chrome,
+    user: &SessionUser,
+    error: Option<String>,
+) -> Result<AccountTemplate> {
+    let created = users::created_at(&state.db, user.id).await?;
+    Ok(AccountTemplate {
+        chrome,
+        username: user.name.clone(),
+        member_since: created.map_or_else(|| "unknown".to_owned(), when),
+        error,
+    })
+}
+
+pub async fn account_page(State(state): State<AppState>, page: Page) -> Result<Response> {
+    let user = match require_user(&page, "/account") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    Ok(account_template(&state, page.chrome, &user, None)
+        .await?
+        .into_response())
+}
+
+// ------------------------------------------------------------------ /account/sessions
+
+pub struct SessionRow {
+    handle: String,
+    agent: String,
+    client: String,
+    signed_in: String,
+    last_active: String,
+    replica: String,
+    remember: bool,
+    current: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account_sessions.html")]
+pub struct SessionsTemplate {
+    chrome: Chrome,
+    rows: Vec<SessionRow>,
+    /// How fine "last active" is: the keep-alive interval, in minutes.
+    granularity_minutes: u64,
+}
+
+pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<Response> {
+    let user = match require_user(&page, "/account/sessions") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    let current = page.session.inner().id();
+    let rows = live_sessions(&state, user.id)
+        .await?
+        .into_iter()
+        .map(|LiveSession { id, facts }| SessionRow {
+            handle: facts.handle,
+            agent: if facts.agent.is_empty() {
+                "Unknown browser".to_owned()
+            } else {
+                facts.agent
+            },
+            client: if facts.client.is_empty() {
+                "unknown".to_owned()
+            } else {
+                facts.client
+            },
+            signed_in: when(facts.login_at),
+            last_active: when(facts.seen_at.max(facts.login_at)),
+            replica: facts.replica,
+            remember: facts.remember,
+            current: Some(id) == current,
+        })
+        .collect();
+    let granularity_minutes = state.lifetimes.keep_alive_interval().as_secs().div_ceil(60);
+    Ok(SessionsTemplate {
+        chrome: page.chrome,
+        rows,
+        granularity_minutes,
+    }
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevokeForm {
+    session: Option<String>,
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    page: Page,
+    FormData(form): FormData<RevokeForm>,
+) -> Result<Response> {
+    let user = match require_user(&page, "/account/sessions") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    let handle = form
+        .session
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| AppError::bad_request("No session was chosen."))?;
+    // Only this user's sessions are searched: a handle of anyone else's is unknown here.
+    let Some(target) = live_sessions(&state, user.id)
+        .await?
+        .into_iter()
+        .find(|s| s.facts.handle == handle)
+    else {
+        return Err(AppError::Forbidden(
+            "That session is not one of your active sessions (it may have ended already). Nothing was changed.".into(),
+        ));
+    };
+    if Some(target.id) == page.session.inner().id() {
+        // Ending this very session is logging out.
+        page.session.log_out().await?;
+        return Ok(Redirect::to("/").into_response());
+    }
+    end_sessions(&state, user.id, &[target.id]).await?;
+    tracing::info!(user_id = user.id, "session revoked");
+    page.session
+        .push_flash(Flash::success(format!(
+            "Signed out the session of {} ({}).",
+            target.facts.agent, target.facts.client
+        )))
+        .await?;
+    Ok(Redirect::to("/account/sessions").into_response())
+}
+
+pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<Response> {
+    let user = match require_user(&page, "/account/sessions") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    let current = page.session.inner().id();
+    let others: Vec<_> = live_sessions(&state, user.id)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .filter(|id| Some(*id) != current)
+        .collect();
+    // Raising the epoch also ends any session the index missed; this one is
+    // carried over to the new epoch.
+    let epoch = state
+        .accounts
+        .bump_epoch(user.id)
+        .await
+        .map_err(AppError::Unavailable)?;
+    page.session.carry_to_epoch(epoch).await?;
+    end_sessions(&state, user.id, &others).await?;
+    tracing::info!(
+        user_id = user.id,
+        ended = others.len(),
+        "other sessions revoked"
+    );
+    let flash = match others.len() {
+        0 => "There were no other sessions to sign out.".to_owned(),
+        1 => "Signed out 1 other session.".to_owned(),
+        n => format!("Signed out {n} other sessions."),
+    };
+    page.session.push_flash(Flash::success(flash)).await?;
+    Ok(Redirect::to("/account/sessions").into_response())
+}
+
+// ------------------------------------------------------------------ re-authentication
+
+/// Checks the current password of a logged-in user, throttled as a login.
+/// `Ok(None)` when it is wrong (and the attempt counted).
+async fn reauthenticate(
+    state: &AppState,
+    user: &SessionUser,
+    client: std::net::IpAddr,
+    password_given: String,
+) -> Result<Option<users::User>> {
+    if let Verdict::Wait(wait) = state
+        .throttle
+        .login_attempt(Some(&user.name), client)
+        .await
+        .map_err(AppError::Unavailable)?
+    {
+        return Err(too_many_logins(wait));
+    }
+    let row = users::find_by_id(&state.db, user.id).await?;
+    let hash = row.as_ref().map(|u| u.password_hash.clone());
+    let verified = password::verify_password(password_given, hash)
+        .await
+        .map_err(AppError::Internal)?;
+    match row.filter(|_| verified) {
+        Some(row) => {
+            state
+                .throttle
+                .succeeded(&user.name, client)
+                .await
+                .map_err(AppError::Unavailable)?;
+            Ok(Some(row))
+        }
+        None => {
+            tracing::info!(user_id = user.id, %client, "failed re-authentication");
+            Ok(None)
+        }
+    }
+}
+
+// ------------------------------------------------------------------ /account/password
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account_password.html")]
+pub struct PasswordTemplate {
+    chrome: Chrome,
+    error: Option<String>,
+    submission: String,
+}
+
+pub async fn password_page(page: Page) -> Result<Response> {
+    if let Err(redirect) = require_user(&page, "/account/password") {
+        return Ok(redirect.into_response());
+    }
+    Ok(PasswordTemplate {
+        chrome: page.chrome,
+        error: None,
+        submission: random_token(),
+    }
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    current_password: Option<String>,
+    new_password: Option<String>,
+    new_password_confirm: Option<String>,
+    submission: Option<String>,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    page: Page,
+    FormData(form): FormData<PasswordForm>,
+) -> Result<Response> {
+    let user = match require_user(&page, "/account/password") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    let submission = submission_id(form.submission.as_deref());
+    if let Some(id) = &submission {
+        if page.session.applied_submission().await?.as_deref() == Some(id.as_str()) {
+            page.session
+                .push_flash(Flash::info("Your password was already changed."))
+                .await?;
+            return Ok(Redirect::to("/account").into_response());
+        }
+    }
+    let form_id = submission.clone().unwrap_or_else(random_token);
+    let again = |status: StatusCode, error: &str, chrome: Chrome| {
+        (
+            status,
+            PasswordTemplate {
+                chrome,
+                error: Some(error.to_owned()),
+                submission: form_id.clone(),
+            },
+        )
+            .into_response()
+    };
+    let current = form.current_password.filter(|p| !p.is_empty());
+    let (Some(current), Some(new), Some(confirm)) =
+        (current, form.new_password, form.new_password_confirm)
+    else {
+        return Ok(again(
+            StatusCode::BAD_REQUEST,
+            "Please fill in your current password and the new one twice.",
+            page.chrome,
+        ));
+    };
+    if current.len() > Password::MAX_BYTES {
+        return Ok(again(
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+            page.chrome,
+        ));
+    }
+    let new = match Password::parse(new) {
+        Ok(new) => new,
+        Err(message) => return Ok(again(StatusCode::BAD_REQUEST, message, page.chrome)),
+    };
+    let new = new.into_inner();
+    if confirm != new {
+        return Ok(again(
+            StatusCode::BAD_REQUEST,
+            "The two new passwords do not match.",
+            page.chrome,
+        ));
+    }
+    if reauthenticate(&state, &user, client, current)
+        .await?
+        .is_none()
+    {
+        return Ok(again(
+            StatusCode::UNAUTHORIZED,
+            "Your current password is not right. Nothing was changed.",
+            page.chrome,
+        ));
+    }
+
+    let hash = password::hash_password(new)
+        .await
+        .map_err(AppError::Internal)?;
+    if !users::set_password_hash(&state.db, user.id, &hash).await? {
+        page.session.log_out().await?;
+        return Ok(Redirect::to("/login").into_response());
+    }
+    // After the new hash is stored: every session created before this moment,
+    // on any replica, indexed or not, is stale from here on.
+    let epoch = state
+        .accounts
+        .bump_epoch(user.id)
+        .await
+        .map_err(AppError::Unavailable)?;
+    let others: Vec<_> = live_sessions(&state, user.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.id)
+        .filter(|id| Some(*id) != page.session.inner().id())
+        .collect();
+    end_sessions(&state, user.id, &others).await?;
+    // This session: a new id, the new epoch.
+    if let Some(old) = page.session.inner().id() {
+        state
+            .accounts
+            .index_remove(user.id, &[old.to_string()])
+            .await
+            .map_err(AppError::Unavailable)?;
+    }
+    page.session.renew_after_credential_change(epoch).await?;
+    if let Some(id) = &submission {
+        page.session.record_submission(id).await?;
+    }
+    tracing::info!(user_id = user.id, ended = others.len(), "password changed");
+    page.session
+        .push_flash(Flash::success(
+            "Your password was changed. Every other session of your account was signed out.",
+        ))
+        .await?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+// ------------------------------------------------------------------ /account/delete
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteForm {
+    password: Option<String>,
+}
+
+pub async fn delete_account(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    page: Page,
+    FormData(form): FormData<DeleteForm>,
+) -> Result<Response> {
+    let user = match require_user(&page, "/account") {
+        Ok(user) => user,
+        Err(redirect) => return Ok(redirect.into_response()),
+    };
+    let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
+        let state = state.clone();
+        let user = user.clone();
+        let error = error.to_owned();
+        async move {
+            Ok::<_, AppError>(
+                (
+                    status,
+                    account_template(&state, chrome, &user, Some(error)).await?,
+                )
+                    .into_response(),
+            )
+        }
+    };
+    let Some(given) = form.password.filter(|p| !p.is_empty()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Please enter your password to delete your account.",
+            page.chrome,
+        )
+        .await;
+    };
+    if given.len() > Password::MAX_BYTES {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+            page.chrome,
+        )
+        .await;
+    }
+    if reauthenticate(&state, &user, client, given)
+        .await?
+        .is_none()
+    {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "That password is not right. Your account was not deleted.",
+            page.chrome,
+        )
+        .await;
+    }
+
+    users::delete(&state.db, user.id).await?;
+    // Every session of the account is stale from here on, indexed or not.
+    state
+        .accounts
+        .bump_epoch(user.id)
+        .await
+        .map_err(AppError::Unavailable)?;
+    let all: Vec<_> = live_sessions(&state, user.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    end_sessions(&state, user.id, &all).await?;
+    state
+        .accounts
+        .forget(user.id)
+        .await
+        .map_err(AppError::Unavailable)?;
+    state
+        .carts
+        .delete_cart(&CartOwner::User(user.id))
+        .await
+        .map_err(AppError::Unavailable)?;
+    page.session.log_out().await?;
+    tracing::info!(user_id = user.id, "account deleted");
+    page.session
+        .push_flash(Flash::success(
+            "Your account, its cart and all its sessions were deleted.",
+        ))
+        .await?;
+    Ok(Redirect::to("/").into_response())
+}

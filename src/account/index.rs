@@ -1,0 +1,235 @@
+//! The per-user session index and credential epoch, in Redis (or process memory in
+//! dev mode). The only module that spells these keys:
+//!
+//! - `sessions:{u<id>}`: sorted set of the user's session ids, scored by login time
+//!   (ms). Written at login (the new session's first save), logout, revoke; read by
+//!   the sessions page, which prunes ids whose session has ended. Capped: a login
+//!   over the cap ends the oldest sessions. It lives as long as the longest login
+//!   can, refreshed at each login. Page views never touch it.
+//! - `sessions:{u<id>}:epoch`: the user's credential epoch. A session carries the
+//!   epoch it was created under; one older than the current epoch is ended where
+//!   the user is read (`ShopSession::user`). Raised by a password change, "sign out
+//!   other sessions" and account deletion, so no stale session survives those even
+//!   if the index missed it. Page views read it with the cart, in one script.
+//!
+//! Both keys carry the user's hash tag `{u<id>}`, the same as the user's cart, so
+//! every script here (and the page's cart-and-epoch read) touches one hash slot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{KeysInterface, Pool, SortedSetsInterface};
+use fred::types::scripts::Script;
+
+/// Most sessions a user may have at once; a new login ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// KEYS[1] index; ARGV: session id, score (ms), TTL seconds, cap.
+/// Returns the ids that fell over the cap (never the one just added).
+const INDEX_ADD_LUA: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+local ended = {}
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, over)) do
+    if id ~= ARGV[1] and #ended < over then
+      ended[#ended + 1] = id
+    end
+  end
+  if #ended > 0 then
+    redis.call('ZREM', KEYS[1], unpack(ended))
+  end
+end
+return ended
+"#;
+
+/// Raises the epoch to max(current + 1, Redis's clock in ms), so that it grows even
+/// after the key expired. KEYS[1] epoch; ARGV[1] TTL seconds. Returns the new epoch.
+const EPOCH_BUMP_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local epoch = math.max(current + 1, now)
+redis.call('SET', KEYS[1], string.format('%d', epoch), 'EX', ARGV[1])
+return epoch
+"#;
+
+static INDEX_ADD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(INDEX_ADD_LUA));
+static EPOCH_BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(EPOCH_BUMP_LUA));
+
+fn index_key(user_id: i64) -> String {
+    format!("sessions:{{u{user_id}}}")
+}
+
+/// The user's credential epoch key: read with the cart on page views (same slot).
+pub fn epoch_key(user_id: i64) -> String {
+    format!("sessions:{{u{user_id}}}:epoch")
+}
+
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    backend: Backend,
+    /// How long the index and the epoch outlive their last write: the longest a
+    /// login can live, plus a day.
+    keep: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Redis(Pool),
+    Memory(Arc<Mutex<Memory>>),
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    index: HashMap<i64, Vec<(String, i64)>>,
+    epochs: HashMap<i64, i64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Accounts {
+    pub fn redis(pool: Pool, longest_login: Duration) -> Self {
+        Accounts {
+            backend: Backend::Redis(pool),
+            keep: longest_login + Duration::from_secs(86_400),
+        }
+    }
+
+    pub fn memory(longest_login: Duration) -> Self {
+        Accounts {
+            backend: Backend::Memory(Arc::default()),
+            keep: longest_login + Duration::from_secs(86_400),
+        }
+    }
+
+    pub fn is_redis(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
+    fn mem(&self) -> Option<std::sync::MutexGuard<'_, Memory>> {
+        match &self.backend {
+            Backend::Memory(memory) => Some(memory.lock().expect("accounts lock")),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// The user's current credential epoch (0 when never raised).
+    pub async fn epoch(&self, user_id: i64) -> anyhow::Result<i64> {
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
+                Ok(epoch.unwrap_or(0))
+            }
+            Backend::Memory(_) => Ok(self
+                .mem()
+                .and_then(|m| m.epochs.get(&user_id).copied())
+                .unwrap_or(0)),
+        }
+    }
+
+    /// Raises the user's epoch: every session created before now is stale.
+    pub async fn bump_epoch(&self, user_id: i64) -> anyhow::Result<i64> {
+        match &self.backend {
+            Backend::Redis(pool) => Ok(EPOCH_BUMP_SCRIPT
+                .evalsha_with_reload(
+                    pool.next(),
+                    epoch_key(user_id),
+                    vec![self.keep.as_secs().to_string()],
+                )
+                .await?),
+            Backend::Memory(_) => {
+                let mut memory = self.mem().expect("memory backend");
+                let epoch = memory.epochs.entry(user_id).or_insert(0);
+                *epoch = (*epoch + 1).max(now_ms());
+                Ok(*epoch)
+            }
+        }
+    }
+
+    /// Adds a new session to the user's index; returns the ids of the oldest
+    /// sessions that fell over [`MAX_SESSIONS_PER_USER`], for the caller to end.
+    pub async fn index_add(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        _login_at: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        let score = now_ms();
+        match &self.backend {
+            Backend::Redis(pool) => Ok(INDEX_ADD_SCRIPT
+                .evalsha_with_reload(
+                    pool.next(),
+                    index_key(user_id),
+                    vec![
+                        session_id.to_owned(),
+                        score.to_string(),
+                        self.keep.as_secs().to_string(),
+                        MAX_SESSIONS_PER_USER.to_string(),
+                    ],
+                )
+                .await?),
+            Backend::Memory(_) => {
+                let mut memory = self.mem().expect("memory backend");
+                let list = memory.index.entry(user_id).or_default();
+                list.retain(|(id, _)| id != session_id);
+                list.push((session_id.to_owned(), score));
+                let over = list.len().saturating_sub(MAX_SESSIONS_PER_USER);
+                Ok(list.drain(..over).map(|(id, _)| id).collect())
+            }
+        }
+    }
+
+    /// The user's indexed session ids, oldest login first. Some may have ended:
+    /// the caller prunes those ([`Self::index_remove`]).
+    pub async fn index_members(&self, user_id: i64) -> anyhow::Result<Vec<String>> {
+        match &self.backend {
+            Backend::Redis(pool) => Ok(pool
+                .zrange(index_key(user_id), 0, -1, None, false, None, false)
+                .await?),
+            Backend::Memory(_) => Ok(self
+                .mem()
+                .and_then(|m| m.index.get(&user_id).cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()),
+        }
+    }
+
+    pub async fn index_remove(&self, user_id: i64, session_ids: &[String]) -> anyhow::Result<()> {
+        if session_ids.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _: i64 = pool.zrem(index_key(user_id), session_ids.to_vec()).await?;
+            }
+            Backend::Memory(_) => {
+                if let Some(list) = self.mem().expect("memory backend").index.get_mut(&user_id) {
+                    list.retain(|(id, _)| !session_ids.contains(id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the user's index (the account is gone; the epoch stays, raised).
+    pub async fn forget(&self, user_id: i64) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Redis(pool) => {
+                let _: i64 = pool.del(index_key(user_id)).await?;
+            }
+            Backend::Memory(_) => {
+                self.mem().expect("memory backend").index.remove(&user_id);
+            }
+        }
+        Ok(())
+    }
+}

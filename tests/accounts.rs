@@ -1,0 +1,696 @@
+//! Accounts (issue 10): the sessions page, revoking sessions, password change and
+//! account deletion, on two in-process replicas sharing one real redis-server and
+//! one SQLite file; the one-time submission ids of login, logout and registration
+//! (issue 9); the `__Host-` cookie; and what a logged-in page view costs in Redis.
+
+mod common;
+
+use common::*;
+use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
+use reqwest::{Method, StatusCode};
+use storefront::cart::CartOwner;
+
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const SAFARI_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15";
+
+const USER: &str = "traveller";
+const PASSWORD: &str = "first password";
+const NEW_PASSWORD: &str = "second password";
+
+/// A form's fields.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
+/// Logs `browser` in with a User-Agent of its own.
+async fn log_in_as(browser: &Browser, agent: &str, password: &str, remember: bool) -> Page {
+    let mut form = vec![("username", USER), ("password", password)];
+    if remember {
+        form.push(("remember", "on"));
+    }
+    let request = browser
+        .request(Method::POST, "/login")
+        .header("user-agent", agent)
+        .form(&form);
+    Browser::read(request.send().await.unwrap()).await
+}
+
+/// One card of the sessions page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Card {
+    agent: String,
+    address: String,
+    replica: String,
+    remember: String,
+    current: bool,
+    handle: String,
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} in {text}"))
+        + start.len();
+    let to = text[from..].find(end).unwrap() + from;
+    &text[from..to]
+}
+
+fn cards(page: &Page) -> Vec<Card> {
+    assert_eq!(page.status, StatusCode::OK, "{page:#?}");
+    page.body
+        .split("<li class=\"session-card")
+        .skip(1)
+        .map(|card| {
+            let heading = between(card, "<h2>", "</h2>");
+            Card {
+                agent: heading.split(" <span").next().unwrap().to_owned(),
+                address: between(card, "<dt>Address</dt><dd>", "</dd>").to_owned(),
+                replica: between(card, "<dt>Created by</dt><dd>", "</dd>").to_owned(),
+                remember: between(card, "<dt>Remember me</dt><dd>", "</dd>").to_owned(),
+                current: heading.contains("This session"),
+                handle: between(card, "name=\"session\" value=\"", "\"").to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn handle_of<'a>(cards: &'a [Card], agent: &str) -> &'a str {
+    &cards
+        .iter()
+        .find(|c| c.agent == agent)
+        .unwrap_or_else(|| panic!("{agent} in {cards:?}"))
+        .handle
+}
+
+async fn user_id(app: &TestApp, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+        .bind(name)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
+/// Logged in on both replicas, or anonymous on both.
+async fn logged_in_everywhere(browser: &Browser, a: &TestApp, b: &TestApp) -> Option<String> {
+    let on_a = browser.at(&a.address).get("/").await.logged_in_as();
+    let on_b = browser.at(&b.address).get("/").await.logged_in_as();
+    assert_eq!(on_a, on_b, "both replicas agree");
+    on_a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion() {
+    let a = TestApp::spawn(Backend::Redis).await;
+    let b = a.sibling("replica-b").await;
+    a.browser()
+        .register(USER, PASSWORD)
+        .await
+        .assert_redirect("/");
+    // (the registering browser's session is ended at once, to start from none)
+    let id = user_id(&a, USER).await;
+    for member in a
+        .redis()
+        .unwrap()
+        .zrange::<Vec<String>, _, _, _>(
+            format!("sessions:{{u{id}}}"),
+            0,
+            -1,
+            None,
+            false,
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+    {
+        let _: i64 = a.redis().unwrap().del(&member).await.unwrap();
+    }
+
+    // Three clients, two replicas.
+    let laptop = Browser::new(&a.address);
+    let desktop = Browser::new(&b.address);
+    let mac = Browser::new(&a.address);
+    log_in_as(&laptop, FIREFOX_LINUX, PASSWORD, false)
+        .await
+        .assert_redirect("/");
+    log_in_as(&desktop, CHROME_WINDOWS, PASSWORD, false)
+        .await
+        .assert_redirect("/");
+    log_in_as(&mac, SAFARI_MAC, PASSWORD, true)
+        .await
+        .assert_redirect("/");
+
+    let listed = cards(&laptop.at(&b.address).get("/account/sessions").await);
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|c| {
+            (
+                c.agent.as_str(),
+                c.address.as_str(),
+                c.replica.as_str(),
+                c.remember.as_str(),
+                c.current,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("Firefox on Linux", "127.0.0.1", "test-replica", "no", true),
+            ("Chrome on Windows", "127.0.0.1", "replica-b", "no", false),
+            ("Safari on macOS", "127.0.0.1", "test-replica", "yes", false),
+        ]
+    );
+    // Handles are opaque: no session id on the page.
+    let page = laptop.get("/account/sessions").await;
+    for sid in [
+        laptop.sid().unwrap(),
+        desktop.sid().unwrap(),
+        mac.sid().unwrap(),
+    ] {
+        assert!(!page.body.contains(&sid), "a session id is on the page");
+    }
+    page.assert_contains("Signed in");
+    page.assert_contains("Last active");
+
+    // Revoke one: that client is anonymous on both replicas.
+    laptop
+        .post(
+            "/account/sessions/revoke",
+            &[("session", handle_of(&listed, "Chrome on Windows"))],
+        )
+        .await
+        .assert_redirect("/account/sessions");
+    assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
+    assert_eq!(
+        logged_in_everywhere(&mac, &a, &b).await.as_deref(),
+        Some(USER)
+    );
+    assert_eq!(cards(&laptop.get("/account/sessions").await).len(), 2);
+
+    // Revoke the others: only this one is left.
+    log_in_as(&desktop, CHROME_WINDOWS, PASSWORD, false)
+        .await
+        .assert_redirect("/");
+    laptop
+        .at(&b.address)
+        .post("/account/sessions/revoke-others", &[])
+        .await
+        .assert_redirect("/account/sessions");
+    assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
+    assert_eq!(logged_in_everywhere(&mac, &a, &b).await, None);
+    assert_eq!(
+        logged_in_everywhere(&laptop, &a, &b).await.as_deref(),
+        Some(USER)
+    );
+    let left = cards(&laptop.get("/account/sessions").await);
+    assert_eq!(left.len(), 1);
+    assert!(left[0].current);
+
+    // Password change: the others end (one of them missing from the index, as if a
+    // write had been lost: the epoch still ends it), this one gets a new id and works.
+    log_in_as(&desktop, CHROME_WINDOWS, PASSWORD, false)
+        .await
+        .assert_redirect("/");
+    log_in_as(&mac, SAFARI_MAC, PASSWORD, true)
+        .await
+        .assert_redirect("/");
+    let _: i64 = a
+        .redis()
+        .unwrap()
+        .zrem(format!("sessions:{{u{id}}}"), mac.sid().unwrap())
+        .await
+        .unwrap();
+    let before = laptop.sid().unwrap();
+    let changed = laptop
+        .at(&b.address)
+        .post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    changed.assert_redirect("/account");
+    let after = laptop.sid().unwrap();
+    assert_ne!(before, after, "a new session id");
+    assert!(!a.session_is_live(&before).await);
+    let account = laptop.get("/account").await;
+    account.assert_contains("Your password was changed.");
+    assert_eq!(
+        logged_in_everywhere(&laptop, &a, &b).await.as_deref(),
+        Some(USER)
+    );
+    assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
+    assert_eq!(logged_in_everywhere(&mac, &a, &b).await, None);
+    let stranger = a.browser();
+    assert_eq!(
+        log_in_as(&stranger, FIREFOX_LINUX, PASSWORD, false)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    log_in_as(&desktop, CHROME_WINDOWS, NEW_PASSWORD, false)
+        .await
+        .assert_redirect("/");
+    assert_eq!(cards(&laptop.get("/account/sessions").await).len(), 2);
+
+    // Deletion: every session anonymous, the cart and the index gone.
+    desktop.add_to_cart("1", "2").await;
+    let cart_key = CartOwner::User(id).redis_key();
+    assert!(a.redis_exists(&cart_key).await);
+    laptop
+        .post("/account/delete", &[("password", NEW_PASSWORD)])
+        .await
+        .assert_redirect("/");
+    let home = laptop.get("/").await;
+    home.assert_contains("Your account, its cart and all its sessions were deleted.");
+    assert_eq!(logged_in_everywhere(&laptop, &a, &b).await, None);
+    assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
+    assert!(!a.redis_exists(&cart_key).await, "cart key gone");
+    assert!(
+        !a.redis_exists(&format!("sessions:{{u{id}}}")).await,
+        "index gone"
+    );
+    assert!(!a.user_exists(USER).await);
+    let sessions: Vec<String> = a
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| !k.contains(':'))
+        .collect();
+    for sid in sessions {
+        let record: Vec<u8> = a.redis().unwrap().get(&sid).await.unwrap();
+        assert!(
+            !String::from_utf8_lossy(&record).contains(USER),
+            "a session of the deleted user is left"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_created_on_another_replica_during_a_password_change_does_not_survive_it() {
+    // All from one address: the throttle must not be what stops the racing logins.
+    let a = TestApp::spawn_with(Backend::Redis, |c| c.login_max_failures_per_user = 100).await;
+    let b = a.sibling("replica-b").await;
+    a.browser().register(USER, PASSWORD).await;
+    let owner = a.browser();
+    owner.log_in(USER, PASSWORD).await.assert_redirect("/");
+    // Logins with the old password race the change, on the other replica.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let browser = b.browser();
+            tokio::spawn(async move {
+                let page = browser.log_in(USER, PASSWORD).await;
+                (browser, page.status)
+            })
+        })
+        .collect();
+    owner
+        .post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
+        )
+        .await
+        .assert_redirect("/account");
+    for racer in racers {
+        let (browser, _) = racer.await.unwrap();
+        assert_eq!(
+            logged_in_everywhere(&browser, &a, &b).await,
+            None,
+            "a login with the old password outlived the change"
+        );
+    }
+    assert_eq!(owner.get("/").await.logged_in_as().as_deref(), Some(USER));
+}
+
+#[tokio::test]
+async fn another_users_handle_and_bad_input_are_refused_and_change_nothing() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let alice = app.browser();
+    let bob = app.browser();
+    alice
+        .register("alice", "alice password")
+        .await
+        .assert_redirect("/");
+    bob.register("bob", "bob password 1")
+        .await
+        .assert_redirect("/");
+    let alice_handle = cards(&alice.get("/account/sessions").await)[0]
+        .handle
+        .clone();
+    let before = app.redis_keys().await;
+
+    let refused = bob
+        .post("/account/sessions/revoke", &[("session", &alice_handle)])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    refused.assert_contains("That session is not one of your active sessions");
+    refused.assert_contains("Served by <strong>test-replica</strong>");
+    let unknown = bob
+        .post(
+            "/account/sessions/revoke",
+            &[("session", "0123456789abcdef")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::FORBIDDEN);
+    let missing = bob.post("/account/sessions/revoke", &[]).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    missing.assert_contains("No session was chosen.");
+    assert_eq!(
+        alice.get("/").await.logged_in_as().as_deref(),
+        Some("alice")
+    );
+
+    let long = "p".repeat(129);
+    let cases: Vec<(Form, StatusCode, &str)> = vec![
+        (
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "Please fill in your current password and the new one twice.",
+        ),
+        (
+            vec![
+                ("current_password", "bob password 1"),
+                ("new_password", "short"),
+                ("new_password_confirm", "short"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Passwords are at least 8 characters long.",
+        ),
+        (
+            vec![
+                ("current_password", "bob password 1"),
+                ("new_password", &long),
+                ("new_password_confirm", &long),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+        ),
+        (
+            vec![
+                ("current_password", &long),
+                ("new_password", "long enough"),
+                ("new_password_confirm", "long enough"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+        ),
+        (
+            vec![
+                ("current_password", "bob password 1"),
+                ("new_password", "long enough"),
+                ("new_password_confirm", "long enougH"),
+            ],
+            StatusCode::BAD_REQUEST,
+            "The two new passwords do not match.",
+        ),
+        (
+            vec![
+                ("current_password", "not my password"),
+                ("new_password", "long enough"),
+                ("new_password_confirm", "long enough"),
+            ],
+            StatusCode::UNAUTHORIZED,
+            "Your current password is not right. Nothing was changed.",
+        ),
+    ];
+    for (form, status, message) in cases {
+        let page = bob.post("/account/password", &form).await;
+        assert_eq!(page.status, status, "{form:?}");
+        page.assert_contains(message);
+        page.assert_contains("Change your password");
+    }
+    for (form, status, message) in [
+        (
+            vec![],
+            StatusCode::BAD_REQUEST,
+            "Please enter your password to delete your account.",
+        ),
+        (
+            vec![("password", long.as_str())],
+            StatusCode::BAD_REQUEST,
+            "Passwords are at most 128 bytes long.",
+        ),
+        (
+            vec![("password", "not my password")],
+            StatusCode::UNAUTHORIZED,
+            "That password is not right. Your account was not deleted.",
+        ),
+    ] {
+        let page = bob.post("/account/delete", &form).await;
+        assert_eq!(page.status, status, "{form:?}");
+        page.assert_contains(message);
+    }
+    assert!(app.user_exists("bob").await);
+    assert_eq!(bob.get("/").await.logged_in_as().as_deref(), Some("bob"));
+    bob.log_out().await;
+    app.browser()
+        .log_in("bob", "bob password 1")
+        .await
+        .assert_redirect("/");
+    // Only throttle counters and the new login's session and index entry changed.
+    let after = app.redis_keys().await;
+    for key in &before {
+        if !key.starts_with("throttle:") && key != &bob.sid().unwrap_or_default() {
+            assert!(after.contains(key) || !key.contains(':'), "{key} vanished");
+        }
+    }
+
+    // Anonymous visitors are sent to log in, and come back.
+    let anonymous = app.browser();
+    for path in ["/account", "/account/sessions", "/account/password"] {
+        anonymous
+            .get(path)
+            .await
+            .assert_redirect(&format!("/login?next={path}"));
+    }
+    anonymous
+        .post("/account/delete", &[("password", "x")])
+        .await
+        .assert_redirect("/login?next=/account");
+}
+
+#[tokio::test]
+async fn replayed_login_logout_and_registration_forms_change_nothing() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let visitor = app.browser();
+    let form_id = "0f0e0d0c0b0a09080706050403020100";
+    let register = [
+        ("username", USER),
+        ("password", PASSWORD),
+        ("password_confirm", PASSWORD),
+        ("submission", form_id),
+    ];
+    visitor
+        .post("/register", &register)
+        .await
+        .assert_redirect("/");
+    // The response was lost; the browser sends the same form again (without the cookie).
+    let retry = app.browser().post("/register", &register).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    retry.assert_contains(
+        "Your account exists: it was created when you first sent this form. Please log in.",
+    );
+    retry.assert_contains("value=\"traveller\"");
+    assert_eq!(app.user_count().await, 2, "demo and one new account");
+    // Another form with the same name is still "taken".
+    let other = app
+        .browser()
+        .post(
+            "/register",
+            &[
+                ("username", USER),
+                ("password", PASSWORD),
+                ("password_confirm", PASSWORD),
+                ("submission", "ffeeddccbbaa99887766554433221100"),
+            ],
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+
+    // A login form sent twice (double click): one session, not two.
+    let id = user_id(&app, USER).await;
+    let index = format!("sessions:{{u{id}}}");
+    let count = |app: &TestApp| {
+        let redis = app.redis().unwrap().clone();
+        let index = index.clone();
+        async move { redis.zcard::<i64, _>(&index).await.unwrap() }
+    };
+    assert_eq!(count(&app).await, 1);
+    let laptop = app.browser();
+    let login = [
+        ("username", USER),
+        ("password", PASSWORD),
+        ("submission", "1111222233334444aaaabbbbccccdddd"),
+    ];
+    laptop.post("/login", &login).await.assert_redirect("/");
+    assert_eq!(count(&app).await, 2);
+    let again = app.browser();
+    again.post("/login", &login).await.assert_redirect("/");
+    assert_eq!(
+        count(&app).await,
+        2,
+        "the replay replaced the first try's session"
+    );
+    assert_eq!(laptop.get("/").await.logged_in_as(), None);
+    assert_eq!(again.get("/").await.logged_in_as().as_deref(), Some(USER));
+
+    // Logout: its id is the session's handle. A replay after the logout, or an old
+    // logout form sent from a newer session, changes nothing.
+    let home = again.get("/").await;
+    let handle = between(&home.body, "name=\"submission\" value=\"", "\"").to_owned();
+    again
+        .post("/logout", &[("submission", &handle)])
+        .await
+        .assert_redirect("/");
+    assert_eq!(again.get("/").await.logged_in_as(), None);
+    again.log_in(USER, PASSWORD).await.assert_redirect("/");
+    again
+        .post("/logout", &[("submission", &handle)])
+        .await
+        .assert_redirect("/");
+    let still = again.get("/").await;
+    assert_eq!(still.logged_in_as().as_deref(), Some(USER));
+    still.assert_contains("You were already logged out.");
+    // Without the field (curl, scripts), logout works as before.
+    again.log_out().await.assert_redirect("/");
+    assert_eq!(again.get("/").await.logged_in_as(), None);
+}
+
+#[tokio::test]
+async fn a_registration_whose_session_cannot_be_saved_says_the_account_exists() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let redis = app.redis().unwrap();
+    // Redis refuses SET (the session write) but still runs the throttle's script.
+    let _: () = redis
+        .custom(fred::cmd!("ACL"), vec!["SETUSER", "default", "-set"])
+        .await
+        .unwrap();
+    let form = [
+        ("username", USER),
+        ("password", PASSWORD),
+        ("password_confirm", PASSWORD),
+        ("submission", "abcdefabcdefabcdefabcdefabcdef12"),
+    ];
+    let browser = app.browser();
+    let page = browser.post("/register", &form).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    page.assert_contains(
+        "Your account was created, but you could not be logged in just now. Please log in.",
+    );
+    page.assert_contains("action=\"/login\"");
+    assert!(app.user_exists(USER).await);
+    assert_eq!(browser.sid(), None);
+    // The retry of the same form says so too, not "taken".
+    let retry = browser.post("/register", &form).await;
+    retry.assert_contains("Your account exists");
+    let _: () = redis
+        .custom(fred::cmd!("ACL"), vec!["SETUSER", "default", "+set"])
+        .await
+        .unwrap();
+    browser.log_in(USER, PASSWORD).await.assert_redirect("/");
+}
+
+#[tokio::test]
+async fn the_secure_cookie_is_host_prefixed_and_logout_removes_it() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| c.cookie_secure = true).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{}/login", app.address))
+        .form(&[("username", DEMO_USER), ("password", DEMO_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    let set = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with("__Host-sid="), "{set}");
+    assert!(
+        set.contains("Secure") && set.contains("Path=/") && !set.contains("Domain"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = Browser::read(
+        client
+            .get(format!("{}/", app.address))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.logged_in_as().as_deref(), Some(DEMO_USER));
+    let logout = client
+        .post(format!("{}/logout", app.address))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let removal = logout.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(removal.starts_with("__Host-sid="), "{removal}");
+    for part in ["Max-Age=0", "Secure", "Path=/"] {
+        assert!(removal.contains(part), "{part} missing: {removal}");
+    }
+}
+
+/// Calls per command so far, from INFO commandstats (scripts' inner calls included).
+async fn command_stats(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let info: String = app
+        .redis()
+        .unwrap()
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(":calls="))
+        .map(|(name, rest)| {
+            (
+                name.to_owned(),
+                rest.split(',').next().unwrap().parse().unwrap(),
+            )
+        })
+        .filter(|(name, _)| name != "info")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_logged_in_page_view_sends_two_redis_commands() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "1").await;
+    user.get("/cart").await; // shows (and so removes) the flash
+    let before = command_stats(&app).await;
+    let views = 20;
+    for _ in 0..views {
+        let page = user.get("/").await;
+        assert_eq!(page.logged_in_as().as_deref(), Some(DEMO_USER));
+        assert_eq!(page.cart_badge(), 1);
+    }
+    let after = command_stats(&app).await;
+    let delta: std::collections::BTreeMap<String, u64> = after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    // Sent: GET <session> and EVALSHA (cart and credential epoch); the script runs
+    // HGETALL <cart> and GET <epoch> inside Redis.
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("evalsha".to_owned(), views),
+        ("get".to_owned(), 2 * views),
+        ("hgetall".to_owned(), views),
+    ]
+    .into();
+    assert_eq!(delta, expected);
+    eprintln!("per logged-in page view: 2 commands sent (GET session, EVALSHA cart+epoch)");
+}

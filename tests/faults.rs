@@ -1,0 +1,687 @@
+//! Faults are features: what a shopper sees when Redis stops, stalls, slows down
+//! or fills up, when a write races their own login or logout, and when a form is
+//! sent twice. Real redis-server, real nginx from the project's template, real
+//! replica processes or in-process replicas; faults injected by killing, pausing
+//! (SIGSTOP) or slowing (a latency proxy) the real Redis.
+
+mod cluster_support;
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster_support::*;
+use common::*;
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the degraded pages say.
+const DEGRADED: &str = "Your cart and account are temporarily unavailable";
+
+/// One response, as the fault tests classify it.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Anonymous visitors: anything but a 200 page.
+    anonymous_errors: Vec<String>,
+    anonymous_ok: u32,
+    /// Logged-in reads: 200 logged in, or 200 with the degraded banner.
+    reads_logged_in: u32,
+    reads_degraded: u32,
+    read_errors: Vec<String>,
+    /// Writes: applied (303), or the shop's own 503 page with Retry-After.
+    writes_applied: u32,
+    writes_refused: u32,
+    writes_unknown: u32,
+    write_errors: Vec<String>,
+    /// nginx's own error pages (502 "Bad Gateway" with nginx's signature).
+    nginx_pages: u32,
+}
+
+fn is_shop_page(page: &Page) -> bool {
+    page.body.contains("Served by <strong>")
+}
+
+fn is_nginx_page(page: &Page) -> bool {
+    page.body.contains("<center>nginx</center>")
+}
+
+const LOOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Updates the shared tally without holding its lock across an await.
+fn record(tally: &Mutex<Tally>, update: impl FnOnce(&mut Tally)) {
+    update(&mut tally.lock().unwrap());
+}
+
+/// Anonymous visitors: the catalog and a product page, no cookie.
+async fn browse_anonymously(base: String, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
+    let client = plain_client();
+    let start = Instant::now();
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < LOOP_LIMIT {
+        let path = ["/", "/products/blue-teapot"][i % 2];
+        i += 1;
+        let result = fetch(client.get(format!("{base}{path}"))).await;
+        record(&tally, |tally| match result {
+            Ok(page) if page.status == StatusCode::OK && is_shop_page(&page) => {
+                tally.anonymous_ok += 1
+            }
+            Ok(page) => {
+                tally.nginx_pages += u32::from(is_nginx_page(&page));
+                tally
+                    .anonymous_errors
+                    .push(format!("GET {path}: {}", page.status));
+            }
+            Err(e) => tally.anonymous_errors.push(format!("GET {path}: {e}")),
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A logged-in shopper reading pages.
+async fn read_logged_in(user: Browser, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
+    let start = Instant::now();
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < LOOP_LIMIT {
+        let path = ["/", "/products/blue-teapot", "/cart"][i % 3];
+        i += 1;
+        let result = fetch(user.request(Method::GET, path)).await;
+        record(&tally, |tally| match result {
+            Ok(page) if page.status == StatusCode::OK && page.logged_in_as().is_some() => {
+                tally.reads_logged_in += 1
+            }
+            Ok(page) if page.status == StatusCode::OK && page.body.contains(DEGRADED) => {
+                tally.reads_degraded += 1
+            }
+            Ok(page) => {
+                tally.nginx_pages += u32::from(is_nginx_page(&page));
+                tally.read_errors.push(format!(
+                    "GET {path}: {} {}",
+                    page.status,
+                    &page.body[..page.body.len().min(200)]
+                ));
+            }
+            Err(e) => tally.read_errors.push(format!("GET {path}: {e}")),
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A logged-in shopper adding one Blue Teapot at a time.
+async fn add_logged_in(user: Browser, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
+    let start = Instant::now();
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < LOOP_LIMIT {
+        let form = [("product_id", "1"), ("quantity", "1")];
+        let result = fetch(user.request(Method::POST, "/cart/add").form(&form)).await;
+        record(&tally, |tally| match result {
+            Ok(page) if page.status == StatusCode::SEE_OTHER => tally.writes_applied += 1,
+            Ok(page)
+                if page.status == StatusCode::SERVICE_UNAVAILABLE
+                    && is_shop_page(&page)
+                    && page.headers.contains_key("retry-after") =>
+            {
+                if page.body.contains("could not confirm") {
+                    tally.writes_unknown += 1;
+                } else {
+                    tally.writes_refused += 1;
+                }
+            }
+            Ok(page) => {
+                tally.nginx_pages += u32::from(is_nginx_page(&page));
+                tally
+                    .write_errors
+                    .push(format!("POST /cart/add: {}", page.status));
+            }
+            Err(e) => tally.write_errors.push(format!("POST /cart/add: {e}")),
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long until a logged-in page is whole again (logged in, no banner).
+async fn time_to_full_service(user: &Browser) -> Duration {
+    let start = Instant::now();
+    wait_until("full service", Duration::from_secs(10), || {
+        let user = user.clone();
+        async move {
+            let page = user.get("/").await;
+            page.status == StatusCode::OK && page.logged_in_as().is_some()
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_behind_nginx_degrades_reads_and_refuses_writes_cleanly() {
+    let cluster = Cluster::start_with_aof().await;
+    let readers: Vec<Browser> = (0..2).map(|_| cluster.browser()).collect();
+    let writer = cluster.browser();
+    for user in readers.iter().chain([&writer]) {
+        user.log_in(DEMO_USER, DEMO_PASSWORD)
+            .await
+            .assert_redirect("/");
+    }
+    let before = cart_units(&writer, "Blue Teapot").await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        tasks.push(tokio::spawn(browse_anonymously(
+            cluster.url.clone(),
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    for reader in &readers {
+        tasks.push(tokio::spawn(read_logged_in(
+            reader.clone(),
+            stop.clone(),
+            tally.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(add_logged_in(
+        writer.clone(),
+        stop.clone(),
+        tally.clone(),
+    )));
+
+    // Redis stopped for 3 seconds (the process is gone; connections refused).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.redis.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.redis.restart().await;
+    let after_stop = time_to_full_service(&readers[0]).await;
+
+    // Redis paused for 5 seconds (SIGSTOP: connections open, no answers).
+    cluster.redis.pause();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.redis.resume();
+    let after_pause = time_to_full_service(&readers[0]).await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let tally = Arc::try_unwrap(tally).unwrap().into_inner().unwrap();
+    let after = cart_units(&writer, "Blue Teapot").await;
+    let stored = after - before;
+    println!(
+        "redis outage through nginx: {tally:#?}\n\
+         full service {after_stop:?} after the restart, {after_pause:?} after SIGCONT; \
+         adds acknowledged {}, stored {stored}, outcome unknown {}",
+        tally.writes_applied, tally.writes_unknown
+    );
+
+    assert!(
+        tally.anonymous_errors.is_empty(),
+        "anonymous visitors saw errors: {:?}\n{}",
+        tally.anonymous_errors,
+        cluster.diagnostics()
+    );
+    assert_eq!(tally.nginx_pages, 0, "nginx's own error pages were served");
+    assert!(
+        tally.read_errors.is_empty(),
+        "logged-in reads failed: {:?}",
+        tally.read_errors
+    );
+    assert!(
+        tally.write_errors.is_empty(),
+        "writes failed other than with the shop's 503: {:?}",
+        tally.write_errors
+    );
+    assert!(tally.reads_degraded > 0, "the outage was never noticed");
+    assert!(tally.writes_refused + tally.writes_unknown > 0);
+    assert!(tally.anonymous_ok > 100 && tally.reads_logged_in > 0);
+    // Acknowledged adds are all stored; only those whose outcome was unknown may be too.
+    assert!(
+        stored >= tally.writes_applied && stored <= tally.writes_applied + tally.writes_unknown,
+        "acknowledged {} (unknown {}), stored {stored}",
+        tally.writes_applied,
+        tally.writes_unknown
+    );
+    // Back without a restart, quickly (the reconnect policy retries every 0.5 s).
+    for took in [after_stop, after_pause] {
+        assert!(took < Duration::from_secs(2), "recovery took {took:?}");
+    }
+}
+
+/// Units of a product in the user's cart, from the cart page.
+async fn cart_units(user: &Browser, product: &str) -> u32 {
+    let page = user.get("/cart").await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    page.cart_lines()
+        .into_iter()
+        .filter(|(name, _)| name == product)
+        .map(|(_, quantity)| quantity)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
+    let redis = Arc::new(RedisServer::start().await);
+    let proxy = LatencyProxy::start(redis.port).await;
+    let db = Arc::new(tempfile::tempdir().unwrap());
+    let url = proxy.url();
+    let app = TestApp::spawn_sharing(Some(redis.clone()), db, "slow-replica", |config| {
+        config.redis_url = Some(url);
+        config.redis_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+
+    // Every answer from Redis now takes 2 s: four times the command timeout.
+    proxy.set_latency(Duration::from_secs(2));
+    let started = Instant::now();
+    let requests = (0..40).map(|i| {
+        let user = user.clone();
+        async move {
+            let begun = Instant::now();
+            let page = if i % 4 == 0 {
+                user.add_to_cart("2", "1").await
+            } else {
+                user.get("/").await
+            };
+            (i % 4 == 0, page, begun.elapsed())
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+    let total = started.elapsed();
+    let slowest = results.iter().map(|(_, _, took)| *took).max().unwrap();
+    for (write, page, _) in &results {
+        if *write {
+            assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
+            assert!(page.headers.contains_key("retry-after"));
+        } else {
+            assert_eq!(page.status, StatusCode::OK, "{page:?}");
+            page.assert_contains(DEGRADED);
+        }
+    }
+    println!("40 requests against a 2 s Redis: slowest {slowest:?}, all in {total:?}");
+    // Bounded by the command timeout (a page makes at most a few commands in a
+    // row), not by the latency or the number of requests queued behind each other.
+    assert!(slowest < Duration::from_secs(4), "slowest {slowest:?}");
+
+    proxy.set_latency(Duration::ZERO);
+    wait_until("normal service", Duration::from_secs(10), || {
+        let user = user.clone();
+        async move { user.get("/").await.logged_in_as().is_some() }
+    })
+    .await;
+}
+
+/// The race tests register a few dozen accounts from one address.
+fn many_registrations(config: &mut storefront::config::Config) {
+    config.register_max_per_client = 1000;
+}
+
+/// Registers `name` on `app` and logs out again: an account to log in to.
+async fn make_account(app: &TestApp, name: &str) {
+    let browser = app.browser();
+    browser
+        .register(name, "racing-pass-123")
+        .await
+        .assert_redirect("/");
+    browser.log_out().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adds_racing_their_own_login_on_another_replica_are_never_lost() {
+    let a = TestApp::spawn_with(Backend::Redis, many_registrations).await;
+    let b = a.sibling("replica-b").await;
+    let visitors = 24;
+    for i in 0..visitors {
+        make_account(&a, &format!("racer{i}")).await;
+    }
+    let races = (0..visitors).map(|i| {
+        let visitor = a.browser();
+        let racer = Browser::new(&b.address);
+        async move {
+            visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
+            // The same cookie in another client, talking to the other replica.
+            racer.set_sid(&visitor.sid().unwrap());
+            let logged_in = AtomicBool::new(false);
+            let login = async {
+                let page = visitor
+                    .log_in(&format!("racer{i}"), "racing-pass-123")
+                    .await;
+                logged_in.store(true, Ordering::SeqCst);
+                page
+            };
+            let adds = async {
+                let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
+                // Paced, and at most 60 in all (below the cart's cap of 99 a line).
+                for _ in 0..60 {
+                    if after == 2 {
+                        break;
+                    }
+                    if logged_in.load(Ordering::SeqCst) {
+                        after += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    let page = racer.add_to_cart("1", "1").await;
+                    match page.status {
+                        StatusCode::SEE_OTHER => acknowledged += 1,
+                        StatusCode::CONFLICT => {
+                            page.assert_contains("nothing was changed");
+                            refused += 1;
+                        }
+                        other => panic!("add racing the login: {other} {page:?}"),
+                    }
+                }
+                (acknowledged, refused)
+            };
+            let (login, (acknowledged, refused)) = tokio::join!(login, adds);
+            login.assert_redirect("/");
+            (i, acknowledged, refused)
+        }
+    });
+    let outcomes = in_batches(races).await;
+    let (mut all_acknowledged, mut all_refused) = (0, 0);
+    for (i, acknowledged, refused) in outcomes {
+        // A fresh login elsewhere sees every unit that was acknowledged, and no other.
+        let later = Browser::new(&b.address);
+        later
+            .log_in(&format!("racer{i}"), "racing-pass-123")
+            .await
+            .assert_redirect("/");
+        let stored = cart_units(&later, "Blue Teapot").await;
+        assert_eq!(
+            stored,
+            1 + acknowledged,
+            "racer{i}: 1 before the login + {acknowledged} acknowledged during it ({refused} refused)"
+        );
+        all_acknowledged += acknowledged;
+        all_refused += refused;
+    }
+    println!(
+        "{visitors} logins raced by adds on the old cookie: {all_acknowledged} acknowledged and \
+         stored, {all_refused} refused, 0 lost"
+    );
+    assert!(all_refused > 0, "the race never happened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
+    let a = TestApp::spawn_with(Backend::Redis, many_registrations).await;
+    let b = a.sibling("replica-b").await;
+    let visitors = 20;
+    for i in 0..visitors {
+        make_account(&a, &format!("leaver{i}")).await;
+    }
+    let races = (0..visitors).map(|i| {
+        let visitor = a.browser();
+        let racer = Browser::new(&b.address);
+        async move {
+            visitor
+                .log_in(&format!("leaver{i}"), "racing-pass-123")
+                .await
+                .assert_redirect("/");
+            visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
+            racer.set_sid(&visitor.sid().unwrap());
+            let logged_out = AtomicBool::new(false);
+            let logout = async {
+                let page = visitor.log_out().await;
+                logged_out.store(true, Ordering::SeqCst);
+                page
+            };
+            let adds = async {
+                let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
+                // Paced, and at most 60 in all (below the cart's cap of 99 a line).
+                for _ in 0..60 {
+                    if after == 2 {
+                        break;
+                    }
+                    if logged_out.load(Ordering::SeqCst) {
+                        after += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                    let page = racer.add_to_cart("1", "1").await;
+                    match page.status {
+                        StatusCode::SEE_OTHER => acknowledged += 1,
+                        StatusCode::CONFLICT => refused += 1,
+                        other => panic!("add racing the logout: {other} {page:?}"),
+                    }
+                }
+                (acknowledged, refused)
+            };
+            let (logout, (acknowledged, refused)) = tokio::join!(logout, adds);
+            logout.assert_redirect("/");
+            (i, acknowledged, refused)
+        }
+    });
+    let outcomes = in_batches(races).await;
+    let mut all_refused = 0;
+    for (i, acknowledged, refused) in outcomes {
+        let later = Browser::new(&b.address);
+        later
+            .log_in(&format!("leaver{i}"), "racing-pass-123")
+            .await
+            .assert_redirect("/");
+        let stored = cart_units(&later, "Blue Teapot").await;
+        assert_eq!(stored, 1 + acknowledged, "leaver{i} ({refused} refused)");
+        all_refused += refused;
+    }
+    assert!(all_refused > 0, "the race never happened");
+}
+
+/// Runs the races five at a time: logins verify passwords on one core, and a
+/// request queued behind twenty argon2 runs would meet the request timeout.
+async fn in_batches<F: std::future::Future>(races: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut races = races.peekable();
+    let mut outcomes = Vec::new();
+    while races.peek().is_some() {
+        let batch: Vec<F> = races.by_ref().take(5).collect();
+        outcomes.extend(futures::future::join_all(batch).await);
+    }
+    outcomes
+}
+
+async fn post_with_id(user: &Browser, path: &str, form: &[(&str, &str)]) -> Page {
+    user.post(path, form).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_submission_is_applied_once() {
+    let a = TestApp::spawn(Backend::Redis).await;
+    let b = a.sibling("replica-b").await;
+    let user = a.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let on_b = user.at(&b.address);
+    let add = |id: &'static str| {
+        [
+            ("product_id", "1"),
+            ("quantity", "2"),
+            ("submission", id),
+            ("back", "/products/blue-teapot"),
+        ]
+    };
+
+    // Sent, then sent again (a retry after a timeout, Back and resubmit) on the other replica.
+    post_with_id(&user, "/cart/add", &add("first-add"))
+        .await
+        .assert_redirect("/products/blue-teapot");
+    user.get("/products/blue-teapot")
+        .await
+        .assert_contains("Added 2 × Blue Teapot to your cart.");
+    post_with_id(&on_b, "/cart/add", &add("first-add"))
+        .await
+        .assert_redirect("/products/blue-teapot");
+    user.get("/products/blue-teapot")
+        .await
+        .assert_contains("Already added");
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 2);
+
+    // Ten copies at the same moment, over two replicas: one applies.
+    let copies = (0..10).map(|i| {
+        let client = if i % 2 == 0 {
+            user.clone()
+        } else {
+            on_b.clone()
+        };
+        async move { post_with_id(&client, "/cart/add", &add("double-click")).await }
+    });
+    for page in futures::future::join_all(copies).await {
+        page.assert_redirect("/products/blue-teapot");
+    }
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 4);
+
+    // Updates too: a replayed "set to 5" does not undo a later "set to 7".
+    let set = |quantity: &'static str, id: &'static str| {
+        [
+            ("product_id", "1"),
+            ("quantity", quantity),
+            ("submission", id),
+        ]
+    };
+    post_with_id(&user, "/cart/update", &set("5", "set-5"))
+        .await
+        .assert_redirect("/cart");
+    post_with_id(&on_b, "/cart/update", &set("7", "set-7"))
+        .await
+        .assert_redirect("/cart");
+    post_with_id(&user, "/cart/update", &set("5", "set-5"))
+        .await
+        .assert_redirect("/cart");
+    user.get("/cart").await.assert_contains("Already updated");
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 7);
+
+    // Without the field (curl, scripts, the tutorial) every post applies, as before.
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 9);
+
+    // An anonymous add, replayed after logging in, is known to the user's cart.
+    let visitor = a.browser();
+    let anon_add = [
+        ("product_id", "3"),
+        ("quantity", "1"),
+        ("submission", "before-login"),
+    ];
+    post_with_id(&visitor, "/cart/add", &anon_add)
+        .await
+        .assert_redirect("/cart");
+    visitor
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    post_with_id(&visitor, "/cart/add", &anon_add)
+        .await
+        .assert_redirect("/cart");
+    assert_eq!(cart_units(&visitor, "Porcelain Cup Set").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_redis_is_refused_at_start_and_a_full_one_refuses_writes_cleanly() {
+    let redis = Arc::new(RedisServer::start().await);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let db = tempfile::tempdir().unwrap();
+    let mut config = storefront::config::Config::defaults();
+    config.port = 0;
+    config.database_url = sqlite_url(db.path());
+    config.redis_url = Some(redis.url());
+    let refused = storefront::Application::build(config.clone()).await;
+    let message = format!("{:#}", refused.err().expect("an evicting Redis is refused"));
+    assert!(
+        message.contains("allkeys-lru") && message.contains("noeviction"),
+        "{message}"
+    );
+    // The explicit override starts (with a warning).
+    config.allow_evicting_redis = true;
+    storefront::Application::build(config)
+        .await
+        .expect("starts with --allow-evicting-redis");
+
+    // A full Redis under noeviction: writes get the shop's 503, nothing is lost.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let app = TestApp::spawn_sharing(
+        Some(redis.clone()),
+        Arc::new(tempfile::tempdir().unwrap()),
+        "full-replica",
+        |_| {},
+    )
+    .await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "3").await.assert_redirect("/cart");
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 3);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+
+    let add = user.add_to_cart("1", "1").await;
+    assert_eq!(add.status, StatusCode::SERVICE_UNAVAILABLE, "{add:?}");
+    add.assert_contains("cannot save changes right now");
+    assert!(add.headers.contains_key("retry-after"));
+    let ready = app.browser().get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.body.contains("full"), "{}", ready.body);
+    // Reading still works, with everything in place.
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 3);
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+    assert_eq!(cart_units(&user, "Blue Teapot").await, 4);
+    assert_eq!(app.browser().get("/readyz").await.status, StatusCode::OK);
+}
+
+/// Reads from `stream` until the server closes it; returns what came and how long it took.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the replica closes the connection");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&all).into_owned(), start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_disconnected() {
+    let app = TestApp::spawn_with(Backend::Memory, |config| {
+        config.header_read_timeout = Duration::from_secs(1);
+        config.idle_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    // Headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    let (_, took) = read_until_closed(&mut slow).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // A connection that says nothing at all.
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (_, took) = read_until_closed(&mut silent).await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+
+    // A keep-alive connection is served, then closed once idle for 2 s: not at
+    // the 1 s header deadline, since the request was whole.
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, took) = read_until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "idle connection closed after {took:?}"
+    );
+}
