@@ -36,13 +36,14 @@ def int_list(name, default):
 
 def find_cart_key(control):
     """The demo user's cart key, whatever its spelling (`cart:user:1` today,
-    `cart:{u1}` after issue 9): the one hash under cart:* that holds 3 lines."""
+    `cart:{u1}` after issue 9): the one hash under cart:* that holds products
+    1, 2 and 3 (markers and tombstones beside it are not that)."""
     found = []
     cursor = b"0"
     while True:
         cursor, keys = control.call("SCAN", cursor, "MATCH", "cart:*", "COUNT", 1000)
         for key in keys:
-            if control.call("TYPE", key) == "hash":
+            if control.call("TYPE", key) == "hash" and sorted(control.call("HKEYS", key)) == [b"1", b"2", b"3"]:
                 found.append(key.decode())
         if cursor in (b"0", 0, "0"):
             break
