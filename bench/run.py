@@ -802,8 +802,9 @@ def session_memory(redis_port, sid_key, cart_key, synthetic):
         after_sessions = int(conn.info("memory")["used_memory"])
         commands = []
         for i in range(synthetic):
-            commands.append(encode("HSET", f"cart:user:{1_000_000 + i}", *cart))
-            commands.append(encode("EXPIRE", f"cart:user:{1_000_000 + i}", 30 * 86400))
+            key = re.sub(r"\d+(?!.*\d)", str(1_000_000 + i), cart_key)
+            commands.append(encode("HSET", key, *cart))
+            commands.append(encode("EXPIRE", key, 30 * 86400))
         errors += conn.pipeline(commands)
         after_carts = int(conn.info("memory")["used_memory"])
         keys = conn.call("DBSIZE")
@@ -1200,7 +1201,9 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     mem_cookie = log_in(mem_replica.port)
     reset_cart(mem_replica.port, mem_cookie)
     sid = cookie.split("=", 1)[1]
-    phase["redis_memory"] = session_memory(redis_port, sid, "cart:user:1", 0)
+    from peers import find_cart_key  # the cart key's spelling changes with the cart store
+    cart_key = find_cart_key(control)
+    phase["redis_memory"] = session_memory(redis_port, sid, cart_key, 0)
     phase["trace"] = trace_workloads(settings, redis_port, port, cookie, control.local_address())
     for key, t in phase["trace"].items():
         log(f"  trace {key}: {t['app_per_request']} commands/request sent by the app "
@@ -1230,7 +1233,7 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     phase["idle_refresh"] = idle_refresh_check(settings, procs, redis_url, control)
     log(f"  -> {phase['idle_refresh']['session_writes']} session writes for {phase['idle_refresh']['requests']} "
         f"requests")
-    mem = session_memory(redis_port, sid, "cart:user:1", settings.synthetic)
+    mem = session_memory(redis_port, sid, cart_key, settings.synthetic)
     phase["redis_memory"].update({k: v for k, v in mem.items() if k in ("synthetic", "million")})
     res["scale"]["redis_benchmark"] = redis_benchmark(
         redis_port, phase["redis_memory"]["session_key"]["value_bytes"])
@@ -1239,7 +1242,7 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     # ---- N replicas behind nginx
     if settings.replicas >= 2:
         log(f"== Redis store, {settings.replicas} replicas behind nginx")
-        control.call("DEL", "cart:user:1")
+        control.call("DEL", cart_key)
         replicas = [Replica(settings, procs, f"replica-{i + 1}", free_port(), redis_url)
                     for i in range(settings.replicas)]
         nginx, lb_port = start_nginx(settings, procs, [r.port for r in replicas])
