@@ -50,6 +50,16 @@ APP_VARS = {
     "REMEMBER_ME_MAX_LIFETIME", "CART_TTL", "ANON_CART_TTL", "TRUSTED_PROXIES",
     "RUST_LOG", "LOG_FORMAT", "REDIS_TIMEOUT", "REQUEST_TIMEOUT", "DEMO_USER",
     "LOGIN_MAX_FAILURES_PER_USER", "LOGIN_MAX_FAILURES_PER_CLIENT", "LOGIN_THROTTLE_WINDOW",
+    "LOGIN_MAX_FAILURES_PER_USER_TOTAL", "REGISTER_MAX_PER_CLIENT", "REGISTER_THROTTLE_WINDOW",
+}
+
+# The login/registration throttle counts attempts in flight, and the bench logs in
+# 10 times a second (more in flight when the machine is slow) and registers a
+# dozen users from one address: limits far above that, so the bench measures the
+# cost of logins, not the throttle (tests/accounts.rs tests the throttle).
+BENCH_THROTTLE_LIMITS = {
+    "LOGIN_MAX_FAILURES_PER_USER": "100000", "LOGIN_MAX_FAILURES_PER_CLIENT": "100000",
+    "LOGIN_MAX_FAILURES_PER_USER_TOTAL": "100000", "REGISTER_MAX_PER_CLIENT": "100000",
 }
 
 # The four workloads, in the order they are run (the cart-changing one last, so
@@ -272,11 +282,15 @@ class CpuMeter:
         return out, round(other / wall / cores * 100, 1)
 
 
-def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None):
+def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, connections=None):
+    """wrk against 127.0.0.1:port; `connections` overrides the settings' (with at
+    most that many threads: wrk needs a connection per thread)."""
+    connections = connections or settings.connections
+    threads = min(settings.threads, connections)
     out = os.path.join(settings.run_dir, f"wrk-{tag}.json")
     env = dict(os.environ, BENCH_WRK_DIR=WRK_DIR, BENCH_JSON_OUT=out, BENCH_COOKIE=cookie or "",
-               BENCH_THREADS=str(settings.threads))
-    argv = ["wrk", f"-t{settings.threads}", f"-c{settings.connections}", f"-d{seconds}s",
+               BENCH_THREADS=str(threads))
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
             "--timeout", "5s", "-s", os.path.join(WRK_DIR, script), f"http://127.0.0.1:{port}{path}"]
     meter = CpuMeter(pids or {})
     text = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
@@ -294,10 +308,11 @@ def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None):
         "p50_ms": pct["50"] / 1000,
         "p90_ms": pct["90"] / 1000,
         "p99_ms": pct["99"] / 1000,
+        "p99_9_ms": pct["99.9"] / 1000,
         "max_ms": raw["latency_us"]["max"] / 1000,
         "errors": errors,
         "error_detail": raw["errors"],
-        "connections": settings.connections,
+        "connections": connections,
         "cpu_us_per_request": cpu,
         "other_load_percent": other,
     }
@@ -464,6 +479,7 @@ class Replica:
             REPLICA_NAME=name, RUST_LOG=settings.rust_log, LOG_FORMAT="json",
             TRUSTED_PROXIES="127.0.0.1",
         )
+        env.update(BENCH_THROTTLE_LIMITS)
         if redis_url:
             env["REDIS_URL"] = redis_url
         env.update(settings.replica_env)
@@ -514,7 +530,7 @@ def merge_rounds(runs):
         return runs[0]
     med = statistics.median
     out = dict(runs[len(runs) // 2])
-    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "other_load_percent"):
+    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "other_load_percent"):
         out[field] = round(med(r[field] for r in runs), 3)
     out["requests"] = sum(r["requests"] for r in runs)
     out["errors"] = sum(r["errors"] for r in runs)
@@ -786,8 +802,9 @@ def session_memory(redis_port, sid_key, cart_key, synthetic):
         after_sessions = int(conn.info("memory")["used_memory"])
         commands = []
         for i in range(synthetic):
-            commands.append(encode("HSET", f"cart:user:{1_000_000 + i}", *cart))
-            commands.append(encode("EXPIRE", f"cart:user:{1_000_000 + i}", 30 * 86400))
+            key = re.sub(r"\d+(?!.*\d)", str(1_000_000 + i), cart_key)
+            commands.append(encode("HSET", key, *cart))
+            commands.append(encode("EXPIRE", key, 30 * 86400))
         errors += conn.pipeline(commands)
         after_carts = int(conn.info("memory")["used_memory"])
         keys = conn.call("DBSIZE")
@@ -1065,7 +1082,16 @@ def main():
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "results",
                                                                                    "latest.json")))
     parser.add_argument("--binary", required=True)
+    parser.add_argument("--peers", action="store_true",
+                        help="issue 13: the Flask peer and the floor beside the shop, the connection curve, "
+                             "Redis memory at 10k/100k/1M sessions (bench/peers.py)")
+    parser.add_argument("--skip-standard", action="store_true",
+                        help="with --peers: only the issue-13 phases, not the standard ones")
+    parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
+    parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     args = parser.parse_args()
+    if args.skip_standard and not args.peers:
+        parser.error("--skip-standard goes with --peers")
 
     settings = argparse.Namespace(
         seconds=args.seconds, connections=args.connections, threads=args.threads, replicas=args.replicas,
@@ -1077,7 +1103,19 @@ def main():
         # Extra environment for the replicas ("NAME=value NAME=value"), to try a
         # setting out; recorded in the results.
         replica_env=dict(item.split("=", 1) for item in os.environ.get("BENCH_REPLICA_ENV", "").split() if "=" in item),
+        peers=args.peers, standard=not args.skip_standard,
+        floor_binary=args.floor_binary and os.path.abspath(args.floor_binary), venv=args.venv,
+        # gunicorn: one worker process per core (Python holds the GIL, so a process
+        # uses at most one core; more processes only add switching on two cores that
+        # wrk and Redis share), each with threads so keep-alive connections and
+        # Redis waits overlap (gthread; the sync worker closes every connection).
+        flask_workers=env_int("BENCH_FLASK_WORKERS", os.cpu_count() or 1),
+        flask_threads=env_int("BENCH_FLASK_THREADS", 4),
+        curve_seconds=env_int("BENCH_CURVE_SECONDS", 8),
+        curve_floor=os.environ.get("BENCH_CURVE_FLOOR", "1") != "0",
     )
+    if settings.peers and not (settings.floor_binary and settings.venv):
+        parser.error("--peers needs --floor-binary and --venv (scripts/bench --peers provides them)")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     settings.run_dir = os.path.join(target_dir, "bench", f"run-{stamp}-{os.getpid()}")
@@ -1103,18 +1141,23 @@ def main():
         "versions": versions(settings.binary),
         "settings": {k: getattr(settings, k) for k in ("seconds", "connections", "threads", "replicas", "rounds", "warmup",
                                                          "login_rate", "trace_requests", "synthetic", "rust_log",
-                                                         "replica_env")},
+                                                         "replica_env", "peers", "standard", "flask_workers",
+                                                         "flask_threads", "curve_seconds", "curve_floor")},
     }
     try:
         run_all(settings, procs, res)
     finally:
         procs.stop_all()
-    res["targets"] = targets(res)
+    res["targets"] = targets(res) if settings.standard else []
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=2)
         f.write("\n")
-    print_report(res)
+    if settings.standard:
+        print_report(res)
+    if settings.peers:
+        import peers
+        peers.print_issue13(res)
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
 
 
@@ -1135,6 +1178,16 @@ def run_all(settings, procs, res):
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     control = Redis(redis_port)
     res["versions"]["redis_server_port"] = redis_port
+    if settings.standard:
+        run_standard(settings, procs, res, redis_proc, redis_port, redis_url, control)
+    if settings.peers:
+        import peers
+        control.call("FLUSHALL")
+        peers.run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control)
+    control.close()
+
+
+def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, control):
 
     # ---- one replica with the Redis store and one with the in-memory store,
     # both up, measured in turn.
@@ -1148,7 +1201,9 @@ def run_all(settings, procs, res):
     mem_cookie = log_in(mem_replica.port)
     reset_cart(mem_replica.port, mem_cookie)
     sid = cookie.split("=", 1)[1]
-    phase["redis_memory"] = session_memory(redis_port, sid, "cart:user:1", 0)
+    from peers import find_cart_key  # the cart key's spelling changes with the cart store
+    cart_key = find_cart_key(control)
+    phase["redis_memory"] = session_memory(redis_port, sid, cart_key, 0)
     phase["trace"] = trace_workloads(settings, redis_port, port, cookie, control.local_address())
     for key, t in phase["trace"].items():
         log(f"  trace {key}: {t['app_per_request']} commands/request sent by the app "
@@ -1178,7 +1233,7 @@ def run_all(settings, procs, res):
     phase["idle_refresh"] = idle_refresh_check(settings, procs, redis_url, control)
     log(f"  -> {phase['idle_refresh']['session_writes']} session writes for {phase['idle_refresh']['requests']} "
         f"requests")
-    mem = session_memory(redis_port, sid, "cart:user:1", settings.synthetic)
+    mem = session_memory(redis_port, sid, cart_key, settings.synthetic)
     phase["redis_memory"].update({k: v for k, v in mem.items() if k in ("synthetic", "million")})
     res["scale"]["redis_benchmark"] = redis_benchmark(
         redis_port, phase["redis_memory"]["session_key"]["value_bytes"])
@@ -1187,7 +1242,7 @@ def run_all(settings, procs, res):
     # ---- N replicas behind nginx
     if settings.replicas >= 2:
         log(f"== Redis store, {settings.replicas} replicas behind nginx")
-        control.call("DEL", "cart:user:1")
+        control.call("DEL", cart_key)
         replicas = [Replica(settings, procs, f"replica-{i + 1}", free_port(), redis_url)
                     for i in range(settings.replicas)]
         nginx, lb_port = start_nginx(settings, procs, [r.port for r in replicas])
@@ -1208,7 +1263,6 @@ def run_all(settings, procs, res):
         procs.stop(nginx, signal.SIGQUIT)
         for r in replicas:
             procs.stop(r.proc)
-    control.close()
 
 
 if __name__ == "__main__":

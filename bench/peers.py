@@ -1,0 +1,479 @@
+"""Issue 13's part of the benchmark (`scripts/bench --peers`), run by bench/run.py
+after (or, with --skip-standard, instead of) the standard phases:
+
+- peers: the shop, the Flask + Flask-Session peer (bench/flask, gunicorn) and the
+  axum + fred floor (bench/floor) on the same Redis, one after the other, with the
+  same wrk settings: logged-in GET / with a 3-item cart, then POST /cart/add;
+  ratios shop/floor and shop/Flask.
+- connection curve: logged-in GET / at 1, 8, 32, 128, 512 connections on the shop
+  (and the floor), req/s and p50/p99/p99.9.
+- memory scale: Redis used_memory per session and per cart line at 10k, 100k and
+  1M sessions (database 9, filled by pipelined writes, emptied afterwards).
+- allocator A/B (only with BENCH_AB_BINARY): two shop binaries in alternating
+  rounds, RSS after 30 logins and req/s of logged-in GET /.
+"""
+
+import os
+import re
+import signal
+import statistics
+import time
+
+from resp import Redis, commandstats_delta, encode
+from run import (
+    DEMO_PASSWORD, DEMO_USER, ROOT, Replica, describe, env_int, expect, free_port, http_request, log, log_in,
+    memory_kb, reset_cart, run_wrk, wait_until,
+)
+
+CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
+MEMORY_LEVELS = (10_000, 100_000, 1_000_000)
+
+
+def int_list(name, default):
+    value = os.environ.get(name, "").replace(",", " ").split()
+    return tuple(int(v) for v in value) if value else default
+
+
+def find_cart_key(control):
+    """The demo user's cart key, whatever its spelling (`cart:user:1` today,
+    `cart:{u1}` after issue 9): the one hash under cart:* that holds products
+    1, 2 and 3 (markers and tombstones beside it are not that)."""
+    found = []
+    cursor = b"0"
+    while True:
+        cursor, keys = control.call("SCAN", cursor, "MATCH", "cart:*", "COUNT", 1000)
+        for key in keys:
+            if control.call("TYPE", key) == "hash" and sorted(control.call("HKEYS", key)) == [b"1", b"2", b"3"]:
+                found.append(key.decode())
+        if cursor in (b"0", 0, "0"):
+            break
+    if len(found) != 1:
+        raise SystemExit(f"expected one cart hash in Redis after filling the cart, found {found}")
+    return found[0]
+
+
+# ------------------------------------------------------------------ the peers
+
+class Peer:
+    """A target of the peer comparison: its port, the visitor's cookie there, how
+    to put its cart back to 3 lines, and its processes (for CPU and RSS)."""
+
+    def __init__(self, label, title, port, cookie, reset, pids, session_key=None):
+        self.label, self.title, self.port, self.cookie = label, title, port, cookie
+        self.reset, self.pids, self.session_key = reset, pids, session_key
+
+
+def start_flask(settings, procs, redis_url):
+    venv = settings.venv
+    gunicorn = os.path.join(venv, "bin", "gunicorn")
+    if not os.path.exists(gunicorn):
+        raise SystemExit(f"{gunicorn} not found: scripts/bench --peers creates the venv")
+    port = free_port()
+    db_path = settings.database_url.removeprefix("sqlite://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "DATABASE", "PORT"))}
+    env.update(STOREFRONT_DB=db_path, REDIS_URL=redis_url, PYTHONDONTWRITEBYTECODE="1")
+    argv = [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(settings.flask_workers),
+            "--worker-class", "gthread", "--threads", str(settings.flask_threads),
+            "--keep-alive", "30", "--backlog", "2048", "--log-level", "warning",
+            "--chdir", os.path.join(ROOT, "bench", "flask"), "app:app"]
+    logfile = os.path.join(settings.run_dir, "flask.log")
+    proc = procs.start("flask", argv, logfile, env=env)
+    wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200, "flask (gunicorn)",
+               proc=proc, logfile=logfile)
+    return proc, port
+
+
+def start_floor(settings, procs, redis_url, cart_key, body_file):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "FLOOR", "PORT"))}
+    env.update(PORT=str(port), REDIS_URL=redis_url, FLOOR_CART_KEY=cart_key, FLOOR_BODY_FILE=body_file)
+    logfile = os.path.join(settings.run_dir, "floor.log")
+    proc = procs.start("floor", [settings.floor_binary], logfile, env=env)
+    wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200, "floor",
+               proc=proc, logfile=logfile)
+    return proc, port
+
+
+PEER_WORKLOADS = [
+    ("get_home_user", "GET / (logged in, 3-item cart)", "/", "get.lua"),
+    ("post_cart_add", "POST /cart/add", "/", "cart_add.lua"),
+]
+
+
+def measure_peers(settings, peers, control):
+    """Each workload on each peer in turn, `settings.rounds` times; medians."""
+    from run import merge_rounds
+    runs = {(p.label, key): [] for p in peers for key, *_ in PEER_WORKLOADS}
+    for p in peers:
+        p.reset()
+        log(f"{p.label}: warm-up ({settings.warmup}s)")
+        run_wrk(settings, p.port, "/", "get.lua", p.cookie, settings.warmup, f"peer-{p.label}-warmup")
+    for round_no in range(settings.rounds):
+        if settings.rounds > 1:
+            log(f"peers: round {round_no + 1} of {settings.rounds}")
+        for key, title, path, script in PEER_WORKLOADS:
+            for p in peers:
+                p.reset()
+                log(f"{p.label}: {title} for {settings.seconds}s")
+                before = control.commandstats()
+                r = run_wrk(settings, p.port, path, script, p.cookie, settings.seconds,
+                            f"peer-{p.label}-{key}-{round_no}", p.pids)
+                delta = commandstats_delta(before, control.commandstats())
+                r["redis_commands"] = delta
+                r["redis_commands_per_request"] = round(sum(delta.values()) / max(r["requests"], 1), 3)
+                describe(title, r)
+                runs[(p.label, key)].append(r)
+    return {p.label: {key: merge_rounds(runs[(p.label, key)]) for key, *_ in PEER_WORKLOADS} for p in peers}
+
+
+def ratios(results):
+    shop, flask, floor = results["shop"], results.get("flask"), results.get("floor")
+    out = {}
+    for key, *_ in PEER_WORKLOADS:
+        r = {}
+        if floor:
+            r["shop_vs_floor_rps"] = round(shop[key]["rps"] / floor[key]["rps"], 3)
+            r["shop_vs_floor_p99"] = round(shop[key]["p99_ms"] / floor[key]["p99_ms"], 3)
+        if flask:
+            r["shop_vs_flask_rps"] = round(shop[key]["rps"] / flask[key]["rps"], 2)
+            r["shop_vs_flask_p99"] = round(shop[key]["p99_ms"] / flask[key]["p99_ms"], 4)
+        out[key] = r
+    return out
+
+
+def run_peers(settings, procs, res, redis_port, redis_url, control):
+    log("== peers: the shop, the Flask + Flask-Session peer, the axum + fred floor (same Redis)")
+    shop = Replica(settings, procs, "replica-peers", free_port(), redis_url)
+    cookie = log_in(shop.port)
+    reset_cart(shop.port, cookie)
+    sid = cookie.split("=", 1)[1]
+    cart_key = find_cart_key(control)
+    page = expect(http_request(shop.port, "GET", "/", cookie=cookie), (200,), "shop GET /")
+    body_file = os.path.join(settings.run_dir, "shop-home.html")
+    with open(body_file, "wb") as f:
+        f.write(page.body)
+
+    flask_proc, flask_port = start_flask(settings, procs, redis_url)
+    flask_cookie = log_in(flask_port)
+    reset_cart(flask_port, flask_cookie)
+    flask_page = expect(http_request(flask_port, "GET", "/", cookie=flask_cookie), (200,), "flask GET /")
+    if b'class="count">3<' not in flask_page.body or b'class="count">3<' not in page.body:
+        raise SystemExit("the shop's or the Flask peer's page does not show a 3-item cart badge")
+    flask_sid_key = f"flask:session:{flask_cookie.split('=', 1)[1]}"
+    # Before any workload: a logged-in session with no flash message pending.
+    session_sizes = {
+        "shop": control.call("MEMORY", "USAGE", sid), "shop_value": control.call("STRLEN", sid),
+        "flask": control.call("MEMORY", "USAGE", flask_sid_key), "flask_value": control.call("STRLEN", flask_sid_key),
+    }
+    settings.session_value = control.call("GET", sid)
+
+    floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file)
+
+    def reset_floor():
+        control.call("DEL", cart_key)
+        control.call("HSET", cart_key, "1", "1", "2", "1", "3", "1")
+
+    floor_page = expect(http_request(floor_port, "GET", "/", cookie=cookie), (200,), "floor GET /")
+    if floor_page.body != page.body:
+        raise SystemExit("the floor does not serve the shop's page")
+
+    peers = [
+        Peer("shop", "storefront (axum, tower-sessions, fred), 1 process", shop.port, cookie,
+             lambda: reset_cart(shop.port, cookie), {"app": shop.pid, "redis": res["_redis_pid"]}, sid),
+        Peer("flask", f"Flask + Flask-Session, gunicorn {settings.flask_workers} workers x "
+             f"{settings.flask_threads} threads (gthread)", flask_port, flask_cookie,
+             lambda: reset_cart(flask_port, flask_cookie), {"app": flask_proc.pid, "redis": res["_redis_pid"]},
+             flask_sid_key),
+        Peer("floor", "floor: axum + fred, static body, one pipelined round trip", floor_port, cookie, reset_floor,
+             {"app": floor_proc.pid, "redis": res["_redis_pid"]}, sid),
+    ]
+    results = measure_peers(settings, peers, control)
+    rss = {"shop": memory_kb(shop.pid), "floor": memory_kb(floor_proc.pid), "flask": flask_rss(flask_proc.pid)}
+    out = {
+        "targets": {p.label: p.title for p in peers},
+        "workloads": results,
+        "ratios": ratios(results),
+        "rss": rss,
+        "page_bytes": {"shop": len(page.body), "flask": len(flask_page.body), "floor": len(floor_page.body)},
+        "session_key_bytes": session_sizes,
+        "cart_key": cart_key,
+        "flask": {"workers": settings.flask_workers, "threads": settings.flask_threads, "worker_class": "gthread",
+                  "requirements": open(os.path.join(ROOT, "bench", "flask", "requirements.txt")).read().split("\n")},
+    }
+    procs.stop(floor_proc)
+    procs.stop(flask_proc)
+    res["peers"] = out
+    return shop, cookie, floor_port_holder(settings, procs, redis_url, cart_key, body_file)
+
+
+def floor_port_holder(settings, procs, redis_url, cart_key, body_file):
+    """What the connection curve needs to start the floor again."""
+    return lambda: start_floor(settings, procs, redis_url, cart_key, body_file)
+
+
+def flask_rss(master_pid):
+    """RSS of gunicorn's master and workers, summed."""
+    total = memory_kb(master_pid)["rss_kb"] or 0
+    try:
+        for task in os.listdir(f"/proc/{master_pid}/task"):
+            with open(f"/proc/{master_pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    total += memory_kb(int(child))["rss_kb"] or 0
+    except FileNotFoundError:
+        pass
+    return {"rss_kb": total}
+
+
+# ------------------------------------------------------------------ connection curve
+
+def connection_curve(settings, procs, res, shop, cookie, start_floor_again):
+    conns = int_list("BENCH_CURVE_CONNECTIONS", CURVE_CONNECTIONS)
+    seconds = settings.curve_seconds
+    log(f"== connection curve: logged-in GET / at {', '.join(map(str, conns))} connections, {seconds}s each")
+    reset_cart(shop.port, cookie)
+    targets = [("shop", shop.port, {"app": shop.pid, "redis": res["_redis_pid"]})]
+    floor_proc = None
+    if settings.curve_floor:
+        floor_proc, floor_port = start_floor_again()
+        targets.append(("floor", floor_port, {"app": floor_proc.pid, "redis": res["_redis_pid"]}))
+    curve = {label: [] for label, *_ in targets}
+    for c in conns:
+        for label, port, pids in targets:
+            log(f"{label}: GET / (logged in) at {c} connections for {seconds}s")
+            r = run_wrk(settings, port, "/", "get.lua", cookie, seconds, f"curve-{label}-{c}", pids, connections=c)
+            log(f"  -> {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                f"p99.9 {r['p99_9_ms']:.2f} ms, errors {r['errors']}, other load {r['other_load_percent']}%")
+            curve[label].append({k: r[k] for k in ("connections", "rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms",
+                                                   "max_ms", "errors", "error_detail", "cpu_us_per_request",
+                                                   "other_load_percent")})
+    if floor_proc is not None:
+        procs.stop(floor_proc)
+    res["connection_curve"] = {"workload": "GET / (logged in, 3-item cart)", "seconds": seconds,
+                               "threads": f"min({settings.threads}, connections)", "targets": curve}
+
+
+# ------------------------------------------------------------------ Redis memory at scale
+
+FILL_BATCH = 100_000
+# ARGV: first index, count, session value, expiry (unix seconds).
+FILL_SESSIONS = """
+local first, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = first, first + count - 1 do
+  redis.call('SET', string.format('s%021d', i), ARGV[3], 'EXAT', ARGV[4])
+end
+return count
+"""
+# ARGV: first index, count, key prefix, key suffix, TTL, lines: 1 writes line 1
+# and the TTL, 3 adds lines 2 and 3.
+FILL_CARTS = """
+local first, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = first, first + count - 1 do
+  local key = ARGV[3] .. (1000000 + i) .. ARGV[4]
+  if ARGV[6] == '1' then
+    redis.call('HSET', key, '1', '1')
+    redis.call('EXPIRE', key, ARGV[5])
+  else
+    redis.call('HSET', key, '2', '1', '3', '1')
+  end
+end
+return count
+"""
+
+
+def memory_scale(settings, res, redis_port, sid, cart_key):
+    levels = int_list("BENCH_MEMORY_LEVELS", MEMORY_LEVELS)
+    conn = Redis(redis_port, timeout=120)
+    value = getattr(settings, "session_value", None) or conn.call("GET", sid)
+    # The cart key with another user id in it: `cart:user:1` -> `cart:user:<n>`.
+    m = re.search(r"\d+(?!.*\d)", cart_key)
+    prefix, suffix = (cart_key[:m.start()], cart_key[m.end():]) if m else (cart_key + ":", "")
+    conn.call("SELECT", 9)
+    out = []
+    deadline = int(time.time()) + 3600
+    for n in levels:
+        conn.call("FLUSHDB")
+        time.sleep(0.2)
+        used = lambda: int(conn.info("memory")["used_memory"])  # noqa: E731
+        log(f"Redis memory: {n} sessions (database 9), then a 1-line cart each, then 2 more lines each")
+        started = time.monotonic()
+        base = used()
+        # Written by Lua scripts in batches (database 9 of a standalone Redis, bench
+        # only): far faster than sending 1M commands from Python. Session ids are
+        # 22 characters like tower-sessions' own; cart keys are the shop's cart key
+        # with user ids from 1,000,000 up.
+        for start in range(0, n, FILL_BATCH):
+            count = min(FILL_BATCH, n - start)
+            conn.call("EVAL", FILL_SESSIONS, 0, start, count, value, deadline)
+        after_sessions = used()
+        for start in range(0, n, FILL_BATCH):
+            count = min(FILL_BATCH, n - start)
+            conn.call("EVAL", FILL_CARTS, 0, start, count, prefix, suffix, 30 * 86400, 1)
+        after_one_line = used()
+        for start in range(0, n, FILL_BATCH):
+            count = min(FILL_BATCH, n - start)
+            conn.call("EVAL", FILL_CARTS, 0, start, count, prefix, suffix, 30 * 86400, 3)
+        after_three_lines = used()
+        first_cart = f"{prefix}1000000{suffix}"
+        dbsize = conn.call("DBSIZE")
+        if dbsize != 2 * n:
+            raise SystemExit(f"Redis memory: expected {2 * n} keys in database 9, found {dbsize}")
+        encoding = conn.call("OBJECT", "ENCODING", first_cart).decode()
+        conn.call("FLUSHDB")
+        row = {
+            "sessions": n,
+            "keys": dbsize,
+            "session_value_bytes": len(value),
+            "used_memory_sessions_bytes": after_sessions - base,
+            "per_session_bytes": round((after_sessions - base) / n, 1),
+            "per_cart_with_one_line_bytes": round((after_one_line - after_sessions) / n, 1),
+            "per_extra_cart_line_bytes": round((after_three_lines - after_one_line) / (2 * n), 1),
+            "per_session_with_3_line_cart_bytes": round((after_three_lines - base) / n, 1),
+            "total_mib_sessions_and_carts": round((after_three_lines - base) / 2**20, 1),
+            "cart_encoding": encoding,
+            "fill_seconds": round(time.monotonic() - started, 1),
+        }
+        log(f"  -> per session {row['per_session_bytes']} B, cart with 1 line {row['per_cart_with_one_line_bytes']} B, "
+            f"each further line {row['per_extra_cart_line_bytes']} B; {row['total_mib_sessions_and_carts']} MiB "
+            f"in all ({row['fill_seconds']}s)")
+        out.append(row)
+    conn.close()
+    res["memory_scale"] = {
+        "how": "database 9 emptied, N copies of the real logged-in session value (SET .. EXAT, 22-character keys), "
+               "then N cart hashes with one line (HSET + EXPIRE), then 2 more lines each, written by Lua scripts in "
+               "batches of 100k; INFO memory used_memory deltas divided by N",
+        "cart_key_template": f"{prefix}<n>{suffix}",
+        "levels": out,
+    }
+
+
+# ------------------------------------------------------------------ allocator A/B
+
+def allocator_ab(settings, procs, res, redis_url):
+    other = os.environ.get("BENCH_AB_BINARY", "")
+    if not other:
+        return
+    env_b = dict(item.split("=", 1) for item in os.environ.get("BENCH_AB_ENV", "").split() if "=" in item)
+    variants = [("A", settings.binary, {}), ("B", os.path.abspath(other), env_b)]
+    rounds = env_int("BENCH_AB_ROUNDS", 3)
+    logins = env_int("BENCH_AB_LOGINS", 30)
+    seconds = settings.seconds
+    log(f"== allocator A/B: A={settings.binary}, B={other} {env_b or ''}; {rounds} alternating rounds: "
+        f"{logins} logins, then GET / (logged in) for {seconds}s")
+    rows = {"A": [], "B": []}
+    for round_no in range(rounds):
+        for name, binary, extra in (variants if round_no % 2 == 0 else variants[::-1]):
+            saved = settings.binary
+            settings.binary = binary
+            try:
+                replica = Replica(settings, procs, f"ab-{name}-{round_no}", free_port(), redis_url, extra)
+            finally:
+                settings.binary = saved
+            rss_start = memory_kb(replica.pid)["rss_kb"]
+            for _ in range(logins):
+                cookie = log_in(replica.port)
+            time.sleep(0.5)
+            rss_logins = memory_kb(replica.pid)
+            reset_cart(replica.port, cookie)
+            run_wrk(settings, replica.port, "/", "get.lua", cookie, settings.warmup, f"ab-{name}-{round_no}-warm")
+            r = run_wrk(settings, replica.port, "/", "get.lua", cookie, seconds, f"ab-{name}-{round_no}",
+                        {"app": replica.pid})
+            rss_end = memory_kb(replica.pid)
+            procs.stop(replica.proc)
+            row = {"round": round_no + 1, "rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"],
+                   "rss_start_mb": round(rss_start / 1024, 1),
+                   "rss_after_logins_mb": round(rss_logins["rss_kb"] / 1024, 1),
+                   "rss_after_run_mb": round(rss_end["rss_kb"] / 1024, 1),
+                   "peak_rss_mb": round(rss_end["peak_rss_kb"] / 1024, 1),
+                   "other_load_percent": r["other_load_percent"]}
+            log(f"  {name} round {round_no + 1}: {row['rps']:.0f} req/s, p99 {row['p99_ms']:.2f} ms; RSS after "
+                f"{logins} logins {row['rss_after_logins_mb']} MB, after the run {row['rss_after_run_mb']} MB")
+            rows[name].append(row)
+    med = statistics.median
+    summary = {name: {"rps": round(med(r["rps"] for r in rs), 1),
+                      "rss_after_logins_mb": round(med(r["rss_after_logins_mb"] for r in rs), 1),
+                      "rss_after_run_mb": round(med(r["rss_after_run_mb"] for r in rs), 1)}
+               for name, rs in rows.items()}
+    res["allocator_ab"] = {"A": settings.binary, "B": os.path.abspath(other), "B_env": env_b, "logins": logins,
+                           "seconds": seconds, "rounds": rows, "medians": summary,
+                           "rps_ratio_B_vs_A": round(summary["B"]["rps"] / summary["A"]["rps"], 3)}
+
+
+# ------------------------------------------------------------------ entry point and report
+
+def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control):
+    res["_redis_pid"] = redis_proc.pid
+    if os.environ.get("BENCH_AB_ONLY") == "1":
+        allocator_ab(settings, procs, res, redis_url)
+        res.pop("_redis_pid", None)
+        return
+    try:
+        shop, cookie, start_floor_again = run_peers(settings, procs, res, redis_port, redis_url, control)
+        connection_curve(settings, procs, res, shop, cookie, start_floor_again)
+        rss = memory_kb(shop.pid)
+        res["peers"]["rss"]["shop_after_curve"] = rss
+        sid = cookie.split("=", 1)[1]
+        cart_key = res["peers"]["cart_key"]
+        procs.stop(shop.proc)
+        memory_scale(settings, res, redis_port, sid, cart_key)
+        allocator_ab(settings, procs, res, redis_url)
+    finally:
+        res.pop("_redis_pid", None)
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def print_issue13(res):
+    if "peers" in res:
+        p = res["peers"]
+        print()
+        print(f"peers — same Redis, one after the other, wrk -t{res['settings']['threads']} "
+              f"-c{res['settings']['connections']}, {res['settings']['seconds']}s each"
+              f"{' x ' + str(res['settings']['rounds']) + ' rounds (medians)' if res['settings']['rounds'] > 1 else ''}")
+        header = ("workload", "target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "Redis cmd/req",
+                  "app CPU µs/req", "other load")
+        rows = []
+        for key, title, *_ in PEER_WORKLOADS:
+            for label in p["workloads"]:
+                r = p["workloads"][label][key]
+                rows.append((title if label == "shop" else "", label, fmt(r["rps"], 0), fmt(r["p50_ms"]),
+                             fmt(r["p99_ms"]), fmt(r.get("p99_9_ms")), str(r["errors"]),
+                             fmt(r["redis_commands_per_request"]), fmt(r["cpu_us_per_request"].get("app"), 0),
+                             f"{r['other_load_percent']:.0f}%"))
+        widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+        for row in [header] + rows:
+            print("  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i]) for i, c in enumerate(row)))
+        for key, title, *_ in PEER_WORKLOADS:
+            r = p["ratios"][key]
+            print(f"{title}: shop/floor req/s {r.get('shop_vs_floor_rps')} (target >= 0.8), shop/Flask req/s "
+                  f"{r.get('shop_vs_flask_rps')} (target >= 15), shop/Flask p99 {r.get('shop_vs_flask_p99')} "
+                  f"(target <= 0.1)")
+        print("RSS: " + ", ".join(f"{k} {v['rss_kb'] / 1024:.1f} MB" for k, v in p["rss"].items()) +
+              f"; session key (MEMORY USAGE): shop {p['session_key_bytes']['shop']} B, Flask "
+              f"{p['session_key_bytes']['flask']} B")
+    if "connection_curve" in res:
+        c = res["connection_curve"]
+        print()
+        print(f"connection curve — {c['workload']}, {c['seconds']}s per point")
+        for label, points in c["targets"].items():
+            for pt in points:
+                print(f"  {label:5} {pt['connections']:4} conn: {pt['rps']:8.0f} req/s  p50 {pt['p50_ms']:7.2f}  "
+                      f"p99 {pt['p99_ms']:7.2f}  p99.9 {pt['p99_9_ms']:7.2f} ms  errors {pt['errors']}  "
+                      f"other load {pt['other_load_percent']:.0f}%")
+    if "memory_scale" in res:
+        print()
+        print("Redis memory at scale (used_memory deltas)")
+        for row in res["memory_scale"]["levels"]:
+            print(f"  {row['sessions']:>8} sessions: {row['per_session_bytes']} B/session, "
+                  f"{row['per_cart_with_one_line_bytes']} B/cart with 1 line, {row['per_extra_cart_line_bytes']} B per "
+                  f"further line; {row['total_mib_sessions_and_carts']} MiB with 3-line carts")
+    if "allocator_ab" in res:
+        a = res["allocator_ab"]
+        print()
+        print(f"allocator A/B ({len(a['rounds']['A'])} alternating rounds): B/A req/s {a['rps_ratio_B_vs_A']}")
+        for name in ("A", "B"):
+            m = a["medians"][name]
+            print(f"  {name}: {m['rps']:.0f} req/s, RSS after {a['logins']} logins {m['rss_after_logins_mb']} MB, "
+                  f"after the run {m['rss_after_run_mb']} MB  ({a[name]})")
+    print()
