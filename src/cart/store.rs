@@ -691,3 +691,32 @@ impl CartStore {
         }
     }
 }
+
+#[cfg(test)]
+mod key_table_tests {
+    use super::CartOwner;
+
+    /// The README's key table names every key this module spells.
+    #[test]
+    fn the_readme_key_table_matches_the_cart_keys() {
+        let readme = include_str!("../../README.md");
+        let user = CartOwner::User(7);
+        let anonymous = CartOwner::Anonymous("abc".into());
+        for (key, documented) in [
+            (user.redis_key(), "`cart:{u<id>}`"),
+            (anonymous.redis_key(), "`cart:{a<cart id>}`"),
+            (user.submissions_key(), "`subs:{u<id>}`"),
+            (anonymous.submissions_key(), "`subs:{a<cart id>}`"),
+            (anonymous.retired_key(), "`cart:{a<cart id>}:retired`"),
+            (anonymous.moving_key(), "`cart:{a<cart id>}:moving`"),
+            (user.merged_key(), "`cart:{u<id>}:merged`"),
+        ] {
+            assert!(readme.contains(documented), "README lacks {documented}");
+            let shape = documented
+                .trim_matches('`')
+                .replace("<id>", "7")
+                .replace("<cart id>", "abc");
+            assert_eq!(key, shape);
+        }
+    }
+}
