@@ -354,29 +354,7 @@ async fn adds_racing_their_own_login_on_another_replica_are_never_lost() {
                 logged_in.store(true, Ordering::SeqCst);
                 page
             };
-            let adds = async {
-                let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
-                // Paced, and at most 60 in all (below the cart's cap of 99 a line).
-                for _ in 0..60 {
-                    if after == 2 {
-                        break;
-                    }
-                    if logged_in.load(Ordering::SeqCst) {
-                        after += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(3)).await;
-                    let page = racer.add_to_cart("1", "1").await;
-                    match page.status {
-                        StatusCode::SEE_OTHER => acknowledged += 1,
-                        StatusCode::CONFLICT => {
-                            page.assert_contains("nothing was changed");
-                            refused += 1;
-                        }
-                        other => panic!("add racing the login: {other} {page:?}"),
-                    }
-                }
-                (acknowledged, refused)
-            };
+            let adds = add_until_just_after(&racer, &logged_in);
             let (login, (acknowledged, refused)) = tokio::join!(login, adds);
             login.assert_redirect("/");
             (i, acknowledged, refused)
@@ -431,26 +409,7 @@ async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
                 logged_out.store(true, Ordering::SeqCst);
                 page
             };
-            let adds = async {
-                let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
-                // Paced, and at most 60 in all (below the cart's cap of 99 a line).
-                for _ in 0..60 {
-                    if after == 2 {
-                        break;
-                    }
-                    if logged_out.load(Ordering::SeqCst) {
-                        after += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(3)).await;
-                    let page = racer.add_to_cart("1", "1").await;
-                    match page.status {
-                        StatusCode::SEE_OTHER => acknowledged += 1,
-                        StatusCode::CONFLICT => refused += 1,
-                        other => panic!("add racing the logout: {other} {page:?}"),
-                    }
-                }
-                (acknowledged, refused)
-            };
+            let adds = add_until_just_after(&racer, &logged_out);
             let (logout, (acknowledged, refused)) = tokio::join!(logout, adds);
             logout.assert_redirect("/");
             (i, acknowledged, refused)
@@ -469,6 +428,32 @@ async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
         all_refused += refused;
     }
     assert!(all_refused > 0, "the race never happened");
+}
+
+/// Adds one Blue Teapot at a time with `racer` until two adds after `done` turned
+/// true (paced, at most 60: below the cart's cap of 99 a line). Returns the adds
+/// acknowledged (303) and refused (409, "nothing was changed"); anything else fails.
+async fn add_until_just_after(racer: &Browser, done: &AtomicBool) -> (u32, u32) {
+    let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
+    for _ in 0..60 {
+        if after == 2 {
+            break;
+        }
+        if done.load(Ordering::SeqCst) {
+            after += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let page = racer.add_to_cart("1", "1").await;
+        match page.status {
+            StatusCode::SEE_OTHER => acknowledged += 1,
+            StatusCode::CONFLICT => {
+                page.assert_contains("nothing was changed");
+                refused += 1;
+            }
+            other => panic!("an add racing the visitor's own login or logout: {other} {page:?}"),
+        }
+    }
+    (acknowledged, refused)
 }
 
 /// Runs the races five at a time: logins verify passwords on one core, and a
