@@ -430,44 +430,6 @@ async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
     assert!(all_refused > 0, "the race never happened");
 }
 
-/// Adds one Blue Teapot at a time with `racer` until two adds after `done` turned
-/// true (paced, at most 60: below the cart's cap of 99 a line). Returns the adds
-/// acknowledged (303) and refused (409, "nothing was changed"); anything else fails.
-async fn add_until_just_after(racer: &Browser, done: &AtomicBool) -> (u32, u32) {
-    let (mut acknowledged, mut refused, mut after) = (0u32, 0u32, 0u32);
-    for _ in 0..60 {
-        if after == 2 {
-            break;
-        }
-        if done.load(Ordering::SeqCst) {
-            after += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(3)).await;
-        let page = racer.add_to_cart("1", "1").await;
-        match page.status {
-            StatusCode::SEE_OTHER => acknowledged += 1,
-            StatusCode::CONFLICT => {
-                page.assert_contains("nothing was changed");
-                refused += 1;
-            }
-            other => panic!("an add racing the visitor's own login or logout: {other} {page:?}"),
-        }
-    }
-    (acknowledged, refused)
-}
-
-/// Runs the races five at a time: logins verify passwords on one core, and a
-/// request queued behind twenty argon2 runs would meet the request timeout.
-async fn in_batches<F: std::future::Future>(races: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut races = races.peekable();
-    let mut outcomes = Vec::new();
-    while races.peek().is_some() {
-        let batch: Vec<F> = races.by_ref().take(5).collect();
-        outcomes.extend(futures::future::join_all(batch).await);
-    }
-    outcomes
-}
-
 async fn post_with_id(user: &Browser, path: &str, form: &[(&str, &str)]) -> Page {
     user.post(path, form).await
 }

@@ -6,6 +6,7 @@
 mod common;
 mod ha_support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -18,7 +19,11 @@ async fn two_instances(cluster: &RedisCluster) -> (TestApp, TestApp) {
     let url = cluster.url();
     let first = TestApp::spawn_full(None, dir.clone(), database_url.clone(), "replica-a", {
         let url = url.clone();
-        move |c| c.redis_url = Some(url)
+        move |c| {
+            c.redis_url = Some(url);
+            // The login-race test registers a few dozen accounts from one address.
+            c.register_max_per_client = 1000;
+        }
     })
     .await;
     // After the first: it has migrated the database.
@@ -154,4 +159,69 @@ async fn concurrent_adds_on_a_cluster_lose_nothing_and_cap_exactly() {
         assert_eq!(cart.logged_in_as().as_deref(), Some("demo"));
         assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 99)]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adds_racing_their_own_login_are_never_lost_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    let (first, second) = two_instances(&cluster).await;
+    let visitors = 20;
+    for i in 0..visitors {
+        let browser = first.browser();
+        browser
+            .register(&format!("cluster-racer{i}"), "racing-pass-123")
+            .await
+            .assert_redirect("/");
+        browser.log_out().await;
+    }
+    let races = (0..visitors).map(|i| {
+        let visitor = first.browser();
+        let racer = Browser::new(&second.address);
+        async move {
+            visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
+            racer.set_sid(&visitor.sid().unwrap());
+            let logged_in = AtomicBool::new(false);
+            let login = async {
+                let page = visitor
+                    .log_in(&format!("cluster-racer{i}"), "racing-pass-123")
+                    .await;
+                logged_in.store(true, Ordering::SeqCst);
+                page
+            };
+            let adds = add_until_just_after(&racer, &logged_in);
+            let (login, (acknowledged, refused)) = tokio::join!(login, adds);
+            login.assert_redirect("/");
+            (i, acknowledged, refused)
+        }
+    });
+    let mut all_refused = 0;
+    for (i, acknowledged, refused) in in_batches(races).await {
+        let later = Browser::new(&second.address);
+        later
+            .log_in(&format!("cluster-racer{i}"), "racing-pass-123")
+            .await
+            .assert_redirect("/");
+        let stored: u32 = later
+            .get("/cart")
+            .await
+            .cart_lines()
+            .into_iter()
+            .map(|(_, quantity)| quantity)
+            .sum();
+        assert_eq!(
+            stored,
+            1 + acknowledged,
+            "cluster-racer{i} ({refused} refused)"
+        );
+        all_refused += refused;
+    }
+    // The anonymous carts and the users' carts are spread over the three primaries.
+    let per_node = cluster.keys_per_node().await;
+    assert!(
+        per_node
+            .iter()
+            .all(|keys| keys.iter().any(|k| k.starts_with("cart:"))),
+        "{per_node:?}"
+    );
+    assert!(all_refused > 0, "the race never happened");
 }
