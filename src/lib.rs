@@ -129,6 +129,7 @@ impl Application {
             catalog,
             lifetimes,
             replica,
+            user_hints: Arc::default(),
             draining: Arc::default(),
         };
         let router = web::router(state.clone(), sessions);

@@ -294,6 +294,10 @@ impl SessionStore for SessionStoreWrapper {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        // Read already, together with the cart (`account::page_cart`)?
+        if let Some(record) = take_prefetched(id) {
+            return Ok(record);
+        }
         match &self.backend {
             Backend::Redis { pool, .. } => {
                 let bytes: Option<Vec<u8>> = connected(pool)?
@@ -345,6 +349,37 @@ impl SessionStore for SessionStoreWrapper {
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// A session record read ahead of the session layer's own lazy load, in the
+    /// same round trip as the cart (see `account::page_cart`). The load of this
+    /// request's session takes it instead of asking Redis again.
+    static PREFETCHED: std::cell::RefCell<Option<(Id, Option<Record>)>>;
+}
+
+/// Runs `work` with `record` standing in for the next load of session `id`.
+pub async fn with_prefetched<F: std::future::Future>(
+    id: Id,
+    record: Option<Record>,
+    work: F,
+) -> F::Output {
+    PREFETCHED
+        .scope(std::cell::RefCell::new(Some((id, record))), work)
+        .await
+}
+
+fn take_prefetched(id: &Id) -> Option<Option<Record>> {
+    PREFETCHED
+        .try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match slot.as_ref() {
+                Some((prefetched, _)) if prefetched == id => slot.take().map(|(_, r)| r),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
 }
 
 /// What an ended session's key holds for [`TOMBSTONE_TTL`]: not msgpack, so it can

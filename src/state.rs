@@ -28,6 +28,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,
+    /// Whose session each session id was, as last seen here (`account::page_cart`).
+    pub user_hints: Arc<crate::account::UserHints>,
     /// Set on SIGTERM: `/readyz` fails and every response closes its connection.
     pub draining: Arc<AtomicBool>,
 }

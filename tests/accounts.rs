@@ -727,3 +727,32 @@ async fn the_index_is_capped_and_a_login_over_the_cap_ends_the_oldest_session() 
     );
     assert_eq!(cards(&newest.get("/account/sessions").await).len(), cap);
 }
+
+/// A replica reads a returning visitor's session and cart in one round trip, on
+/// the guess that the session is still the user's it was last time; when the
+/// session has ended meanwhile, the cart read ahead is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_read_ahead_for_a_session_that_ended_is_discarded() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "3").await.assert_redirect("/cart");
+    // The first view teaches the replica whose session this is; the second reads
+    // the session and the cart together, and both show the same.
+    for _ in 0..2 {
+        let page = user.get("/").await;
+        assert_eq!(page.logged_in_as().as_deref(), Some(DEMO_USER));
+        assert_eq!(page.cart_badge(), 3);
+    }
+    let sid = user.sid().unwrap();
+    user.log_out().await.assert_redirect("/");
+
+    // The old cookie: the guess says "demo", the session says "ended".
+    let replay = app.browser();
+    replay.set_sid(&sid);
+    let page = replay.get("/").await;
+    assert_eq!(page.logged_in_as(), None);
+    assert_eq!(page.cart_badge(), 0, "demo's cart must not be shown");
+}

@@ -50,23 +50,61 @@ pub fn router() -> Router<AppState> {
 ///
 /// For a logged-in visitor the cart and the user's credential epoch are read in
 /// one Redis command (one script on the user's hash slot), so checking the epoch
-/// costs a page view nothing: still one `GET` of the session and one command for
-/// the cart. A stale session is ended here and the page is drawn anonymous.
+/// costs a page view nothing: one `GET` of the session and one command for the
+/// cart. A stale session is ended here and the page is drawn anonymous.
+///
+/// And one round trip, not two, for a visitor this replica has served before: the
+/// cart's key comes from the session, but the replica remembers whose session it
+/// was ([`UserHints`]) and sends both commands at once. The guess is checked
+/// against the session as read; a cart read for a session that turns out to be
+/// gone or someone else's is discarded and read again. Each command touches one
+/// key (one slot), so this works on Redis Cluster too.
 pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines> {
-    if state.accounts.is_redis() {
-        if let Some(user_id) = session.claimed_user_id().await? {
-            let (lines, epoch) = state
-                .carts
-                .lines_and_counter(&CartOwner::User(user_id), &index::epoch_key(user_id))
-                .await
-                .map_err(AppError::Unavailable)?;
+    if !state.accounts.is_redis() {
+        return owner_cart(state, session).await;
+    }
+    let id = session.inner().id();
+    if let Some((id, guessed)) = id.and_then(|id| Some((id, state.user_hints.get(id)?))) {
+        let owner = CartOwner::User(guessed);
+        let epoch_key = index::epoch_key(guessed);
+        let (record, read) = tokio::join!(
+            state.sessions.load(&id),
+            state.carts.lines_and_counter(&owner, &epoch_key)
+        );
+        let record = record.map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
+        let claimed =
+            crate::session::with_prefetched(id, record, session.claimed_user_id()).await?;
+        if claimed == Some(guessed) {
+            let (lines, epoch) = read.map_err(AppError::Unavailable)?;
             if let Some(epoch) = epoch {
                 if session.settle(epoch).await?.is_some() {
                     return Ok(lines);
                 }
             }
         }
+        // Someone else's session now, or none: the read is discarded.
+        state.user_hints.forget(id);
     }
+    if let Some(user_id) = session.claimed_user_id().await? {
+        let (lines, epoch) = state
+            .carts
+            .lines_and_counter(&CartOwner::User(user_id), &index::epoch_key(user_id))
+            .await
+            .map_err(AppError::Unavailable)?;
+        if let Some(epoch) = epoch {
+            if session.settle(epoch).await?.is_some() {
+                if let Some(id) = session.inner().id() {
+                    state.user_hints.remember(id, user_id);
+                }
+                return Ok(lines);
+            }
+        }
+    }
+    owner_cart(state, session).await
+}
+
+/// The cart of whoever the session says owns it (anonymous visitors, dev mode).
+async fn owner_cart(state: &AppState, session: &ShopSession) -> Result<Lines> {
     match session.cart_owner().await? {
         Some(owner) => state
             .carts
@@ -74,6 +112,32 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
             .await
             .map_err(|e| AppError::Unavailable(e.into())),
         None => Ok(Lines::new()),
+    }
+}
+
+/// Which user each session this replica served belonged to: a guess that lets a
+/// page read the session and the cart in one round trip. Bounded: when full it
+/// starts over (a miss only costs the second round trip).
+#[derive(Debug, Default)]
+pub struct UserHints(std::sync::Mutex<std::collections::HashMap<Id, i64>>);
+
+impl UserHints {
+    const CAPACITY: usize = 100_000;
+
+    pub fn get(&self, id: Id) -> Option<i64> {
+        self.0.lock().expect("hints lock").get(&id).copied()
+    }
+
+    pub fn remember(&self, id: Id, user_id: i64) {
+        let mut hints = self.0.lock().expect("hints lock");
+        if hints.len() >= Self::CAPACITY {
+            hints.clear();
+        }
+        hints.insert(id, user_id);
+    }
+
+    pub fn forget(&self, id: Id) {
+        self.0.lock().expect("hints lock").remove(&id);
     }
 }
 
