@@ -300,6 +300,16 @@ async fn every_part_on_its_own_host_survives_losing_a_replica_and_the_redis_prim
         !Path::new(&format!("/run/netns/{prefix}-nginx")).exists(),
         "namespace file left"
     );
+    let pg_dirs: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("storefront-hosts-{prefix}-pg."))
+        })
+        .collect();
+    assert!(pg_dirs.is_empty(), "Postgres data left: {pg_dirs:?}");
     eprintln!(
         "multihost: ready after {ready_after:?}, failover served {degraded} degraded page(s) \
          and recovered after {failover:?}, total {:?}",
