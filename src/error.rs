@@ -76,6 +76,9 @@ impl AppError {
                 msg.clone()
             }
             AppError::OutcomeUnknown(_) => OUTCOME_UNKNOWN.to_owned(),
+            AppError::Unavailable(cause) if cause.to_string() == DATABASE => {
+                DATABASE_UNAVAILABLE.to_owned()
+            }
             AppError::StoreFull(_) => STORE_FULL.to_owned(),
             AppError::TooManyRequests { message, .. } => message.clone(),
             other => default_message(other.status()).to_owned(),
@@ -86,6 +89,13 @@ impl AppError {
         AppError::BadRequest(msg.into())
     }
 }
+
+/// The context every database error carries (see `From<sqlx::Error>`).
+const DATABASE: &str = "database";
+
+/// The users' database (SQLite or Postgres) cannot be reached: sessions and carts are fine.
+pub const DATABASE_UNAVAILABLE: &str = "The shop's database is unavailable right now, so nothing \
+was changed. Browsing and your cart still work; please try again in a few seconds.";
 
 /// A write whose answer never came: never "nothing happened, try again".
 pub const OUTCOME_UNKNOWN: &str =
@@ -136,9 +146,9 @@ impl From<crate::cart::CartError> for AppError {
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&err) {
-            AppError::Unavailable(anyhow::Error::new(err).context("database"))
+            AppError::Unavailable(anyhow::Error::new(err).context(DATABASE))
         } else {
-            AppError::Internal(anyhow::Error::new(err).context("database"))
+            AppError::Internal(anyhow::Error::new(err).context(DATABASE))
         }
     }
 }

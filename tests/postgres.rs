@@ -146,6 +146,7 @@ async fn a_postgres_outage_is_a_503_page_and_the_app_recovers_alone() {
         );
         assert_eq!(page.headers["retry-after"], "5");
         page.assert_contains("Served by <strong>test-replica</strong>");
+        page.assert_contains("database is unavailable right now, so nothing was changed");
     }
 
     postgres.resume().await;
