@@ -341,22 +341,11 @@ async fn adds_racing_their_own_login_on_another_replica_are_never_lost() {
     }
     let races = (0..visitors).map(|i| {
         let visitor = a.browser();
-        let racer = Browser::new(&b.address);
+        let other = b.address.clone();
         async move {
-            visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
-            // The same cookie in another client, talking to the other replica.
-            racer.set_sid(&visitor.sid().unwrap());
-            let logged_in = AtomicBool::new(false);
-            let login = async {
-                let page = visitor
-                    .log_in(&format!("racer{i}"), "racing-pass-123")
-                    .await;
-                logged_in.store(true, Ordering::SeqCst);
-                page
-            };
-            let adds = add_until_just_after(&racer, &logged_in);
-            let (login, (acknowledged, refused)) = tokio::join!(login, adds);
-            login.assert_redirect("/");
+            let name = format!("racer{i}");
+            let (acknowledged, refused) =
+                race_adds_against_login(visitor, &other, &name, "racing-pass-123").await;
             (i, acknowledged, refused)
         }
     });

@@ -6,7 +6,6 @@
 mod common;
 mod ha_support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -176,21 +175,11 @@ async fn adds_racing_their_own_login_are_never_lost_on_a_cluster() {
     }
     let races = (0..visitors).map(|i| {
         let visitor = first.browser();
-        let racer = Browser::new(&second.address);
+        let other = second.address.clone();
         async move {
-            visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
-            racer.set_sid(&visitor.sid().unwrap());
-            let logged_in = AtomicBool::new(false);
-            let login = async {
-                let page = visitor
-                    .log_in(&format!("cluster-racer{i}"), "racing-pass-123")
-                    .await;
-                logged_in.store(true, Ordering::SeqCst);
-                page
-            };
-            let adds = add_until_just_after(&racer, &logged_in);
-            let (login, (acknowledged, refused)) = tokio::join!(login, adds);
-            login.assert_redirect("/");
+            let name = format!("cluster-racer{i}");
+            let (acknowledged, refused) =
+                race_adds_against_login(visitor, &other, &name, "racing-pass-123").await;
             (i, acknowledged, refused)
         }
     });

@@ -220,7 +220,8 @@ async fn start_session(
         name: username.to_owned(),
         handle: String::new(),
     };
-    let (user, _merged_already) = session.log_in(&claimed, facts).await?;
+    // The anonymous cart id it returns was merged above, before the new id.
+    let (user, _) = session.log_in(&claimed, facts).await?;
     Ok(user)
 }
 

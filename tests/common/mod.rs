@@ -682,6 +682,29 @@ pub async fn add_until_just_after(racer: &Browser, done: &AtomicBool) -> (u32, u
     (acknowledged, refused)
 }
 
+/// One visitor with an anonymous cart (one Blue Teapot, added on `visitor`'s
+/// replica) logs in as `name` while the same cookie, in another client on
+/// `other_replica`, keeps adding. Returns the adds acknowledged and refused.
+pub async fn race_adds_against_login(
+    visitor: Browser,
+    other_replica: &str,
+    name: &str,
+    password: &str,
+) -> (u32, u32) {
+    let racer = Browser::new(other_replica);
+    visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
+    racer.set_sid(&visitor.sid().unwrap());
+    let logged_in = AtomicBool::new(false);
+    let login = async {
+        let page = visitor.log_in(name, password).await;
+        logged_in.store(true, Ordering::SeqCst);
+        page
+    };
+    let (login, counts) = tokio::join!(login, add_until_just_after(&racer, &logged_in));
+    login.assert_redirect("/");
+    counts
+}
+
 /// Runs the races five at a time: logins verify passwords on one core, and a
 /// request queued behind twenty argon2 runs would meet the request timeout.
 pub async fn in_batches<F: std::future::Future>(races: impl Iterator<Item = F>) -> Vec<F::Output> {
