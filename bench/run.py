@@ -325,22 +325,33 @@ MONITOR_LINE = re.compile(r'^(\S+) \[(\d+) ([^\]]+)\] "([^"]*)"(.*)$')
 
 class MonitorTrace:
     """MONITOR on a side connection while a few requests are made one by one:
-    tells which commands the app sent itself and which ran inside a Lua script."""
+    tells which commands the app sent itself and which ran inside a Lua script.
+    `redis_ports` may name several data nodes (every primary of a Redis Cluster):
+    one MONITOR each, their lines merged in time order. `ignore_addresses` are
+    client addresses whose commands are not the app's (the benchmark's own
+    connection): a list for every node, or {port: [addresses]} node by node."""
 
-    def __init__(self, redis_port, ignore_addresses=()):
-        self.conn = Redis(redis_port, timeout=None)
+    def __init__(self, redis_ports, ignore_addresses=()):
+        ports = list(redis_ports) if isinstance(redis_ports, (list, tuple)) else [redis_ports]
+        if isinstance(ignore_addresses, dict):
+            self.ignore = {port: set(ignore_addresses.get(port, ())) for port in ports}
+        else:
+            self.ignore = {port: set(ignore_addresses) for port in ports}
+        self.conns = [Redis(port, timeout=None) for port in ports]
         self.lines = []
-        self.ignore = set(ignore_addresses)
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._collect, daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._collect, args=(port, conn), daemon=True)
+                        for port, conn in zip(ports, self.conns)]
+        for thread in self.threads:
+            thread.start()
         time.sleep(0.2)
 
-    def _collect(self):
+    def _collect(self, port, conn):
+        ignore = self.ignore[port]
         try:
-            for line in self.conn.monitor_lines():
+            for line in conn.monitor_lines():
                 match = MONITOR_LINE.match(line)
-                if match and match.group(3) not in self.ignore:
+                if match and match.group(3) not in ignore:
                     with self.lock:
                         self.lines.append(match)
         except (OSError, ValueError):
@@ -350,14 +361,15 @@ class MonitorTrace:
         time.sleep(0.2)  # MONITOR output trails the replies a little
         with self.lock:
             lines, self.lines = self.lines, []
-        return lines
+        return sorted(lines, key=lambda m: float(m.group(1)))
 
     def close(self):
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.conn.close()
+        for conn in self.conns:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
 
 
 def shorten_args(rest, replacements):
@@ -387,12 +399,13 @@ def summarize_trace(lines, requests, replacements):
     }
 
 
-def trace_workloads(settings, redis_port, port, cookie, control_address):
-    """A few requests of each workload, one at a time, under MONITOR."""
+def trace_workloads(settings, redis_port, port, cookie, ignore_addresses):
+    """A few requests of each workload, one at a time, under MONITOR (on every
+    data node when `redis_port` is a list; see MonitorTrace)."""
     n = settings.trace_requests
     sid = cookie.split("=", 1)[1]
     replacements = {sid: "<sid>"}
-    monitor = MonitorTrace(redis_port, ignore_addresses=[control_address])
+    monitor = MonitorTrace(redis_port, ignore_addresses=ignore_addresses)
     traces = {}
     try:
         def run(key, do_one):
@@ -553,11 +566,11 @@ def merge_rounds(runs):
     return out
 
 
-def measure_workloads(settings, targets):
+def measure_workloads(settings, targets, workloads=WORKLOADS):
     """Each workload on each target in turn (Redis, then in-memory, then the next
     workload), so that a change in background load hits both sides alike;
     `settings.rounds` times over, keeping the medians."""
-    runs = {(t.label, key): [] for t in targets for key, *_ in WORKLOADS}
+    runs = {(t.label, key): [] for t in targets for key, *_ in workloads}
     for t in targets:
         log(f"{t.label}: warm-up ({settings.warmup}s)")
         run_wrk(settings, t.port, "/", "get.lua", t.cookie, settings.warmup, f"{t.label}-warmup")
@@ -568,11 +581,11 @@ def measure_workloads(settings, targets):
                 reset_cart(t.port, t.cookie)
         if settings.rounds > 1:
             log(f"round {round_no + 1} of {settings.rounds}")
-        for key, title, path, script, logged_in in WORKLOADS:
+        for key, title, path, script, logged_in in workloads:
             for t in targets:
                 runs[(t.label, key)].append(
                     measure_workload(settings, t, key, title, path, script, logged_in, round_no))
-    return {t.label: {key: merge_rounds(runs[(t.label, key)]) for key, *_ in WORKLOADS} for t in targets}
+    return {t.label: {key: merge_rounds(runs[(t.label, key)]) for key, *_ in workloads} for t in targets}
 
 
 def describe(title, r):
@@ -690,6 +703,7 @@ def login_cost(port, pid, n):
         "samples": n,
         "cpu_ms_per_login": round(cpu_ms, 1),
         "latency_p50_ms": round(percentile(times, 50) * 1000, 1),
+        "latency_p99_ms": round(percentile(times, 99) * 1000, 1),
         "max_logins_per_second_per_core": round(1000 / cpu_ms, 1) if cpu_ms else None,
     }
 
