@@ -1103,9 +1103,33 @@ def main():
                         help="with --peers: only the issue-13 phases, not the standard ones")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
+                        help="users and products in SQLite (default) or Postgres (bench/backends.py)")
+    parser.add_argument("--redis", choices=("single", "sentinel", "cluster"),
+                        default=os.environ.get("BENCH_REDIS") or "single",
+                        help="one redis-server (default), Sentinel (primary, replica, 3 sentinels) or a "
+                             "3-primary Cluster (bench/backends.py)")
+    parser.add_argument("--backends", nargs="?", const="all", default=os.environ.get("BENCH_BACKENDS") or None,
+                        metavar="LIST",
+                        help="the key workloads on several backends, e.g. \"sqlite+single postgres+cluster\" "
+                             "(default: sqlite+single postgres+single sqlite+sentinel sqlite+cluster "
+                             "postgres+cluster)")
     args = parser.parse_args()
     if args.skip_standard and not args.peers:
         parser.error("--skip-standard goes with --peers")
+    # Another backend than SQLite + one redis-server, or several: the backend
+    # phase (bench/backends.py) instead of the standard phases, which measure one
+    # standalone Redis (its memory per key, redis-benchmark) beside the in-memory store.
+    backends = None
+    if args.backends is not None or (args.db, args.redis) != ("sqlite", "single"):
+        import backends as backend_phase
+        backends = backend_phase.parse_backends(args.backends if args.backends is not None
+                                                else f"{args.db}+{args.redis}")
+        if args.peers or args.replicas >= 2:
+            parser.error("--db/--redis/--backends run the backend phase only: not with --peers or --replicas")
+        if args.out == os.path.join(ROOT, "bench", "results", "latest.json") and not os.environ.get("BENCH_OUT"):
+            name = "backends" if args.backends is not None else f"backends-{args.db}-{args.redis}"
+            args.out = os.path.join(ROOT, "bench", "results", f"{name}.json")
 
     settings = argparse.Namespace(
         seconds=args.seconds, connections=args.connections, threads=args.threads, replicas=args.replicas,
@@ -1158,21 +1182,36 @@ def main():
                                                          "replica_env", "peers", "standard", "flask_workers",
                                                          "flask_threads", "curve_seconds", "curve_floor")},
     }
+    if backends is not None:
+        res["settings"].update(login_samples=settings.login_samples,
+                               backends=[f"{db}+{kind}" for db, kind in backends])
+        try:
+            backend_phase.run_backends(settings, procs, res, backends)
+        finally:
+            procs.stop_all()
+        write_results(args.out, res)
+        backend_phase.print_backends(res)
+        log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
+        return
     try:
         run_all(settings, procs, res)
     finally:
         procs.stop_all()
     res["targets"] = targets(res) if settings.standard else []
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-        f.write("\n")
+    write_results(args.out, res)
     if settings.standard:
         print_report(res)
     if settings.peers:
         import peers
         peers.print_issue13(res)
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
+
+
+def write_results(path, res):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
 
 
 def run_all(settings, procs, res):
@@ -1218,7 +1257,7 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     from peers import find_cart_key  # the cart key's spelling changes with the cart store
     cart_key = find_cart_key(control)
     phase["redis_memory"] = session_memory(redis_port, sid, cart_key, 0)
-    phase["trace"] = trace_workloads(settings, redis_port, port, cookie, control.local_address())
+    phase["trace"] = trace_workloads(settings, redis_port, port, cookie, [control.local_address()])
     for key, t in phase["trace"].items():
         log(f"  trace {key}: {t['app_per_request']} commands/request sent by the app "
             f"({t['all_per_request']} incl. Lua): {'; '.join(t['one_request']) or 'none'}")
