@@ -23,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 
-from resp import Redis
+from resp import Redis, RedisError
 from run import (
     APP_VARS, WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads,
     reset_cart, trace_workloads, wait_until,
@@ -237,6 +237,17 @@ class RedisTopology:
     def keys_per_node(self):
         return {name: conn.call("DBSIZE") for (name, _, _), conn in zip(self.data, self.controls)}
 
+    def node_of(self, key):
+        """The data node that holds `key` (on a cluster: the primary of its slot)."""
+        found = []
+        for (name, _, _), conn in zip(self.data, self.controls):
+            try:
+                if conn.call("EXISTS", key) == 1:
+                    found.append(name)
+            except RedisError:  # MOVED: another primary's slot
+                pass
+        return found[0] if len(found) == 1 else None
+
     def stop(self):
         for conn in self.controls:
             conn.close()
@@ -295,6 +306,10 @@ def run_backend(settings, procs, db, kind, postgres):
             "redis_url": redis.url,
             "redis_data_nodes": redis.data_ports,
             "keys_per_data_node": redis.keys_per_node(),
+            # What a logged-in page reads: its session and the user's cart (a
+            # cluster may put them on two primaries: two round trips in parallel).
+            "session_key_node": redis.node_of(cookie.split("=", 1)[1]),
+            "cart_key_node": redis.node_of("cart:{u1}"),
             "trace": trace,
             "workloads": workloads,
             "login": login,
@@ -360,5 +375,6 @@ def print_backends(res):
           "summed; EVALSHA counts 1); incl. Lua: with the commands inside its scripts; traced: sent per request, "
           "requests one at a time under MONITOR on every data node. CPU: replica + all Redis processes + wrk.")
     for name, b in res["backends"].items():
-        print(f"  {name}: keys per data node {b['keys_per_data_node']}")
+        print(f"  {name}: keys per data node {b['keys_per_data_node']}; the visitor's session on "
+              f"{b['session_key_node']}, the cart on {b['cart_key_node']}")
     print()
