@@ -118,7 +118,7 @@ impl Application {
             }
         };
 
-        let state = AppState {
+        let state = AppState::new(state::Parts {
             config: config.clone(),
             db,
             redis,
@@ -131,7 +131,7 @@ impl Application {
             replica,
             user_hints: Arc::default(),
             draining: Arc::default(),
-        };
+        });
         let router = web::router(state.clone(), sessions);
         let address = SocketAddr::new(config.bind, config.port);
         let listener = TcpListener::bind(address)

@@ -32,7 +32,7 @@ use tower_sessions::{
 use tower_sessions_redis_store::RedisStore;
 
 use crate::account::Accounts;
-use crate::cart::CartOwner;
+use crate::cart::{CartOwner, EpochGuard};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -844,6 +844,57 @@ impl ShopSession {
         Ok(CartOwner::Anonymous(cart_id))
     }
 
+    /// The cart a change goes to, as [`Self::cart_owner_or_new`], but without
+    /// reading a logged-in user's credential epoch first: with Redis, the change's
+    /// own script checks it ([`EpochGuard`], same hash slot as the cart), one round
+    /// trip fewer. If the script finds the session stale, the caller
+    /// [`Self::settle`]s with the epoch it was told and asks again.
+    pub async fn cart_to_change(
+        &self,
+        replica: &str,
+    ) -> SessionResult<(CartOwner, Option<EpochGuard>)> {
+        if let Some(claim) = self.unchecked_claim().await? {
+            return Ok(claim);
+        }
+        Ok((self.cart_owner_or_new(replica).await?, None))
+    }
+
+    /// As [`Self::cart_to_change`], for changes to an existing cart: `None` when
+    /// there is no cart at all.
+    pub async fn existing_cart_to_change(
+        &self,
+    ) -> SessionResult<Option<(CartOwner, Option<EpochGuard>)>> {
+        if let Some(claim) = self.unchecked_claim().await? {
+            return Ok(Some(claim));
+        }
+        Ok(self.cart_owner().await?.map(|owner| (owner, None)))
+    }
+
+    /// A guarded write passed its epoch check: the session's user is current, and
+    /// the rest of the request need not ask Redis again.
+    pub async fn epoch_confirmed(&self) -> SessionResult<()> {
+        if self.known_verdict().is_none() {
+            let user = self.claimed_user().await?.map(|(user, _)| user);
+            self.remember_verdict(user);
+        }
+        Ok(())
+    }
+
+    /// A logged-in session's user cart with the guard its write must pass, when
+    /// the user has not been checked yet in this request and carts are in Redis.
+    async fn unchecked_claim(&self) -> SessionResult<Option<(CartOwner, Option<EpochGuard>)>> {
+        if self.known_verdict().is_some() || !self.accounts.is_redis() {
+            return Ok(None);
+        }
+        Ok(self.claimed_user().await?.map(|(user, epoch)| {
+            let guard = EpochGuard {
+                key: crate::account::index::epoch_key(user.id),
+                session_epoch: epoch,
+            };
+            (CartOwner::User(user.id), Some(guard))
+        }))
+    }
+
     pub async fn push_flash(&self, flash: Flash) -> SessionResult<()> {
         let mut all = self
             .session
@@ -921,11 +972,18 @@ pub async fn apply_cookie_expiry(
     Ok(())
 }
 
-/// 128 random bits, URL-safe: anonymous cart ids.
+/// 128 random bits in lower-case hex (URL- and header-safe): anonymous cart ids,
+/// submission ids, request ids.
 pub fn random_token() -> String {
     use rand::Rng;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut token = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        token.push(char::from(HEX[usize::from(byte >> 4)]));
+        token.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    token
 }
 
 #[cfg(test)]
@@ -980,6 +1038,18 @@ mod tests {
             lifetimes().cookie_expiry(facts),
             Expiry::OnInactivity(_)
         ));
+    }
+
+    #[test]
+    fn tokens_are_32_hex_digits_and_differ() {
+        let (a, b) = (random_token(), random_token());
+        for token in [&a, &b] {
+            assert_eq!(token.len(), 32);
+            assert!(token
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        }
+        assert_ne!(a, b);
     }
 
     #[test]

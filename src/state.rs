@@ -1,5 +1,6 @@
 //! What every handler can reach: built once at start, cloned cheaply per request.
 
+use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -12,8 +13,27 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::session::{Lifetimes, SessionStoreWrapper};
 
+/// The application's shared state. Every middleware and handler that asks for it
+/// clones it, several times per request: one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Parts {
     pub config: Arc<Config>,
     /// SQLite or Postgres, by `DATABASE_URL` (src/db.rs).
     pub db: crate::db::Db,

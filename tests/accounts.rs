@@ -695,6 +695,110 @@ async fn a_logged_in_page_view_sends_two_redis_commands() {
     eprintln!("per logged-in page view: 2 commands sent (GET session, EVALSHA cart+epoch)");
 }
 
+/// The commands clients sent to `server` while `work` ran, by name, from MONITOR;
+/// the calls scripts make inside Redis (marked `lua`) are left out.
+async fn commands_sent<F: std::future::Future>(server: &RedisServer, work: F) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut monitor = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    monitor.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    work.await;
+    let marker = format!("end-of-work-{}", std::process::id());
+    server.cli(&["ECHO", &marker]);
+    let mut sent = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(&marker) {
+                break;
+            }
+            if line.contains(" lua]") {
+                continue;
+            }
+            // +1700000000.123456 [0 127.0.0.1:5678] "EVALSHA" "…" …
+            if let Some(name) = line.split('"').nth(1) {
+                sent.push(name.to_uppercase());
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("MONITOR saw the marker");
+    sent
+}
+
+#[tokio::test]
+async fn a_logged_in_cart_add_sends_three_redis_commands() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+    let server = app.redis_server.clone().unwrap();
+    let sent = commands_sent(&server, async {
+        user.add_to_cart("2", "1").await.assert_redirect("/cart");
+    })
+    .await;
+    // GET <session>; EVALSHA: the user's credential epoch checked, the line added
+    // (one script, one hash slot); EVALSHA: the session (its flash) saved.
+    assert_eq!(sent, ["GET", "EVALSHA", "EVALSHA"]);
+    let page = user.get("/cart").await;
+    assert_eq!(page.cart_lines().len(), 2);
+    page.assert_contains("Added 1 ×");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the_users_cart() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let (laptop, desktop) = (app.browser(), app.browser());
+    laptop.register(USER, PASSWORD).await.assert_redirect("/");
+    desktop.log_in(USER, PASSWORD).await.assert_redirect("/");
+    desktop.add_to_cart("1", "2").await.assert_redirect("/cart");
+    let id = user_id(&app, USER).await;
+    let cart_key = CartOwner::User(id).redis_key();
+    // As if the desktop's session had been created on another replica while the
+    // password changed: missing from the index, so only the epoch can end it.
+    let _: i64 = app
+        .redis()
+        .unwrap()
+        .zrem(format!("sessions:{{u{id}}}"), desktop.sid().unwrap())
+        .await
+        .unwrap();
+    laptop
+        .post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
+        )
+        .await
+        .assert_redirect("/account");
+
+    // The desktop's session is from before the change: the epoch check inside the
+    // cart scripts sends its update and its add where an anonymous visitor's would
+    // go, never into the user's cart.
+    desktop
+        .post("/cart/update", &[("product_id", "1"), ("quantity", "5")])
+        .await
+        .assert_redirect("/cart");
+    assert_eq!(app.redis_hash(&cart_key).await.get("1"), Some(&2));
+    desktop.add_to_cart("3", "1").await.assert_redirect("/cart");
+    assert_eq!(
+        app.redis_hash(&cart_key).await,
+        [("1".to_owned(), 2)].into(),
+        "the user's cart is unchanged"
+    );
+    let page = desktop.get("/cart").await;
+    assert_eq!(page.logged_in_as(), None);
+    assert_eq!(page.cart_lines().len(), 1, "an anonymous cart with the add");
+    assert_eq!(laptop.get("/").await.cart_badge(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_is_capped_and_a_login_over_the_cap_ends_the_oldest_session() {
     let app = TestApp::spawn(Backend::Redis).await;

@@ -3,6 +3,8 @@
 //! flash message saying what happened. Each form carries a one-time `submission`
 //! id: a repeat (a retry, a double click, Back and resubmit) changes nothing.
 
+use std::sync::Arc;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
@@ -19,7 +21,7 @@ use crate::web::form::FormData;
 use crate::web::page::{Chrome, Page, WriteNotes};
 
 pub struct CartLine {
-    pub product: Product,
+    pub product: Arc<Product>,
     pub quantity: u32,
     pub total: Money,
 }
@@ -107,12 +109,30 @@ pub async fn add_to_cart(
         None => "/cart".to_owned(),
     };
 
-    let owner = session.cart_owner_or_new(&state.replica).await?;
-    let flash = match state
+    let (owner, guard) = session.cart_to_change(&state.replica).await?;
+    let mut added = state
         .carts
-        .add(&owner, product.id, quantity.get(), submission)
-        .await?
-    {
+        .add(
+            &owner,
+            product.id,
+            quantity.get(),
+            submission,
+            guard.as_ref(),
+        )
+        .await?;
+    if let Added::StaleSession(current) = added {
+        // Signed out by a password change or "sign out everywhere": the add goes
+        // where an anonymous visitor's would.
+        session.settle(current).await?;
+        let owner = session.cart_owner_or_new(&state.replica).await?;
+        added = state
+            .carts
+            .add(&owner, product.id, quantity.get(), submission, None)
+            .await?;
+    } else if guard.is_some() {
+        session.epoch_confirmed().await?;
+    }
+    let flash = match added {
         Added::Applied {
             quantity: now,
             capped: true,
@@ -130,6 +150,7 @@ pub async fn add_to_cart(
             product.name
         )),
         Added::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
+        Added::StaleSession(_) => return Err(stale_twice()),
     };
     notes.applied(&back);
     let flash = if back == "/cart" {
@@ -139,6 +160,15 @@ pub async fn add_to_cart(
     };
     session.push_flash(flash).await?;
     Ok(Redirect::to(&back))
+}
+
+/// An unguarded write is never stale; should one say so, nothing changed and the
+/// visitor is asked to try again rather than shown a bare error.
+fn stale_twice() -> AppError {
+    AppError::Conflict(
+        "You were signed out while this was being sent, so nothing was changed. Please try again."
+            .to_owned(),
+    )
 }
 
 /// What an add or update sent for an anonymous cart that a login has just taken over is told.
@@ -156,17 +186,39 @@ pub async fn update_cart(
     let submission = form.submission()?;
 
     // No cart at all: nothing to update, and no session to create for it.
-    let Some(owner) = session.cart_owner().await? else {
+    let no_cart = || async {
         if session.ended().await? {
             return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
         }
-        return Ok(Redirect::to("/cart"));
+        Ok(Redirect::to("/cart"))
     };
-    let flash = match state
+    let Some((owner, guard)) = session.existing_cart_to_change().await? else {
+        return no_cart().await;
+    };
+    let mut updated = state
         .carts
-        .update(&owner, product.id, quantity.get(), submission)
-        .await?
-    {
+        .update(
+            &owner,
+            product.id,
+            quantity.get(),
+            submission,
+            guard.as_ref(),
+        )
+        .await?;
+    if let Updated::StaleSession(current) = updated {
+        // Signed out meanwhile: the change applies to the visitor's anonymous cart, if any.
+        session.settle(current).await?;
+        let Some(owner) = session.cart_owner().await? else {
+            return no_cart().await;
+        };
+        updated = state
+            .carts
+            .update(&owner, product.id, quantity.get(), submission, None)
+            .await?;
+    } else if guard.is_some() {
+        session.epoch_confirmed().await?;
+    }
+    let flash = match updated {
         Updated::Set => Flash::success(format!("{} now: {}.", product.name, quantity.get())),
         Updated::Removed => Flash::success(format!("Removed {} from your cart.", product.name)),
         Updated::NotInCart => Flash::info(format!("{} was no longer in your cart.", product.name)),
@@ -175,6 +227,7 @@ pub async fn update_cart(
             product.name
         )),
         Updated::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
+        Updated::StaleSession(_) => return Err(stale_twice()),
     };
     notes.applied("/cart");
     session.push_flash(flash).await?;

@@ -4,12 +4,14 @@
 mod handlers;
 mod store;
 
+use std::sync::Arc;
+
 use axum::{
     routing::{get, post},
     Router,
 };
 
-pub use store::{Added, CartError, CartOwner, CartStore, Lines, Updated};
+pub use store::{Added, CartError, CartOwner, CartStore, EpochGuard, Lines, Updated};
 
 use crate::catalog::{Catalog, Product};
 use crate::error::AppError;
@@ -77,7 +79,7 @@ impl Quantity {
 pub fn product_from_form<'c>(
     catalog: &'c Catalog,
     raw: Option<&str>,
-) -> Result<&'c Product, AppError> {
+) -> Result<&'c Arc<Product>, AppError> {
     let raw = raw.map(str::trim).filter(|s| !s.is_empty());
     let raw = raw.ok_or_else(|| AppError::bad_request("No product was chosen."))?;
     raw.parse::<i64>()

@@ -80,6 +80,9 @@ pub enum Added {
     /// The anonymous cart was merged into a user's cart meanwhile (the visitor
     /// logged in on another tab or replica): nothing changed.
     CartRetired,
+    /// The session is older than its user's credential epoch (see [`EpochGuard`]):
+    /// nothing changed. Carries the current epoch.
+    StaleSession(i64),
 }
 
 /// The result of changing a line's quantity.
@@ -91,6 +94,19 @@ pub enum Updated {
     NotInCart,
     AlreadyApplied,
     CartRetired,
+    StaleSession(i64),
+}
+
+/// A logged-in session's claim to write to its user's cart: the write's own script
+/// checks the user's credential epoch (same hash slot as the cart), so a cart
+/// change costs no separate epoch read, and a password change or "sign out
+/// everywhere" cannot slip in between the check and the write.
+#[derive(Debug, Clone)]
+pub struct EpochGuard {
+    /// The user's epoch key (`account::index::epoch_key`).
+    pub key: String,
+    /// The epoch the session was created in: the write is refused if the user's is higher.
+    pub session_epoch: i64,
 }
 
 /// One line of a cart: product id and quantity, in product id order.
@@ -124,8 +140,16 @@ struct MemoryCarts {
 
 // The scripts share one preamble: KEYS[1] cart, KEYS[2] submissions, KEYS[3] the
 // retired marker; ARGV[1] the submission id ('' for none). A repeated submission
-// or a retired cart changes nothing.
+// or a retired cart changes nothing. With an `EpochGuard`, KEYS[4] is the user's
+// epoch key and the last ARGV the session's epoch: a stale session changes nothing
+// either, and is told the current epoch.
 const GUARD_LUA: &str = r#"
+if KEYS[4] then
+  local current = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+  if current > tonumber(ARGV[#ARGV]) then
+    return {-4, current}
+  end
+end
 local submission = ARGV[1]
 if submission ~= '' and redis.call('ZSCORE', KEYS[2], submission) then
   return {-1, 0}
@@ -240,6 +264,14 @@ static UPDATE_SCRIPT: LazyLock<Script> =
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(TAKE_LUA));
 static APPLY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(APPLY_LUA));
 
+/// Appends an epoch guard's key and epoch (the scripts' optional KEYS[4] and last ARGV).
+fn with_epoch_guard(keys: &mut Vec<String>, args: &mut Vec<String>, epoch: Option<&EpochGuard>) {
+    if let Some(guard) = epoch {
+        keys.push(guard.key.clone());
+        args.push(guard.session_epoch.to_string());
+    }
+}
+
 fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -301,28 +333,34 @@ impl CartStore {
 
     /// Adds `quantity` of a product, capping the line at [`MAX_QUANTITY`], unless
     /// `submission` was applied before or the cart was retired by a login merge.
+    ///
+    /// With an `epoch` guard (Redis only), a session older than its user's
+    /// credential epoch changes nothing ([`Added::StaleSession`]).
     pub async fn add(
         &self,
         owner: &CartOwner,
         product_id: i64,
         quantity: u32,
         submission: Option<&str>,
+        epoch: Option<&EpochGuard>,
     ) -> Result<Added, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let (keys, mut args) = self.guarded(owner, submission);
+                let (mut keys, mut args) = self.guarded(owner, submission);
                 args.extend([
                     product_id.to_string(),
                     quantity.to_string(),
                     MAX_QUANTITY.to_string(),
                     self.ttl_secs(owner).to_string(),
                 ]);
-                let (quantity, capped): (i64, u8) = ADD_SCRIPT
+                with_epoch_guard(&mut keys, &mut args, epoch);
+                let (quantity, capped): (i64, i64) = ADD_SCRIPT
                     .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
                 Ok(match quantity {
                     -1 => Added::AlreadyApplied,
                     -2 => Added::CartRetired,
+                    -4 => Added::StaleSession(capped),
                     quantity => Added::Applied {
                         quantity: u32::try_from(quantity).unwrap_or(0),
                         capped: capped == 1,
@@ -357,22 +395,25 @@ impl CartStore {
     }
 
     /// Sets a line's quantity; 0 removes it. Lines not in the cart are left alone.
+    /// The `epoch` guard as for [`Self::add`].
     pub async fn update(
         &self,
         owner: &CartOwner,
         product_id: i64,
         quantity: u32,
         submission: Option<&str>,
+        epoch: Option<&EpochGuard>,
     ) -> Result<Updated, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let (keys, mut args) = self.guarded(owner, submission);
+                let (mut keys, mut args) = self.guarded(owner, submission);
                 args.extend([
                     product_id.to_string(),
                     quantity.to_string(),
                     self.ttl_secs(owner).to_string(),
                 ]);
-                let (outcome, _): (i64, u8) = UPDATE_SCRIPT
+                with_epoch_guard(&mut keys, &mut args, epoch);
+                let (outcome, current_epoch): (i64, i64) = UPDATE_SCRIPT
                     .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
                 Ok(match outcome {
@@ -380,6 +421,7 @@ impl CartStore {
                     0 => Updated::Removed,
                     -1 => Updated::AlreadyApplied,
                     -2 => Updated::CartRetired,
+                    -4 => Updated::StaleSession(current_epoch),
                     _ => Updated::NotInCart,
                 })
             }

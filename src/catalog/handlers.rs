@@ -1,5 +1,8 @@
 //! The catalog grid and the product pages: read-only, open to everyone.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::QueryRejection;
@@ -16,7 +19,7 @@ use crate::web::page::{Chrome, Page};
 #[template(path = "catalog.html")]
 pub struct CatalogTemplate {
     chrome: Chrome,
-    products: Vec<Product>,
+    products: Vec<Arc<Product>>,
     /// The search as typed (trimmed, bounded); empty when there is none.
     q: String,
     /// The chosen category's name, if any.
@@ -26,14 +29,14 @@ pub struct CatalogTemplate {
     /// "All" and one link per category, each keeping the search.
     filters: Vec<FilterLink>,
     /// The same category without the search; the same search in every category.
-    clear_search: String,
-    search_everywhere: String,
+    clear_search: Cow<'static, str>,
+    search_everywhere: Cow<'static, str>,
     /// Said when the URL named a category that does not exist.
     notice: Option<String>,
     /// The page's one-time submission id (each add form adds its product id).
     submission: String,
     /// This page's address, for the add forms to come back to.
-    back: String,
+    back: Cow<'static, str>,
 }
 
 impl CatalogTemplate {
@@ -44,7 +47,7 @@ impl CatalogTemplate {
 
 pub struct FilterLink {
     name: &'static str,
-    href: String,
+    href: Cow<'static, str>,
     current: bool,
 }
 
@@ -84,18 +87,15 @@ pub async fn catalog_page(
         .into_iter()
         .cloned()
         .collect();
-    let link = |slug: Option<&str>| {
-        let mut params = Vec::new();
-        if let Some(slug) = slug {
-            params.push(format!("category={slug}"));
-        }
-        if !q.is_empty() {
-            params.push(format!("q={}", query_escape(&q)));
-        }
-        if params.is_empty() {
-            "/".to_owned()
-        } else {
-            format!("/?{}", params.join("&"))
+    // Written out only when there is something to keep: most views are of the
+    // whole catalog, and their links are all plain "/".
+    let escaped_q = query_escape(&q);
+    let link = |slug: Option<&str>| -> Cow<'static, str> {
+        match (slug, q.is_empty()) {
+            (None, true) => Cow::Borrowed("/"),
+            (Some(slug), true) => Cow::Owned(format!("/?category={slug}")),
+            (None, false) => Cow::Owned(format!("/?q={escaped_q}")),
+            (Some(slug), false) => Cow::Owned(format!("/?category={slug}&q={escaped_q}")),
         }
     };
     let mut filters = vec![FilterLink {
@@ -109,8 +109,8 @@ pub async fn catalog_page(
         current: category == Some(*slug),
     }));
     let clear_search = match category {
-        Some(slug) => format!("/?category={slug}"),
-        None => "/".to_owned(),
+        Some(slug) => Cow::Owned(format!("/?category={slug}")),
+        None => Cow::Borrowed("/"),
     };
     let search_everywhere = link(None);
     // An add from search results comes back to the same results.
@@ -149,7 +149,7 @@ fn query_escape(value: &str) -> String {
 #[template(path = "product.html")]
 pub struct ProductTemplate {
     chrome: Chrome,
-    product: Product,
+    product: Arc<Product>,
     max_quantity: u32,
     submission: String,
 }

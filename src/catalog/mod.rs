@@ -8,6 +8,7 @@ mod handlers;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use axum::{routing::get, Router};
 
@@ -30,6 +31,12 @@ pub struct Product {
     pub image: String,
     /// A slug of [`CATEGORIES`].
     pub category: String,
+    /// Worked out once at load (see [`Catalog::new`]): the image's fingerprinted URL…
+    #[sqlx(skip)]
+    image_url: String,
+    /// …and the lower-case text a search looks in.
+    #[sqlx(skip)]
+    search_text: String,
 }
 
 impl Product {
@@ -38,8 +45,8 @@ impl Product {
     }
 
     /// The image's fingerprinted URL (see `assets`).
-    pub fn image_url(&self) -> String {
-        crate::assets::url(&format!("products/{}", self.image))
+    pub fn image_url(&self) -> &str {
+        &self.image_url
     }
 
     pub fn category_name(&self) -> &str {
@@ -49,14 +56,9 @@ impl Product {
     /// True when every word of the search appears in the name, the description or
     /// the category's name (case-insensitive).
     fn matches(&self, words: &[String]) -> bool {
-        let text = format!(
-            "{} {} {}",
-            self.name,
-            self.description,
-            self.category_name()
-        )
-        .to_lowercase();
-        words.iter().all(|word| text.contains(word.as_str()))
+        words
+            .iter()
+            .all(|word| self.search_text.contains(word.as_str()))
     }
 }
 
@@ -86,15 +88,25 @@ impl fmt::Display for Money {
         let sign = if self.0 < 0 { "-" } else { "" };
         let cents = self.0.unsigned_abs();
         let dollars = cents / 100;
-        // Thousands separators: $1,234.50
-        let digits = dollars.to_string();
-        let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-        for (i, ch) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                grouped.push(',');
+        // Thousands separators: $1,234.50 (written from the right, no allocation).
+        let mut buffer = [0u8; 32];
+        let mut start = buffer.len();
+        let mut rest = dollars;
+        let mut digits = 0;
+        loop {
+            if digits > 0 && digits % 3 == 0 {
+                start -= 1;
+                buffer[start] = b',';
             }
-            grouped.push(ch);
+            start -= 1;
+            buffer[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            digits += 1;
+            if rest == 0 {
+                break;
+            }
         }
+        let grouped = std::str::from_utf8(&buffer[start..]).map_err(|_| fmt::Error)?;
         write!(f, "{sign}${grouped}.{:02}", cents % 100)
     }
 }
@@ -102,7 +114,8 @@ impl fmt::Display for Money {
 /// All products, in catalog order, with lookups by id and slug.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    products: Vec<Product>,
+    /// Shared with the pages that show them: a page holds references, not copies.
+    products: Vec<Arc<Product>>,
     by_id: HashMap<i64, usize>,
     by_slug: HashMap<String, usize>,
 }
@@ -114,6 +127,26 @@ impl Catalog {
         )
         .fetch_all(db)
         .await?;
+        Ok(Catalog::new(products))
+    }
+
+    /// Indexes the products, and works out what every page view would otherwise
+    /// compute again: image URLs and search text.
+    pub fn new(products: Vec<Product>) -> Self {
+        let products: Vec<Arc<Product>> = products
+            .into_iter()
+            .map(|mut product| {
+                product.image_url = crate::assets::url(&format!("products/{}", product.image));
+                product.search_text = format!(
+                    "{} {} {}",
+                    product.name,
+                    product.description,
+                    product.category_name()
+                )
+                .to_lowercase();
+                Arc::new(product)
+            })
+            .collect();
         let by_id = products
             .iter()
             .enumerate()
@@ -124,28 +157,28 @@ impl Catalog {
             .enumerate()
             .map(|(i, p)| (p.slug.clone(), i))
             .collect();
-        Ok(Catalog {
+        Catalog {
             products,
             by_id,
             by_slug,
-        })
+        }
     }
 
-    pub fn all(&self) -> &[Product] {
+    pub fn all(&self) -> &[Arc<Product>] {
         &self.products
     }
 
-    pub fn get(&self, id: i64) -> Option<&Product> {
+    pub fn get(&self, id: i64) -> Option<&Arc<Product>> {
         self.by_id.get(&id).map(|&i| &self.products[i])
     }
 
-    pub fn by_slug(&self, slug: &str) -> Option<&Product> {
+    pub fn by_slug(&self, slug: &str) -> Option<&Arc<Product>> {
         self.by_slug.get(slug).map(|&i| &self.products[i])
     }
 
     /// The products of a category (all when `None`) that match every word of
     /// `search`, in catalog order. In memory: twelve products need no index.
-    pub fn search(&self, search: &str, category: Option<&str>) -> Vec<&Product> {
+    pub fn search(&self, search: &str, category: Option<&str>) -> Vec<&Arc<Product>> {
         let words: Vec<String> = search.split_whitespace().map(str::to_lowercase).collect();
         self.products
             .iter()
@@ -168,20 +201,19 @@ mod tests {
             price_cents: 100,
             image: String::new(),
             category: category.into(),
+            image_url: String::new(),
+            search_text: String::new(),
         }
     }
 
     #[test]
     fn search_matches_every_word_in_any_case_within_a_category() {
-        let catalog = Catalog {
-            products: vec![
-                product(1, "Blue Teapot", "teaware"),
-                product(2, "Earl Grey Tin", "tea"),
-                product(3, "Blue Tea Towel", "accessories"),
-            ],
-            ..Catalog::default()
-        };
-        let ids = |found: Vec<&Product>| found.iter().map(|p| p.id).collect::<Vec<_>>();
+        let catalog = Catalog::new(vec![
+            product(1, "Blue Teapot", "teaware"),
+            product(2, "Earl Grey Tin", "tea"),
+            product(3, "Blue Tea Towel", "accessories"),
+        ]);
+        let ids = |found: Vec<&Arc<Product>>| found.iter().map(|p| p.id).collect::<Vec<_>>();
         assert_eq!(ids(catalog.search("", None)), vec![1, 2, 3]);
         assert_eq!(ids(catalog.search("  BLUE ", None)), vec![1, 3]);
         assert_eq!(ids(catalog.search("blue tea", None)), vec![1, 3]);
@@ -197,5 +229,7 @@ mod tests {
         assert_eq!(Money(450).to_string(), "$4.50");
         assert_eq!(Money(123_456_789).to_string(), "$1,234,567.89");
         assert_eq!(Money(-5).to_string(), "-$0.05");
+        assert_eq!(Money(100_000).to_string(), "$1,000.00");
+        assert_eq!(Money(i64::MIN).to_string(), "-$92,233,720,368,547,758.08");
     }
 }

@@ -15,6 +15,8 @@
 mod handlers;
 mod store;
 
+use std::sync::Arc;
+
 use axum::{routing::get, Router};
 
 pub use store::{Order, OrderLine, OrderSummary};
@@ -37,7 +39,7 @@ pub fn router() -> Router<AppState> {
 /// order stores it.
 #[derive(Debug, Clone)]
 pub struct PricedLine {
-    pub product: Product,
+    pub product: Arc<Product>,
     pub quantity: u32,
 }
 

@@ -14,7 +14,7 @@ use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -32,6 +32,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 
 /// The whole application: pages (with sessions), static files, health checks.
+///
+/// Each group's middleware wraps the group once, as one service (`ServiceBuilder`
+/// around a router), not each of its routes: `Router::layer` would box every
+/// layer around every route, and every request would clone that whole chain of
+/// boxes (40-odd allocations a page view, measured in docs/PERFORMANCE.md).
 pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
     let session_layer = SessionManagerLayer::new(sessions)
         .with_name(cookie_name(state.config.cookie_secure))
@@ -42,7 +47,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
 
     // Only pages go through the session layer: static files and health checks
     // never look up a session.
-    let pages = Router::new()
+    let page_routes = Router::new()
         .merge(crate::catalog::router())
         .merge(crate::cart::router())
         .merge(crate::auth::router())
@@ -50,26 +55,29 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .merge(crate::orders::router())
         .route("/session", get(inspector::session_page))
         .fallback(middleware::not_found)
-        .layer(from_fn_with_state(
-            state.clone(),
-            middleware::session_upkeep,
-        ))
-        .layer(session_layer)
-        .layer(from_fn(secure_cookie_removal))
+        .with_state(state.clone());
+    let pages = ServiceBuilder::new()
         // Pages show who is logged in: no shared cache, no back-button copy after logout.
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
-        ));
+        ))
+        .layer(from_fn(secure_cookie_removal))
+        .layer(session_layer)
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::session_upkeep,
+        ))
+        .service(page_routes);
 
-    let static_files = Router::new()
-        .nest_service("/static", ServeDir::new(crate::assets::static_dir()))
+    let static_files = ServiceBuilder::new()
+        // Outermost: `/static/style.<hash>.css` is style.css, cached for good.
+        .layer(from_fn(crate::assets::serve_fingerprinted))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=604800"),
         ))
-        // Outermost: `/static/style.<hash>.css` is style.css, cached for good.
-        .layer(from_fn(crate::assets::serve_fingerprinted));
+        .service(ServeDir::new(crate::assets::static_dir()));
 
     let replica = HeaderValue::from_str(&state.replica)
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
@@ -77,45 +85,51 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
 
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
-    let site = Router::new().merge(pages).merge(static_files).layer(
-        ServiceBuilder::new()
-            // Outermost, so error pages are compressed too: gzip or brotli as the
-            // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
-            .layer(CompressionLayer::new())
-            .layer(from_fn_with_state(state.clone(), middleware::html_errors))
-            .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                request_timeout,
-            ))
-            .layer(from_fn(middleware::cross_origin_protection))
-            .layer(DefaultBodyLimit::max(BODY_LIMIT))
-            .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-    );
+    let site = ServiceBuilder::new()
+        // Outermost, so error pages are compressed too: gzip or brotli as the
+        // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
+        .layer(CompressionLayer::new())
+        .layer(from_fn_with_state(state.clone(), middleware::html_errors))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(from_fn(middleware::cross_origin_protection))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .service(
+            Router::new()
+                .nest_service("/static", static_files)
+                .fallback_service(pages),
+        );
 
     // For machines (load balancer, compose): plain-text health checks. The layers
     // below wrap both: request ids, the request log line, the replica's name and
     // the security headers are on every response.
-    Router::new()
-        .merge(site)
+    let everything = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .fallback_service(site)
+        .with_state(state.clone());
+    let outer = ServiceBuilder::new()
+        // Listed outermost first.
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::connection_upkeep,
+        ))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            middleware::MakeRequestId,
+        ))
         .layer(
-            // Listed outermost first.
-            ServiceBuilder::new()
-                .layer(from_fn_with_state(
-                    state.clone(),
-                    middleware::connection_upkeep,
-                ))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(middleware::RequestSpan::new(state.replica.clone()))
-                        // One line per request, in the span with the replica and request id.
-                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
-                .layer(from_fn(middleware::security_headers)),
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::RequestSpan::new(state.replica.clone()))
+                // One line per request, in the span with the replica and request id.
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
+        .layer(from_fn(middleware::security_headers))
+        .service(everything);
+    Router::new().fallback_service(outer)
 }
