@@ -103,18 +103,19 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Middleware in front of the static file service: a fingerprinted name is served
-/// as its file, marked immutable for a year.
+/// Middleware in front of the static file service (nested under `/static`, so it
+/// sees `/style.<hash>.css`): a fingerprinted name is served as its file, marked
+/// immutable for a year.
 pub async fn serve_fingerprinted(mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let original = path
-        .strip_prefix("/static/")
+        .strip_prefix('/')
         .and_then(|name| init().original.get(name));
     let Some(original) = original else {
         return next.run(request).await;
     };
     let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = format!("/static/{original}").parse().ok();
+    parts.path_and_query = format!("/{original}").parse().ok();
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }

@@ -71,7 +71,7 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         .service(page_routes);
 
     let static_files = ServiceBuilder::new()
-        // Outermost: `/static/style.<hash>.css` is style.css, cached for good.
+        // Outermost: `style.<hash>.css` is style.css, cached for good.
         .layer(from_fn(crate::assets::serve_fingerprinted))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
