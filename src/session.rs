@@ -304,7 +304,15 @@ impl SessionStore for SessionStoreWrapper {
                     .get(id.to_string())
                     .await
                     .map_err(backend_error)?;
-                decode_record(*id, bytes)
+                let Some(bytes) = bytes else {
+                    return Ok(None);
+                };
+                if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
+                    return Ok(Some(tombstone_record(*id, &String::from_utf8_lossy(why))));
+                }
+                rmp_serde::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))
             }
             Backend::Memory(store) => store.load(id).await,
         }
@@ -341,20 +349,6 @@ impl SessionStore for SessionStoreWrapper {
             }
         }
     }
-}
-
-/// A session record from what its Redis key holds (`GET <id>`): `None` when gone,
-/// a tombstone record when ended.
-pub fn decode_record(id: Id, bytes: Option<Vec<u8>>) -> session_store::Result<Option<Record>> {
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
-        return Ok(Some(tombstone_record(id, &String::from_utf8_lossy(why))));
-    }
-    rmp_serde::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| session_store::Error::Decode(e.to_string()))
 }
 
 tokio::task_local! {

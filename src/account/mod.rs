@@ -67,23 +67,10 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
     if let Some((id, guessed)) = id.and_then(|id| Some((id, state.user_hints.get(id)?))) {
         let owner = CartOwner::User(guessed);
         let epoch_key = index::epoch_key(guessed);
-        // One write, one round trip; the first page after Redis lost its scripts
-        // sends the two separately (which loads the script).
-        let pipelined = state
-            .carts
-            .get_with_lines_and_counter(id.to_string(), &owner, &epoch_key)
-            .await
-            .map_err(AppError::Unavailable)?;
-        let (record, read) = match pipelined {
-            Some((bytes, lines, epoch)) => (
-                crate::session::decode_record(id, bytes),
-                Ok((lines, Some(epoch))),
-            ),
-            None => tokio::join!(
-                state.sessions.load(&id),
-                state.carts.lines_and_counter(&owner, &epoch_key)
-            ),
-        };
+        let (record, read) = tokio::join!(
+            state.sessions.load(&id),
+            state.carts.lines_and_counter(&owner, &epoch_key)
+        );
         let record = record.map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
         let claimed =
             crate::session::with_prefetched(id, record, session.claimed_user_id()).await?;

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, HashesInterface, KeysInterface, Pool};
+use fred::prelude::{HashesInterface, Pool};
 use fred::types::scripts::Script;
 use time::OffsetDateTime;
 
@@ -652,56 +652,6 @@ impl CartStore {
                 .collect(),
         );
         Ok((lines, Some(counter)))
-    }
-
-    /// A `GET` of `other_key` and [`Self::lines_and_counter`], written to Redis
-    /// together (a pipeline: one write, one round trip) — a logged-in page's
-    /// session and cart. `Ok(None)` in memory mode, or when Redis does not have the
-    /// script yet (after a restart or a failover): the caller then sends them
-    /// separately, which loads it.
-    pub async fn get_with_lines_and_counter(
-        &self,
-        other_key: String,
-        owner: &CartOwner,
-        counter_key: &str,
-    ) -> anyhow::Result<Option<(Option<Vec<u8>>, Lines, i64)>> {
-        let Backend::Redis(pool) = &self.backend else {
-            return Ok(None);
-        };
-        let pipeline = Self::connected(pool)?.pipeline();
-        let () = pipeline.get(other_key).await?;
-        // fred's pipelines have no EVALSHA of their own: sent as a custom command,
-        // routed (in a cluster) to the cart's hash slot.
-        let cart_key = owner.redis_key();
-        let slot = fred::util::redis_keyslot(cart_key.as_bytes());
-        let evalsha = fred::types::CustomCommand::new_static("EVALSHA", Some(slot), false);
-        let () = pipeline
-            .custom(
-                evalsha,
-                vec![
-                    LINES_AND_COUNTER_SCRIPT.sha1().to_string(),
-                    "2".to_owned(),
-                    cart_key,
-                    counter_key.to_owned(),
-                ],
-            )
-            .await?;
-        let mut results = pipeline.try_all::<fred::types::Value>().await.into_iter();
-        let (Some(other), Some(script)) = (results.next(), results.next()) else {
-            anyhow::bail!("a pipeline of two commands did not give two answers");
-        };
-        let script = match script {
-            Err(err) if err.details().starts_with("NOSCRIPT") => return Ok(None),
-            script => script?,
-        };
-        let other: Option<Vec<u8>> = other?.convert()?;
-        let (raw, counter): (Vec<String>, i64) = script.convert()?;
-        let lines = parse_lines(
-            raw.chunks_exact(2)
-                .map(|pair| (pair[0].clone(), pair[1].clone()))
-                .collect(),
-        );
-        Ok(Some((other, lines, counter)))
     }
 
     /// Deletes a cart (an account was deleted).
