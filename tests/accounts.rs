@@ -22,6 +22,26 @@ const NEW_PASSWORD: &str = "second password";
 /// A form's fields.
 type Form<'a> = Vec<(&'a str, &'a str)>;
 
+/// Changes USER's password from PASSWORD to NEW_PASSWORD, and expects it done.
+trait ChangePassword {
+    async fn change_password_to_the_new_one(&self);
+}
+
+impl ChangePassword for Browser {
+    async fn change_password_to_the_new_one(&self) {
+        self.post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirm", NEW_PASSWORD),
+            ],
+        )
+        .await
+        .assert_redirect("/account");
+    }
+}
+
 /// Logs `browser` in with a User-Agent of its own.
 async fn log_in_as(browser: &Browser, agent: &str, password: &str, remember: bool) -> Page {
     let mut form = vec![("username", USER), ("password", password)];
@@ -308,17 +328,7 @@ async fn a_session_created_on_another_replica_during_a_password_change_does_not_
             })
         })
         .collect();
-    owner
-        .post(
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_confirm", NEW_PASSWORD),
-            ],
-        )
-        .await
-        .assert_redirect("/account");
+    owner.change_password_to_the_new_one().await;
     for racer in racers {
         let (browser, _) = racer.await.unwrap();
         assert_eq!(
@@ -767,17 +777,7 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
         .zrem(format!("sessions:{{u{id}}}"), desktop.sid().unwrap())
         .await
         .unwrap();
-    laptop
-        .post(
-            "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", NEW_PASSWORD),
-                ("new_password_confirm", NEW_PASSWORD),
-            ],
-        )
-        .await
-        .assert_redirect("/account");
+    laptop.change_password_to_the_new_one().await;
 
     // The desktop's session is from before the change: the epoch check inside the
     // cart scripts sends its update and its add where an anonymous visitor's would
