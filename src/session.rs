@@ -844,32 +844,6 @@ impl ShopSession {
         Ok(CartOwner::Anonymous(cart_id))
     }
 
-    /// The cart a change goes to, as [`Self::cart_owner_or_new`], but without
-    /// reading a logged-in user's credential epoch first: with Redis, the change's
-    /// own script checks it ([`EpochGuard`], same hash slot as the cart), one round
-    /// trip fewer. If the script finds the session stale, the caller
-    /// [`Self::settle`]s with the epoch it was told and asks again.
-    pub async fn cart_to_change(
-        &self,
-        replica: &str,
-    ) -> SessionResult<(CartOwner, Option<EpochGuard>)> {
-        if let Some(claim) = self.unchecked_claim().await? {
-            return Ok(claim);
-        }
-        Ok((self.cart_owner_or_new(replica).await?, None))
-    }
-
-    /// As [`Self::cart_to_change`], for changes to an existing cart: `None` when
-    /// there is no cart at all.
-    pub async fn existing_cart_to_change(
-        &self,
-    ) -> SessionResult<Option<(CartOwner, Option<EpochGuard>)>> {
-        if let Some(claim) = self.unchecked_claim().await? {
-            return Ok(Some(claim));
-        }
-        Ok(self.cart_owner().await?.map(|owner| (owner, None)))
-    }
-
     /// A guarded write passed its epoch check: the session's user is current, and
     /// the rest of the request need not ask Redis again.
     pub async fn epoch_confirmed(&self) -> SessionResult<()> {
@@ -880,9 +854,11 @@ impl ShopSession {
         Ok(())
     }
 
-    /// A logged-in session's user cart with the guard its write must pass, when
-    /// the user has not been checked yet in this request and carts are in Redis.
-    async fn unchecked_claim(&self) -> SessionResult<Option<(CartOwner, Option<EpochGuard>)>> {
+    /// A logged-in session's user cart and the guard a change to it must pass
+    /// (the cart script checks the user's credential epoch), when the user has not
+    /// been checked yet in this request and carts are in Redis; `None` otherwise:
+    /// then [`Self::cart_owner`] checks the user the plain way.
+    pub async fn user_cart_unchecked(&self) -> SessionResult<Option<(CartOwner, EpochGuard)>> {
         if self.known_verdict().is_some() || !self.accounts.is_redis() {
             return Ok(None);
         }
@@ -891,7 +867,7 @@ impl ShopSession {
                 key: crate::account::index::epoch_key(user.id),
                 session_epoch: epoch,
             };
-            (CartOwner::User(user.id), Some(guard))
+            (CartOwner::User(user.id), guard)
         }))
     }
 

@@ -3,6 +3,7 @@
 //! flash message saying what happened. Each form carries a one-time `submission`
 //! id: a repeat (a retry, a double click, Back and resubmit) changes nothing.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use askama::Template;
@@ -11,7 +12,10 @@ use axum::extract::State;
 use axum::response::Redirect;
 use serde::Deserialize;
 
-use super::{product_from_form, Added, Quantity, Updated, MAX_QUANTITY};
+use super::{
+    product_from_form, Added, CartError, CartOwner, EpochGuard, Guarded, Quantity, Updated,
+    MAX_QUANTITY,
+};
 use crate::auth::safe_next;
 use crate::catalog::{Money, Product};
 use crate::error::{AppError, Result};
@@ -109,29 +113,23 @@ pub async fn add_to_cart(
         None => "/cart".to_owned(),
     };
 
-    let (owner, guard) = session.cart_to_change(&state.replica).await?;
-    let mut added = state
-        .carts
-        .add(
-            &owner,
-            product.id,
-            quantity.get(),
-            submission,
-            guard.as_ref(),
-        )
-        .await?;
-    if let Added::StaleSession(current) = added {
-        // Signed out by a password change or "sign out everywhere": the add goes
-        // where an anonymous visitor's would.
-        session.settle(current).await?;
-        let owner = session.cart_owner_or_new(&state.replica).await?;
-        added = state
-            .carts
-            .add(&owner, product.id, quantity.get(), submission, None)
-            .await?;
-    } else if guard.is_some() {
-        session.epoch_confirmed().await?;
-    }
+    let carts = &state.carts;
+    let change = |owner: CartOwner, guard: Option<EpochGuard>| async move {
+        carts
+            .add(
+                &owner,
+                product.id,
+                quantity.get(),
+                submission,
+                guard.as_ref(),
+            )
+            .await
+    };
+    // With a replica to create one, there is always a cart (or the session-ended
+    // refusal `cart_owner_or_new` gives); `None` would mean the same.
+    let Some(added) = change_cart(&session, Some(&state.replica), change).await? else {
+        return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
+    };
     let flash = match added {
         Added::Applied {
             quantity: now,
@@ -150,7 +148,6 @@ pub async fn add_to_cart(
             product.name
         )),
         Added::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
-        Added::StaleSession(_) => return Err(stale_twice()),
     };
     notes.applied(&back);
     let flash = if back == "/cart" {
@@ -162,13 +159,52 @@ pub async fn add_to_cart(
     Ok(Redirect::to(&back))
 }
 
-/// An unguarded write is never stale; should one say so, nothing changed and the
-/// visitor is asked to try again rather than shown a bare error.
-fn stale_twice() -> AppError {
-    AppError::Conflict(
-        "You were signed out while this was being sent, so nothing was changed. Please try again."
-            .to_owned(),
-    )
+/// Runs a change on the visitor's cart; `Ok(None)` when there is none to change
+/// (`create`: the replica that creates an anonymous cart for a visitor who has
+/// none; without it, no cart is created).
+///
+/// A logged-in session on Redis is not checked against its user's credential
+/// epoch first: the change's own script checks it, in the same hash slot as the
+/// cart ([`EpochGuard`]), one round trip fewer and no moment between check and
+/// write. If the script finds the session stale (a password change or "sign out
+/// everywhere" since it began), the session is ended here and the change goes
+/// where an anonymous visitor's would.
+async fn change_cart<T, F, Fut>(
+    session: &ShopSession,
+    create: Option<&str>,
+    change: F,
+) -> Result<Option<T>>
+where
+    F: Fn(CartOwner, Option<EpochGuard>) -> Fut,
+    Fut: Future<Output = std::result::Result<Guarded<T>, CartError>>,
+{
+    if let Some((owner, guard)) = session.user_cart_unchecked().await? {
+        match change(owner, Some(guard)).await? {
+            Guarded::Done(outcome) => {
+                session.epoch_confirmed().await?;
+                return Ok(Some(outcome));
+            }
+            Guarded::Stale(current) => {
+                session.settle(current).await?;
+            }
+        }
+    }
+    let owner = match create {
+        Some(replica) => Some(session.cart_owner_or_new(replica).await?),
+        None => session.cart_owner().await?,
+    };
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    // Checked the plain way now (`ShopSession::user`): no guard, never stale.
+    match change(owner, None).await? {
+        Guarded::Done(outcome) => Ok(Some(outcome)),
+        Guarded::Stale(_) => Err(AppError::Conflict(
+            "You were signed out while this was being sent, so nothing was changed. \
+             Please try again."
+                .to_owned(),
+        )),
+    }
 }
 
 /// What an add or update sent for an anonymous cart that a login has just taken over is told.
@@ -185,39 +221,25 @@ pub async fn update_cart(
     let quantity = Quantity::to_set(form.quantity.as_deref())?;
     let submission = form.submission()?;
 
+    let carts = &state.carts;
+    let change = |owner: CartOwner, guard: Option<EpochGuard>| async move {
+        carts
+            .update(
+                &owner,
+                product.id,
+                quantity.get(),
+                submission,
+                guard.as_ref(),
+            )
+            .await
+    };
     // No cart at all: nothing to update, and no session to create for it.
-    let no_cart = || async {
+    let Some(updated) = change_cart(&session, None, change).await? else {
         if session.ended().await? {
             return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
         }
-        Ok(Redirect::to("/cart"))
+        return Ok(Redirect::to("/cart"));
     };
-    let Some((owner, guard)) = session.existing_cart_to_change().await? else {
-        return no_cart().await;
-    };
-    let mut updated = state
-        .carts
-        .update(
-            &owner,
-            product.id,
-            quantity.get(),
-            submission,
-            guard.as_ref(),
-        )
-        .await?;
-    if let Updated::StaleSession(current) = updated {
-        // Signed out meanwhile: the change applies to the visitor's anonymous cart, if any.
-        session.settle(current).await?;
-        let Some(owner) = session.cart_owner().await? else {
-            return no_cart().await;
-        };
-        updated = state
-            .carts
-            .update(&owner, product.id, quantity.get(), submission, None)
-            .await?;
-    } else if guard.is_some() {
-        session.epoch_confirmed().await?;
-    }
     let flash = match updated {
         Updated::Set => Flash::success(format!("{} now: {}.", product.name, quantity.get())),
         Updated::Removed => Flash::success(format!("Removed {} from your cart.", product.name)),
@@ -227,7 +249,6 @@ pub async fn update_cart(
             product.name
         )),
         Updated::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
-        Updated::StaleSession(_) => return Err(stale_twice()),
     };
     notes.applied("/cart");
     session.push_flash(flash).await?;

@@ -80,9 +80,6 @@ pub enum Added {
     /// The anonymous cart was merged into a user's cart meanwhile (the visitor
     /// logged in on another tab or replica): nothing changed.
     CartRetired,
-    /// The session is older than its user's credential epoch (see [`EpochGuard`]):
-    /// nothing changed. Carries the current epoch.
-    StaleSession(i64),
 }
 
 /// The result of changing a line's quantity.
@@ -94,7 +91,15 @@ pub enum Updated {
     NotInCart,
     AlreadyApplied,
     CartRetired,
-    StaleSession(i64),
+}
+
+/// A cart change sent with an [`EpochGuard`]: done (with the change's own answer),
+/// or refused because the session is older than its user's credential epoch —
+/// nothing changed, and the current epoch is given to settle the session with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Done(T),
+    Stale(i64),
 }
 
 /// A logged-in session's claim to write to its user's cart: the write's own script
@@ -335,7 +340,7 @@ impl CartStore {
     /// `submission` was applied before or the cart was retired by a login merge.
     ///
     /// With an `epoch` guard (Redis only), a session older than its user's
-    /// credential epoch changes nothing ([`Added::StaleSession`]).
+    /// credential epoch changes nothing ([`Guarded::Stale`]).
     pub async fn add(
         &self,
         owner: &CartOwner,
@@ -343,7 +348,7 @@ impl CartStore {
         quantity: u32,
         submission: Option<&str>,
         epoch: Option<&EpochGuard>,
-    ) -> Result<Added, CartError> {
+    ) -> Result<Guarded<Added>, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
@@ -358,39 +363,21 @@ impl CartStore {
                     .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
                 Ok(match quantity {
-                    -1 => Added::AlreadyApplied,
-                    -2 => Added::CartRetired,
-                    -4 => Added::StaleSession(capped),
-                    quantity => Added::Applied {
+                    -4 => Guarded::Stale(capped),
+                    -1 => Guarded::Done(Added::AlreadyApplied),
+                    -2 => Guarded::Done(Added::CartRetired),
+                    quantity => Guarded::Done(Added::Applied {
                         quantity: u32::try_from(quantity).unwrap_or(0),
                         capped: capped == 1,
-                    },
+                    }),
                 })
             }
-            Backend::Memory(carts) => {
-                let mut carts = carts.lock().expect("cart lock");
-                if let Some(refused) = carts.guard(owner, submission) {
-                    return Ok(if refused == -1 {
-                        Added::AlreadyApplied
-                    } else {
-                        Added::CartRetired
-                    });
-                }
-                let line = carts
-                    .carts
-                    .entry(owner.redis_key())
-                    .or_default()
-                    .entry(product_id)
-                    .or_default();
-                let wanted = *line + quantity;
-                *line = wanted.min(MAX_QUANTITY);
-                let quantity = *line;
-                carts.remember(owner, submission);
-                Ok(Added::Applied {
-                    quantity,
-                    capped: wanted > MAX_QUANTITY,
-                })
-            }
+            Backend::Memory(carts) => Ok(Guarded::Done(
+                carts
+                    .lock()
+                    .expect("cart lock")
+                    .add(owner, product_id, quantity, submission),
+            )),
         }
     }
 
@@ -403,7 +390,7 @@ impl CartStore {
         quantity: u32,
         submission: Option<&str>,
         epoch: Option<&EpochGuard>,
-    ) -> Result<Updated, CartError> {
+    ) -> Result<Guarded<Updated>, CartError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
@@ -417,39 +404,20 @@ impl CartStore {
                     .evalsha_with_reload(Self::connected(pool)?, keys, args)
                     .await?;
                 Ok(match outcome {
-                    1 => Updated::Set,
-                    0 => Updated::Removed,
-                    -1 => Updated::AlreadyApplied,
-                    -2 => Updated::CartRetired,
-                    -4 => Updated::StaleSession(current_epoch),
-                    _ => Updated::NotInCart,
+                    -4 => Guarded::Stale(current_epoch),
+                    1 => Guarded::Done(Updated::Set),
+                    0 => Guarded::Done(Updated::Removed),
+                    -1 => Guarded::Done(Updated::AlreadyApplied),
+                    -2 => Guarded::Done(Updated::CartRetired),
+                    _ => Guarded::Done(Updated::NotInCart),
                 })
             }
-            Backend::Memory(carts) => {
-                let mut carts = carts.lock().expect("cart lock");
-                if let Some(refused) = carts.guard(owner, submission) {
-                    return Ok(if refused == -1 {
-                        Updated::AlreadyApplied
-                    } else {
-                        Updated::CartRetired
-                    });
-                }
-                let Some(cart) = carts.carts.get_mut(&owner.redis_key()) else {
-                    return Ok(Updated::NotInCart);
-                };
-                if !cart.contains_key(&product_id) {
-                    return Ok(Updated::NotInCart);
-                }
-                let outcome = if quantity == 0 {
-                    cart.remove(&product_id);
-                    Updated::Removed
-                } else {
-                    cart.insert(product_id, quantity);
-                    Updated::Set
-                };
-                carts.remember(owner, submission);
-                Ok(outcome)
-            }
+            Backend::Memory(carts) => Ok(Guarded::Done(
+                carts
+                    .lock()
+                    .expect("cart lock")
+                    .update(owner, product_id, quantity, submission),
+            )),
         }
     }
 
@@ -554,6 +522,70 @@ impl CartStore {
 }
 
 impl MemoryCarts {
+    /// [`CartStore::add`] in memory (no epoch guard: the dev twin checks the user
+    /// the plain way, `ShopSession::user`).
+    fn add(
+        &mut self,
+        owner: &CartOwner,
+        product_id: i64,
+        quantity: u32,
+        submission: Option<&str>,
+    ) -> Added {
+        if let Some(refused) = self.guard(owner, submission) {
+            return if refused == -1 {
+                Added::AlreadyApplied
+            } else {
+                Added::CartRetired
+            };
+        }
+        let line = self
+            .carts
+            .entry(owner.redis_key())
+            .or_default()
+            .entry(product_id)
+            .or_default();
+        let wanted = *line + quantity;
+        *line = wanted.min(MAX_QUANTITY);
+        let quantity = *line;
+        self.remember(owner, submission);
+        Added::Applied {
+            quantity,
+            capped: wanted > MAX_QUANTITY,
+        }
+    }
+
+    /// [`CartStore::update`] in memory.
+    fn update(
+        &mut self,
+        owner: &CartOwner,
+        product_id: i64,
+        quantity: u32,
+        submission: Option<&str>,
+    ) -> Updated {
+        if let Some(refused) = self.guard(owner, submission) {
+            return if refused == -1 {
+                Updated::AlreadyApplied
+            } else {
+                Updated::CartRetired
+            };
+        }
+        let Some(cart) = self.carts.get_mut(&owner.redis_key()) else {
+            return Updated::NotInCart;
+        };
+        if !cart.contains_key(&product_id) {
+            return Updated::NotInCart;
+        }
+        let outcome = if quantity == 0 {
+            cart.remove(&product_id);
+            Updated::Removed
+        } else {
+            cart.insert(product_id, quantity);
+            Updated::Set
+        };
+        self.remember(owner, submission);
+        outcome
+    }
+
     /// The in-memory twin of `GUARD_LUA`: Some(-1) repeated, Some(-2) retired.
     fn guard(&self, owner: &CartOwner, submission: Option<&str>) -> Option<i64> {
         let key = owner.redis_key();
