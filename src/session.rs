@@ -844,21 +844,17 @@ impl ShopSession {
         Ok(CartOwner::Anonymous(cart_id))
     }
 
-    /// A guarded write passed its epoch check: the session's user is current, and
-    /// the rest of the request need not ask Redis again.
-    pub async fn epoch_confirmed(&self) -> SessionResult<()> {
-        if self.known_verdict().is_none() {
-            let user = self.claimed_user().await?.map(|(user, _)| user);
-            self.remember_verdict(user);
-        }
-        Ok(())
+    /// A guarded change passed its epoch check: `user` is current, and the rest of
+    /// the request need not ask Redis again.
+    pub fn epoch_confirmed(&self, user: SessionUser) {
+        self.remember_verdict(Some(user));
     }
 
-    /// A logged-in session's user cart and the guard a change to it must pass
-    /// (the cart script checks the user's credential epoch), when the user has not
-    /// been checked yet in this request and carts are in Redis; `None` otherwise:
-    /// then [`Self::cart_owner`] checks the user the plain way.
-    pub async fn user_cart_unchecked(&self) -> SessionResult<Option<(CartOwner, EpochGuard)>> {
+    /// The user a logged-in session claims, with the guard a change to their cart
+    /// must pass (the cart script checks the user's credential epoch), when the
+    /// user has not been checked yet in this request and carts are in Redis;
+    /// `None` otherwise: then [`Self::cart_owner`] checks the user the plain way.
+    pub async fn user_unchecked(&self) -> SessionResult<Option<(SessionUser, EpochGuard)>> {
         if self.known_verdict().is_some() || !self.accounts.is_redis() {
             return Ok(None);
         }
@@ -867,7 +863,7 @@ impl ShopSession {
                 key: crate::account::index::epoch_key(user.id),
                 session_epoch: epoch,
             };
-            (CartOwner::User(user.id), guard)
+            (user, guard)
         }))
     }
 

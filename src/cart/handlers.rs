@@ -178,10 +178,10 @@ where
     F: Fn(CartOwner, Option<EpochGuard>) -> Fut,
     Fut: Future<Output = std::result::Result<Guarded<T>, CartError>>,
 {
-    if let Some((owner, guard)) = session.user_cart_unchecked().await? {
-        match change(owner, Some(guard)).await? {
+    if let Some((user, guard)) = session.user_unchecked().await? {
+        match change(CartOwner::User(user.id), Some(guard)).await? {
             Guarded::Done(outcome) => {
-                session.epoch_confirmed().await?;
+                session.epoch_confirmed(user);
                 return Ok(Some(outcome));
             }
             Guarded::Stale(current) => {
