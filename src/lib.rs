@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod memory;
 pub mod orders;
 pub mod redis_checks;
 pub mod redis_topology;

@@ -44,8 +44,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Before the runtime starts its threads: mallopt must not race other allocations.
-    return_freed_memory_to_the_os();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -90,27 +88,3 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     app.run_until_stopped().await
 }
-
-/// Each argon2 hash allocates 19 MiB. glibc serves the first such block with
-/// mmap and unmaps it when freed, but then raises its mmap threshold, so later
-/// hashes come from the per-thread malloc arenas and stay resident after they
-/// are freed: hundreds of MB after a few dozen logins. A fixed threshold keeps
-/// every large block in its own mapping, returned to the OS when freed
-/// (docs/PERFORMANCE.md: replica RSS, CPU per login).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn return_freed_memory_to_the_os() {
-    use std::ffi::c_int;
-    extern "C" {
-        fn mallopt(param: c_int, value: c_int) -> c_int;
-    }
-    const M_MMAP_THRESHOLD: c_int = -3;
-    // SAFETY: called once, from `main`, before any other thread exists (glibc's
-    // mallopt must not run concurrently with allocations); it only changes
-    // allocator settings.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_freed_memory_to_the_os() {}

@@ -56,10 +56,14 @@ async fn blocking<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     let _slot = HASHING_SLOTS.acquire().await?;
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(work))
-        .in_current_span()
-        .await
-        .map_err(|e| anyhow::anyhow!("password task failed: {e}"))
+    tokio::task::spawn_blocking(move || {
+        let done = span.in_scope(work);
+        crate::memory::return_freed_memory();
+        done
+    })
+    .in_current_span()
+    .await
+    .map_err(|e| anyhow::anyhow!("password task failed: {e}"))
 }
 
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
@@ -82,6 +86,7 @@ pub async fn verify_password(password: String, stored: Option<String>) -> anyhow
 /// Computes the dummy hash at start, so the first unknown-user login is not slower.
 pub fn warm_up() {
     LazyLock::force(&DUMMY_HASH);
+    crate::memory::return_freed_memory();
 }
 
 #[cfg(test)]

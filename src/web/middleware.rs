@@ -1,4 +1,4 @@
-//! Middleware: request spans, security headers, error pages, cross-origin
+//! Middleware: request spans, error pages, cross-origin
 //! protection, and the session upkeep that runs after every page handler.
 
 use std::sync::atomic::Ordering;
@@ -167,30 +167,6 @@ pub async fn connection_upkeep(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response
-}
-
-/// Headers on every response. The CSP allows only this site's own files: there
-/// is no inline script anywhere, and no page may be framed (clickjacking).
-pub async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-        ),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 
