@@ -10,7 +10,7 @@ after (or, with --skip-standard, instead of) the standard phases:
 - memory scale: Redis used_memory per session and per cart line at 10k, 100k and
   1M sessions (database 9, filled by pipelined writes, emptied afterwards).
 - allocator A/B (only with BENCH_AB_BINARY): two shop binaries in alternating
-  rounds, RSS after 30 logins and req/s of logged-in GET /.
+  rounds, RSS after 30 logins, req/s and CPU per request of logged-in GET /.
 """
 
 import os
@@ -384,12 +384,15 @@ def allocator_ab(settings, procs, res, redis_url):
                    "rss_after_logins_mb": round(rss_logins["rss_kb"] / 1024, 1),
                    "rss_after_run_mb": round(rss_end["rss_kb"] / 1024, 1),
                    "peak_rss_mb": round(rss_end["peak_rss_kb"] / 1024, 1),
+                   "app_cpu_us_per_request": r["cpu_us_per_request"].get("app"),
                    "other_load_percent": r["other_load_percent"]}
-            log(f"  {name} round {round_no + 1}: {row['rps']:.0f} req/s, p99 {row['p99_ms']:.2f} ms; RSS after "
+            log(f"  {name} round {round_no + 1}: {row['rps']:.0f} req/s, p99 {row['p99_ms']:.2f} ms, "
+                f"{row['app_cpu_us_per_request']} µs CPU/req; RSS after "
                 f"{logins} logins {row['rss_after_logins_mb']} MB, after the run {row['rss_after_run_mb']} MB")
             rows[name].append(row)
     med = statistics.median
     summary = {name: {"rps": round(med(r["rps"] for r in rs), 1),
+                      "app_cpu_us_per_request": med(r["app_cpu_us_per_request"] or 0 for r in rs),
                       "rss_after_logins_mb": round(med(r["rss_after_logins_mb"] for r in rs), 1),
                       "rss_after_run_mb": round(med(r["rss_after_run_mb"] for r in rs), 1)}
                for name, rs in rows.items()}
@@ -474,6 +477,7 @@ def print_issue13(res):
         print(f"allocator A/B ({len(a['rounds']['A'])} alternating rounds): B/A req/s {a['rps_ratio_B_vs_A']}")
         for name in ("A", "B"):
             m = a["medians"][name]
-            print(f"  {name}: {m['rps']:.0f} req/s, RSS after {a['logins']} logins {m['rss_after_logins_mb']} MB, "
+            print(f"  {name}: {m['rps']:.0f} req/s, {m.get('app_cpu_us_per_request')} µs CPU/req, "
+                  f"RSS after {a['logins']} logins {m['rss_after_logins_mb']} MB, "
                   f"after the run {m['rss_after_run_mb']} MB  ({a[name]})")
     print()
