@@ -9,6 +9,10 @@ after (or, with --skip-standard, instead of) the standard phases:
   (and the floor), req/s and p50/p99/p99.9.
 - memory scale: Redis used_memory per session and per cart line at 10k, 100k and
   1M sessions (database 9, filled by pipelined writes, emptied afterwards).
+- nginx keep-alive: logged-in GET / and POST /cart/add through nginx + 3
+  replicas, with the shipped template (keep-alive to the replicas) and with the
+  template as it was before issue 13 (`Connection: close`, a new connection per
+  request), in alternating rounds.
 - allocator A/B (only with BENCH_AB_BINARY): two shop binaries in alternating
   rounds, RSS after 30 logins, req/s and CPU per request of logged-in GET /.
 """
@@ -22,7 +26,7 @@ import time
 from resp import Redis, commandstats_delta, encode
 from run import (
     DEMO_PASSWORD, DEMO_USER, ROOT, Replica, describe, env_int, expect, free_port, http_request, log, log_in,
-    memory_kb, reset_cart, run_wrk, wait_until,
+    memory_kb, nginx_template, reset_cart, run_wrk, start_nginx, wait_until,
 )
 
 CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
@@ -346,6 +350,67 @@ def memory_scale(settings, res, redis_port, sid, cart_key):
     }
 
 
+# ------------------------------------------------------------------ nginx keep-alive
+
+def without_keepalive(template):
+    """The shipped nginx template as it was before issue 13: no idle connections
+    kept to the replicas (the upstream block's keepalive lines gone),
+    `Connection: close` on every proxied request."""
+    start = template.index("upstream storefront {")
+    end = template.index("\n    }", start)
+    block = template[start:end]
+    kept = [line for line in block.splitlines()
+            if not re.match(r"\s*keepalive(_timeout|_requests)?\s+\S+;", line)]
+    closed = template[:start] + "\n".join(kept) + template[end:]
+    closed = closed.replace('proxy_set_header Connection "";', "proxy_set_header Connection close;")
+    if len(kept) != len(block.splitlines()) - 3 or closed.count("proxy_set_header Connection close;") != 1:
+        raise SystemExit("nginx A/B: the template's keepalive lines were not where expected")
+    return closed
+
+
+def nginx_keepalive(settings, procs, res, redis_url):
+    """nginx + 3 replicas, keep-alive (shipped) against Connection: close (before),
+    alternating, `BENCH_NGINX_ROUNDS` rounds (2); each workload `settings.seconds`."""
+    rounds = env_int("BENCH_NGINX_ROUNDS", 2)
+    if rounds < 1:
+        return
+    shipped = nginx_template()
+    variants = [("keepalive", shipped), ("close", without_keepalive(shipped))]
+    log(f"== nginx + 3 replicas: keep-alive (shipped template) vs Connection: close, {rounds} alternating rounds")
+    replicas = [Replica(settings, procs, f"lb-replica-{i + 1}", free_port(), redis_url) for i in range(3)]
+    runs = {(name, key): [] for name, _ in variants for key, *_ in PEER_WORKLOADS}
+    try:
+        for round_no in range(rounds):
+            for name, template in (variants if round_no % 2 == 0 else variants[::-1]):
+                nginx, port = start_nginx(settings, procs, [r.port for r in replicas], template, f"nginx-{name}")
+                cookie = log_in(port)
+                run_wrk(settings, port, "/", "get.lua", cookie, settings.warmup, f"lb-{name}-{round_no}-warm")
+                pids = {r.name: r.pid for r in replicas}
+                pids["nginx"] = nginx.pid
+                for key, title, path, script in PEER_WORKLOADS:
+                    reset_cart(port, cookie)
+                    log(f"nginx ({name}), round {round_no + 1}: {title} for {settings.seconds}s")
+                    r = run_wrk(settings, port, path, script, cookie, settings.seconds,
+                                f"lb-{name}-{key}-{round_no}", pids)
+                    describe(title, r)
+                    runs[(name, key)].append(r)
+                procs.stop(nginx, signal.SIGQUIT)
+    finally:
+        for r in replicas:
+            procs.stop(r.proc)
+    from run import merge_rounds
+    out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in PEER_WORKLOADS} for name, _ in variants}
+    res["nginx_keepalive"] = {
+        "replicas": 3, "rounds": rounds,
+        "how": "the same 3 replicas behind nginx started from the shipped template, then from the same "
+               "template without its keepalive lines and with `Connection: close` (issue 13's 'template as "
+               "shipped'), alternating; merged rounds",
+        "workloads": out,
+        "ratio_keepalive_vs_close_rps": {key: round(out["keepalive"][key]["rps"] / out["close"][key]["rps"], 3)
+                                         for key, *_ in PEER_WORKLOADS},
+    }
+
+
 # ------------------------------------------------------------------ allocator A/B
 
 def allocator_ab(settings, procs, res, redis_url):
@@ -409,9 +474,14 @@ def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control
         allocator_ab(settings, procs, res, redis_url)
         res.pop("_redis_pid", None)
         return
+    if os.environ.get("BENCH_NGINX_ONLY") == "1":
+        nginx_keepalive(settings, procs, res, redis_url)
+        res.pop("_redis_pid", None)
+        return
     try:
         shop, cookie, start_floor_again = run_peers(settings, procs, res, redis_port, redis_url, control)
         connection_curve(settings, procs, res, shop, cookie, start_floor_again)
+        nginx_keepalive(settings, procs, res, redis_url)
         rss = memory_kb(shop.pid)
         res["peers"]["rss"]["shop_after_curve"] = rss
         sid = cookie.split("=", 1)[1]
@@ -464,6 +534,17 @@ def print_issue13(res):
                 print(f"  {label:5} {pt['connections']:4} conn: {pt['rps']:8.0f} req/s  p50 {pt['p50_ms']:7.2f}  "
                       f"p99 {pt['p99_ms']:7.2f}  p99.9 {pt['p99_9_ms']:7.2f} ms  errors {pt['errors']}  "
                       f"other load {pt['other_load_percent']:.0f}%")
+    if "nginx_keepalive" in res:
+        n = res["nginx_keepalive"]
+        print()
+        print(f"nginx + {n['replicas']} replicas — keep-alive to the replicas vs Connection: close "
+              f"({n['rounds']} alternating rounds, merged)")
+        for key, title, *_ in PEER_WORKLOADS:
+            for name in ("keepalive", "close"):
+                r = n["workloads"][name][key]
+                print(f"  {title:32} {name:9} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms"
+                      f"  errors {r['errors']}")
+            print(f"  {title}: keep-alive / close req/s {n['ratio_keepalive_vs_close_rps'][key]} (target >= 2)")
     if "memory_scale" in res:
         print()
         print("Redis memory at scale (used_memory deltas)")

@@ -868,12 +868,17 @@ def idle_refresh_check(settings, procs, redis_url, redis):
 
 # ------------------------------------------------------------------ nginx
 
-def start_nginx(settings, procs, upstream_ports):
-    prefix = os.path.join(settings.run_dir, "nginx")
+def nginx_template():
+    with open(os.path.join(ROOT, "deploy", "nginx", "storefront.conf.template")) as f:
+        return f.read()
+
+
+def start_nginx(settings, procs, upstream_ports, template=None, name="nginx"):
+    """nginx in front of the replicas, from the shipped template (or `template`)."""
+    prefix = os.path.join(settings.run_dir, name)
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     port = free_port()
-    with open(os.path.join(ROOT, "deploy", "nginx", "storefront.conf.template")) as f:
-        template = f.read()
+    template = template or nginx_template()
     servers = "\n        ".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstream_ports)
     # The same four placeholders scripts/cluster fills with envsubst; nginx's own
     # $variables are left alone.
@@ -890,8 +895,8 @@ def start_nginx(settings, procs, upstream_ports):
     if test.returncode != 0:
         raise SystemExit(f"nginx rejected {conf_path}:\n{test.stderr}")
     logfile = os.path.join(prefix, "logs", "stdout.log")
-    proc = procs.start("nginx", args + ["-g", "daemon off;"], logfile)
-    wait_until(lambda: http_request(port, "GET", "/healthz", timeout=2).status == 200, "nginx",
+    proc = procs.start(name, args + ["-g", "daemon off;"], logfile)
+    wait_until(lambda: http_request(port, "GET", "/healthz", timeout=2).status == 200, name,
                proc=proc, logfile=logfile)
     return proc, port
 
