@@ -386,7 +386,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
                 cookie = log_in(port)
                 run_wrk(settings, port, "/", "get.lua", cookie, settings.warmup, f"lb-{name}-{round_no}-warm")
                 pids = {r.name: r.pid for r in replicas}
-                pids["nginx"] = nginx.pid
+                pids.update(nginx=nginx.pid, redis=res["_redis_pid"])
                 for key, title, path, script in PEER_WORKLOADS:
                     reset_cart(port, cookie)
                     log(f"nginx ({name}), round {round_no + 1}: {title} for {settings.seconds}s")
