@@ -26,7 +26,7 @@ import time
 from resp import Redis, commandstats_delta, encode
 from run import (
     DEMO_PASSWORD, DEMO_USER, ROOT, Replica, describe, env_int, expect, free_port, http_request, log, log_in,
-    memory_kb, nginx_template, reset_cart, run_wrk, start_nginx, wait_until,
+    memory_kb, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
 )
 
 CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
@@ -377,7 +377,9 @@ def nginx_keepalive(settings, procs, res, redis_url):
     shipped = nginx_template()
     variants = [("keepalive", shipped), ("close", without_keepalive(shipped))]
     log(f"== nginx + 3 replicas: keep-alive (shipped template) vs Connection: close, {rounds} alternating rounds")
-    replicas = [Replica(settings, procs, f"lb-replica-{i + 1}", free_port(), redis_url) for i in range(3)]
+    # Like scripts/cluster: the 3 replicas share the host's cores.
+    replicas = [Replica(settings, procs, f"lb-replica-{i + 1}", free_port(), redis_url, shared_host_env(3))
+                for i in range(3)]
     runs = {(name, key): [] for name, _ in variants for key, *_ in PEER_WORKLOADS}
     try:
         for round_no in range(rounds):
@@ -402,6 +404,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
     out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in PEER_WORKLOADS} for name, _ in variants}
     res["nginx_keepalive"] = {
         "replicas": 3, "rounds": rounds,
+        "replica_env": shared_host_env(3),
         "how": "the same 3 replicas behind nginx started from the shipped template, then from the same "
                "template without its keepalive lines and with `Connection: close` (issue 13's 'template as "
                "shipped'), alternating; merged rounds",

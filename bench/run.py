@@ -483,6 +483,13 @@ def app_commands(delta, trace):
 
 # ------------------------------------------------------------------ one phase
 
+def shared_host_env(replicas):
+    """What scripts/cluster gives each of several replicas on one host: the
+    host's cores divided among them (tokio worker threads), at least one each."""
+    split = str(max(1, (os.cpu_count() or 1) // replicas))
+    return {"TOKIO_WORKER_THREADS": os.environ.get("TOKIO_WORKER_THREADS", split)}
+
+
 class Replica:
     def __init__(self, settings, procs, name, port, redis_url, extra_env=None):
         self.name, self.port, self.settings = name, port, settings
@@ -1301,7 +1308,8 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     if settings.replicas >= 2:
         log(f"== Redis store, {settings.replicas} replicas behind nginx")
         control.call("DEL", cart_key)
-        replicas = [Replica(settings, procs, f"replica-{i + 1}", free_port(), redis_url)
+        replicas = [Replica(settings, procs, f"replica-{i + 1}", free_port(), redis_url,
+                            shared_host_env(settings.replicas))
                     for i in range(settings.replicas)]
         nginx, lb_port = start_nginx(settings, procs, [r.port for r in replicas])
         cookie = log_in(lb_port)
