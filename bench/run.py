@@ -568,7 +568,8 @@ def merge_rounds(runs):
             out["redis_app_commands_per_request"] = round(sent / max(out["requests"], 1), 3)
             out["redis_app_commands_per_request_low"] = round(
                 sent / (out["requests"] + len(runs) * runs[0]["connections"]), 3)
-        out["session_writes"] = sum(r["session_writes"] for r in runs)
+        if "session_writes" in runs[0]:
+            out["session_writes"] = sum(r["session_writes"] for r in runs)
     out["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "other_load_percent")} for r in runs]
     return out
 
