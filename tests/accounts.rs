@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
+use storefront::account::index::index_key;
 use storefront::cart::CartOwner;
 
 const FIREFOX_LINUX: &str =
@@ -110,6 +111,19 @@ async fn user_id(app: &TestApp, name: &str) -> i64 {
         .unwrap()
 }
 
+/// Takes a session out of its user's index, as if it had been created on a
+/// replica while the index was being rewritten: then only the credential epoch
+/// can end it.
+async fn drop_from_index(app: &TestApp, user_id: i64, sid: &str) {
+    let removed: i64 = app
+        .redis()
+        .unwrap()
+        .zrem(index_key(user_id), sid)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the session was in the index");
+}
+
 /// Logged in on both replicas, or anonymous on both.
 async fn logged_in_everywhere(browser: &Browser, a: &TestApp, b: &TestApp) -> Option<String> {
     let on_a = browser.at(&a.address).get("/").await.logged_in_as();
@@ -131,15 +145,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
     for member in a
         .redis()
         .unwrap()
-        .zrange::<Vec<String>, _, _, _>(
-            format!("sessions:{{u{id}}}"),
-            0,
-            -1,
-            None,
-            false,
-            None,
-            false,
-        )
+        .zrange::<Vec<String>, _, _, _>(index_key(id), 0, -1, None, false, None, false)
         .await
         .unwrap()
     {
@@ -235,12 +241,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
     log_in_as(&mac, SAFARI_MAC, PASSWORD, true)
         .await
         .assert_redirect("/");
-    let _: i64 = a
-        .redis()
-        .unwrap()
-        .zrem(format!("sessions:{{u{id}}}"), mac.sid().unwrap())
-        .await
-        .unwrap();
+    drop_from_index(&a, id, &mac.sid().unwrap()).await;
     let before = laptop.sid().unwrap();
     let changed = laptop
         .at(&b.address)
@@ -290,10 +291,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
     assert_eq!(logged_in_everywhere(&laptop, &a, &b).await, None);
     assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
     assert!(!a.redis_exists(&cart_key).await, "cart key gone");
-    assert!(
-        !a.redis_exists(&format!("sessions:{{u{id}}}")).await,
-        "index gone"
-    );
+    assert!(!a.redis_exists(&index_key(id)).await, "index gone");
     assert!(!a.user_exists(USER).await);
     let sessions: Vec<String> = a
         .redis_keys()
@@ -527,7 +525,7 @@ async fn replayed_login_logout_and_registration_forms_change_nothing() {
 
     // A login form sent twice (double click): one session, not two.
     let id = user_id(&app, USER).await;
-    let index = format!("sessions:{{u{id}}}");
+    let index = index_key(id);
     let count = |app: &TestApp| {
         let redis = app.redis().unwrap().clone();
         let index = index.clone();
@@ -741,12 +739,7 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
     let cart_key = CartOwner::User(id).redis_key();
     // As if the desktop's session had been created on another replica while the
     // password changed: missing from the index, so only the epoch can end it.
-    let _: i64 = app
-        .redis()
-        .unwrap()
-        .zrem(format!("sessions:{{u{id}}}"), desktop.sid().unwrap())
-        .await
-        .unwrap();
+    drop_from_index(&app, id, &desktop.sid().unwrap()).await;
     laptop.change_password_to_the_new_one().await;
 
     // The desktop's session is from before the change: the epoch check inside the

@@ -59,7 +59,8 @@ return epoch
 static INDEX_ADD_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(INDEX_ADD_LUA));
 static EPOCH_BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(EPOCH_BUMP_LUA));
 
-fn index_key(user_id: i64) -> String {
+/// The user's session index key (the sorted set of their session ids).
+pub fn index_key(user_id: i64) -> String {
     format!("sessions:{{u{user_id}}}")
 }
 

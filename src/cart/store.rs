@@ -93,6 +93,32 @@ pub enum Updated {
     CartRetired,
 }
 
+/// Why the in-memory carts refuse a change before looking at it (what
+/// `GUARD_LUA`'s -1 and -2 say in Redis); both changes answer it the same way.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    AlreadyApplied,
+    CartRetired,
+}
+
+impl From<Refused> for Added {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::AlreadyApplied => Added::AlreadyApplied,
+            Refused::CartRetired => Added::CartRetired,
+        }
+    }
+}
+
+impl From<Refused> for Updated {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::AlreadyApplied => Updated::AlreadyApplied,
+            Refused::CartRetired => Updated::CartRetired,
+        }
+    }
+}
+
 /// A cart change sent with an [`EpochGuard`]: done (with the change's own answer),
 /// or refused because the session is older than its user's credential epoch —
 /// nothing changed, and the current epoch is given to settle the session with.
@@ -532,11 +558,7 @@ impl MemoryCarts {
         submission: Option<&str>,
     ) -> Added {
         if let Some(refused) = self.guard(owner, submission) {
-            return if refused == -1 {
-                Added::AlreadyApplied
-            } else {
-                Added::CartRetired
-            };
+            return refused.into();
         }
         let line = self
             .carts
@@ -563,11 +585,7 @@ impl MemoryCarts {
         submission: Option<&str>,
     ) -> Updated {
         if let Some(refused) = self.guard(owner, submission) {
-            return if refused == -1 {
-                Updated::AlreadyApplied
-            } else {
-                Updated::CartRetired
-            };
+            return refused.into();
         }
         let Some(cart) = self.carts.get_mut(&owner.redis_key()) else {
             return Updated::NotInCart;
@@ -586,15 +604,15 @@ impl MemoryCarts {
         outcome
     }
 
-    /// The in-memory twin of `GUARD_LUA`: Some(-1) repeated, Some(-2) retired.
-    fn guard(&self, owner: &CartOwner, submission: Option<&str>) -> Option<i64> {
+    /// The in-memory twin of `GUARD_LUA`: why a change is refused, if it is.
+    fn guard(&self, owner: &CartOwner, submission: Option<&str>) -> Option<Refused> {
         let key = owner.redis_key();
         if let Some(id) = submission.filter(|s| !s.is_empty()) {
             if self.submissions.get(&key).is_some_and(|s| s.contains(id)) {
-                return Some(-1);
+                return Some(Refused::AlreadyApplied);
             }
         }
-        self.retired.contains(&key).then_some(-2)
+        self.retired.contains(&key).then_some(Refused::CartRetired)
     }
 
     fn remember(&mut self, owner: &CartOwner, submission: Option<&str>) {
