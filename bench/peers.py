@@ -130,17 +130,37 @@ def measure_peers(settings, peers, control):
     return {p.label: {key: merge_rounds(runs[(p.label, key)]) for key, *_ in PEER_WORKLOADS} for p in peers}
 
 
-def ratios(results):
+# Issue 13's req/s targets for one replica: shop/floor and shop/Flask.
+FLOOR_TARGET, FLASK_TARGET = 0.8, 15
+
+
+def cpu_budget(result, cores):
+    """wrk, Redis and the server share the machine's cores, so a target's req/s is
+    bounded by cores / (app + Redis + wrk CPU per request)."""
+    cpu = result["cpu_us_per_request"]
+    total = sum(cpu.get(k) or 0 for k in ("app", "redis", "wrk"))
+    return {"total_us": round(total, 1), "bound_rps": round(cores * 1e6 / total) if total else None}
+
+
+def ratios(results, cores):
     shop, flask, floor = results["shop"], results.get("flask"), results.get("floor")
     out = {}
     for key, *_ in PEER_WORKLOADS:
-        r = {}
+        r = {"cpu_budget": {label: cpu_budget(results[label][key], cores) for label in results}}
+        # What the shop's own CPU per request would have to be for a ratio target,
+        # with Redis's and wrk's work per shop request as measured.
+        shop_cpu = shop[key]["cpu_us_per_request"]
+        shop_others = (shop_cpu.get("redis") or 0) + (shop_cpu.get("wrk") or 0)
         if floor:
             r["shop_vs_floor_rps"] = round(shop[key]["rps"] / floor[key]["rps"], 3)
             r["shop_vs_floor_p99"] = round(shop[key]["p99_ms"] / floor[key]["p99_ms"], 3)
+            r["shop_app_us_for_floor_target"] = round(
+                r["cpu_budget"]["floor"]["total_us"] / FLOOR_TARGET - shop_others, 1)
         if flask:
             r["shop_vs_flask_rps"] = round(shop[key]["rps"] / flask[key]["rps"], 2)
             r["shop_vs_flask_p99"] = round(shop[key]["p99_ms"] / flask[key]["p99_ms"], 4)
+            r["shop_app_us_for_flask_target"] = round(
+                r["cpu_budget"]["flask"]["total_us"] / FLASK_TARGET - shop_others, 1)
         out[key] = r
     return out
 
@@ -196,7 +216,7 @@ def run_peers(settings, procs, res, redis_port, redis_url, control):
     out = {
         "targets": {p.label: p.title for p in peers},
         "workloads": results,
-        "ratios": ratios(results),
+        "ratios": ratios(results, res["machine"]["nproc"]),
         "rss": rss,
         "page_bytes": {"shop": len(page.body), "flask": len(flask_page.body), "floor": len(floor_page.body)},
         "session_key_bytes": session_sizes,
@@ -500,6 +520,14 @@ def fmt(v, digits=2):
     return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def app_bound(us):
+    if us is None:
+        return "(not measured)"
+    if us <= 0:
+        return "below zero (Redis's and wrk's work per shop request alone exceed the budget)"
+    return f"<= {us} µs"
+
+
 def print_issue13(res):
     if "peers" in res:
         p = res["peers"]
@@ -522,9 +550,16 @@ def print_issue13(res):
             print("  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i]) for i, c in enumerate(row)))
         for key, title, *_ in PEER_WORKLOADS:
             r = p["ratios"][key]
-            print(f"{title}: shop/floor req/s {r.get('shop_vs_floor_rps')} (target >= 0.8), shop/Flask req/s "
-                  f"{r.get('shop_vs_flask_rps')} (target >= 15), shop/Flask p99 {r.get('shop_vs_flask_p99')} "
-                  f"(target <= 0.1)")
+            print(f"{title}: shop/floor req/s {r.get('shop_vs_floor_rps')} (target >= {FLOOR_TARGET}), shop/Flask "
+                  f"req/s {r.get('shop_vs_flask_rps')} (target >= {FLASK_TARGET}), shop/Flask p99 "
+                  f"{r.get('shop_vs_flask_p99')} (target <= 0.1)")
+            if "cpu_budget" in r:
+                budget = ", ".join(f"{label} {b['total_us']} µs -> <= {b['bound_rps']} req/s"
+                                   for label, b in r["cpu_budget"].items())
+                print(f"  CPU budget (app + Redis + wrk per request, {res['machine']['nproc']} cores): {budget}; "
+                      f"the shop's app CPU would have to be {app_bound(r.get('shop_app_us_for_floor_target'))} "
+                      f"for {FLOOR_TARGET}x the floor, {app_bound(r.get('shop_app_us_for_flask_target'))} for "
+                      f"{FLASK_TARGET}x Flask")
         print("RSS: " + ", ".join(f"{k} {v['rss_kb'] / 1024:.1f} MB" for k, v in p["rss"].items()) +
               f"; session key (MEMORY USAGE): shop {p['session_key_bytes']['shop']} B, Flask "
               f"{p['session_key_bytes']['flask']} B")
