@@ -499,6 +499,7 @@ async fn every_page_carries_the_security_headers() {
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
         assert!(
             !page.body.contains("<script"),
             "{path}: no script at all, inline or not"
@@ -519,6 +520,11 @@ async fn every_page_carries_the_security_headers() {
         .unwrap()
         .contains("max-age=604800"));
     assert_eq!(css.headers["x-content-type-options"], "nosniff");
+    // The health checks too: the headers wrap every response, not only pages.
+    let health = browser.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.headers["x-frame-options"], "DENY");
+    assert!(health.headers.contains_key("content-security-policy"));
 }
 
 // ---------------------------------------------------------------- 5. next
