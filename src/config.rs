@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DRAIN", default_value = "3s", value_parser = parse_duration)]
     pub shutdown_drain: Duration,
 
+    /// Request threads (tokio's workers; unset: one per core). Replicas sharing a
+    /// host should split its cores between them. The variable is tokio's own name.
+    #[arg(long, env = "TOKIO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
     /// Longest time a request may take; also bounds draining at shutdown.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,

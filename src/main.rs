@@ -44,14 +44,27 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Parsed before the runtime exists, because it sizes the runtime: a bad
+    // setting is clap's usage error (exit 2), never a panic inside tokio.
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Some(Command::Serve(config)) => config.worker_threads,
+        _ => cli.serve.worker_threads,
+    };
+    // Always explicit, so tokio never reads `TOKIO_WORKER_THREADS` itself (it
+    // panics on a value clap has already refused or, when empty, ignored).
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()?
-        .block_on(run())
+        .block_on(run(cli))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(*config).await,

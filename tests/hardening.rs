@@ -931,3 +931,31 @@ async fn a_deleted_sessions_id_is_no_session() {
     truncated.set_sid(&sid[..10]);
     assert_eq!(truncated.get("/").await.status, StatusCode::OK);
 }
+
+/// A bad setting stops the binary with clap's usage error (exit 2) naming it,
+/// before anything starts: never a panic. `TOKIO_WORKER_THREADS` is the one a
+/// library would otherwise read (and panic on) itself.
+#[test]
+fn a_bad_worker_thread_count_is_a_usage_error_not_a_panic() {
+    let data = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/db.sqlite?mode=rwc", data.path().display());
+    for bad in ["abc", "0", "", "-1"] {
+        for command in [&["serve"][..], &[][..], &["migrate"][..]] {
+            let run = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+                .args(command)
+                .env("TOKIO_WORKER_THREADS", bad)
+                .env("DATABASE_URL", &database_url)
+                .env("PORT", "0")
+                .env_remove("REDIS_URL")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert_eq!(run.status.code(), Some(2), "{bad:?} {command:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("invalid value '{bad}' for '--worker-threads")),
+                "{bad:?} {command:?}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}
