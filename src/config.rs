@@ -40,27 +40,27 @@ pub struct Config {
     pub cookie_secure: bool,
 
     /// Log a session out after this much inactivity when "remember me" is off.
-    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_positive_duration)]
     pub session_idle_timeout: Duration,
 
     /// With "remember me": how long the session survives inactivity.
-    #[arg(long, env = "REMEMBER_ME_DAYS", default_value_t = 30)]
+    #[arg(long, env = "REMEMBER_ME_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_650))]
     pub remember_me_days: u32,
 
     /// Absolute lifetime of a login without "remember me", however active the user is.
-    #[arg(long, env = "SESSION_MAX_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "SESSION_MAX_LIFETIME", default_value = "7d", value_parser = parse_positive_duration)]
     pub session_max_lifetime: Duration,
 
     /// Absolute lifetime of a login with "remember me".
-    #[arg(long, env = "REMEMBER_ME_MAX_LIFETIME", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "REMEMBER_ME_MAX_LIFETIME", default_value = "30d", value_parser = parse_positive_duration)]
     pub remember_me_max_lifetime: Duration,
 
     /// How long a logged-in user's cart is kept after its last change.
-    #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "CART_TTL", default_value = "30d", value_parser = parse_positive_duration)]
     pub cart_ttl: Duration,
 
     /// How long an anonymous visitor's cart (and the session pointing at it) is kept.
-    #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_positive_duration)]
     pub anon_cart_ttl: Duration,
 
     /// Failed logins allowed per username from one client address within the throttle window.
@@ -80,11 +80,11 @@ pub struct Config {
     pub register_max_per_client: u32,
 
     /// The registration throttle window.
-    #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_positive_duration)]
     pub register_throttle_window: Duration,
 
     /// The login throttle window.
-    #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_positive_duration)]
     pub login_throttle_window: Duration,
 
     /// Peers whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs, e.g. 127.0.0.1,10.0.0.0/8).
@@ -92,7 +92,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
 
     /// How long a Redis command may take before the request gets a 503 page.
-    #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
     pub redis_timeout: Duration,
 
     /// Start even if Redis's `maxmemory-policy` evicts keys (it would silently log
@@ -102,12 +102,12 @@ pub struct Config {
 
     /// A client must send a request's headers within this time once it has started
     /// (slow clients are disconnected).
-    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
 
     /// An idle keep-alive connection is closed after this long without a request.
     /// Keep it above the load balancer's own upstream keep-alive timeout.
-    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
 
     /// On SIGTERM, keep serving this long while failing `/readyz` and closing each
@@ -122,7 +122,7 @@ pub struct Config {
     pub worker_threads: Option<u16>,
 
     /// Longest time a request may take; also bounds draining at shutdown.
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
     /// Log format.
@@ -179,22 +179,38 @@ impl Config {
     }
 }
 
-/// Accepts `90`, `90s`, `15m`, `2h`, `7d`.
+/// The longest any duration setting may be: ten years. A TTL or a lifetime beyond
+/// that is a typo, and the bound keeps every deadline computed from one (now +
+/// lifetime, Redis `EXPIRE` seconds) far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_650 * 86_400);
+
+/// Accepts `90`, `90s`, `15m`, `2h`, `7d`, `250ms`; `0` too (see [`parse_positive_duration`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 2h or 7d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        "ms" => return Ok(Duration::from_millis(n)),
+    let per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(format!("unknown unit in `{s}`: use ms, s, m, h or d")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(per_unit)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("`{s}` is too long: at most 3650d"))
+}
+
+/// A duration that cannot sensibly be zero: a TTL, a timeout, a lifetime, a window.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("`{s}` must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 /// An IP network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
@@ -273,6 +289,19 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        assert!(parse_duration("3651d").is_err());
+        assert!(
+            parse_duration("106751991167301d").is_err(),
+            "would overflow"
+        );
+        assert!(
+            parse_duration("18446744073709551615").is_err(),
+            "would overflow"
+        );
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1ms"), Ok(Duration::from_millis(1)));
     }
 
     #[test]

@@ -27,6 +27,10 @@ enum Command {
             default_value = "sqlite://data/storefront.db"
         )]
         database_url: String,
+        /// Create the demo account (`demo` / `demo-pass-123`) if it does not exist,
+        /// as `serve` does: set `DEMO_USER=false` for a real deployment.
+        #[arg(long, env = "DEMO_USER", default_value_t = true, action = clap::ArgAction::Set)]
+        demo_user: bool,
     },
     /// Add a user account.
     CreateUser {
@@ -68,11 +72,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(*config).await,
-        Some(Command::Migrate { database_url }) => {
+        Some(Command::Migrate {
+            database_url,
+            demo_user,
+        }) => {
             telemetry::init(LogFormat::Pretty);
             let pool = db::connect(&database_url).await?;
             db::migrate(&pool).await?;
-            users::ensure_demo_user(&pool).await?;
+            if demo_user {
+                users::ensure_demo_user(&pool).await?;
+            }
             tracing::info!(%database_url, "database is up to date");
             Ok(())
         }

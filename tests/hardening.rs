@@ -933,29 +933,76 @@ async fn a_deleted_sessions_id_is_no_session() {
 }
 
 /// A bad setting stops the binary with clap's usage error (exit 2) naming it,
-/// before anything starts: never a panic. `TOKIO_WORKER_THREADS` is the one a
-/// library would otherwise read (and panic on) itself.
+/// before anything starts: never a panic later, never a silent wrap-around.
+/// Durations are bounded (zero and overflowing values included), and
+/// `TOKIO_WORKER_THREADS` is read by the shop, not left to tokio (which panics).
 #[test]
-fn a_bad_worker_thread_count_is_a_usage_error_not_a_panic() {
+fn bad_settings_are_usage_errors_at_start_not_panics() {
     let data = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/db.sqlite?mode=rwc", data.path().display());
-    for bad in ["abc", "0", "", "-1"] {
-        for command in [&["serve"][..], &[][..], &["migrate"][..]] {
+    let cases = [
+        ("TOKIO_WORKER_THREADS", "abc", "--worker-threads"),
+        ("TOKIO_WORKER_THREADS", "0", "--worker-threads"),
+        ("TOKIO_WORKER_THREADS", "", "--worker-threads"),
+        ("CART_TTL", "0", "--cart-ttl"),
+        ("ANON_CART_TTL", "3000000d", "--anon-cart-ttl"),
+        (
+            "LOGIN_THROTTLE_WINDOW",
+            "106751991167301d",
+            "--login-throttle-window",
+        ),
+        (
+            "REQUEST_TIMEOUT",
+            "18446744073709551615",
+            "--request-timeout",
+        ),
+        ("REMEMBER_ME_DAYS", "4000000", "--remember-me-days"),
+    ];
+    for (name, bad, flag) in cases {
+        for command in [&["serve"][..], &[][..]] {
             let run = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
                 .args(command)
-                .env("TOKIO_WORKER_THREADS", bad)
+                .env(name, bad)
                 .env("DATABASE_URL", &database_url)
                 .env("PORT", "0")
                 .env_remove("REDIS_URL")
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&run.stderr);
-            assert_eq!(run.status.code(), Some(2), "{bad:?} {command:?}: {stderr}");
+            let case = format!("{name}={bad:?} {command:?}: {stderr}");
+            assert_eq!(run.status.code(), Some(2), "{case}");
             assert!(
-                stderr.contains(&format!("invalid value '{bad}' for '--worker-threads")),
-                "{bad:?} {command:?}: {stderr}"
+                stderr.contains(&format!("invalid value '{bad}' for '{flag}")),
+                "{case}"
             );
-            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert!(!stderr.contains("panicked"), "{case}");
         }
+    }
+}
+
+/// `DEMO_USER=false` keeps the public demo account (`demo` / `demo-pass-123`) out
+/// of a real deployment's database: `storefront migrate` (compose's one-shot
+/// step) honours it as `serve` does; left at its default, both create it.
+#[tokio::test]
+async fn migrate_creates_the_demo_account_only_when_asked() {
+    let data = tempfile::tempdir().unwrap();
+    for (setting, expected) in [("false", 0), ("true", 1)] {
+        let database_url = format!(
+            "sqlite://{}/{setting}.sqlite?mode=rwc",
+            data.path().display()
+        );
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+            .args(["migrate", "--database-url", &database_url])
+            .env("DEMO_USER", setting)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{run:?}");
+        let db = sqlx::SqlitePool::connect(&database_url).await.unwrap();
+        let demo: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = 'demo'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(demo, expected, "DEMO_USER={setting}");
+        db.close().await;
     }
 }
