@@ -82,6 +82,29 @@ async fn a_redis_outage_degrades_reads_refuses_writes_and_the_app_recovers_alone
         assert!(page.headers.contains_key("retry-after"));
     }
 
+    // Pages that exist only for a known user cannot tell who this is: a 503 page
+    // in the layout, not a login form a logged-in user could not use either.
+    for path in [
+        "/account",
+        "/account/sessions",
+        "/account/password",
+        "/orders",
+        "/checkout",
+    ] {
+        let page = user.get(path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {page:?}"
+        );
+        assert!(page.headers.contains_key("retry-after"), "{path}");
+        page.assert_contains("The session store is unavailable right now");
+        page.assert_contains("Served by <strong>test-replica</strong>");
+    }
+    let revoke = user.post("/account/sessions/revoke-others", &[]).await;
+    assert_eq!(revoke.status, StatusCode::SERVICE_UNAVAILABLE, "{revoke:?}");
+    revoke.assert_contains("nothing was changed");
+
     // Redis comes back (with its data: AOF): within 5 seconds, all is well again.
     redis.restart().await;
     let back = Instant::now();

@@ -21,11 +21,21 @@ use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
 
 /// The logged-in user, or the redirect to the login page that comes back here.
-fn require_user(page: &Page, back_to: &str) -> std::result::Result<SessionUser, Redirect> {
-    page.chrome
+///
+/// While Redis is unreachable the page cannot know who the visitor is: that is
+/// the 503 page (as for orders), not a login form a logged-in user could not
+/// use anyway.
+fn require_user(page: &Page, back_to: &str) -> Result<std::result::Result<SessionUser, Redirect>> {
+    if page.chrome.degraded {
+        return Err(AppError::Unavailable(anyhow::anyhow!(
+            "the session store is unavailable: account pages need to know the user"
+        )));
+    }
+    Ok(page
+        .chrome
         .user
         .clone()
-        .ok_or_else(|| Redirect::to(&format!("/login?next={back_to}")))
+        .ok_or_else(|| Redirect::to(&format!("/login?next={back_to}"))))
 }
 
 /// `2026-12-02 02:30 UTC`
@@ -71,7 +81,7 @@ async fn account_template(
 }
 
 pub async fn account_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account") {
+    let user = match require_user(&page, "/account")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -103,7 +113,7 @@ pub struct SessionsTemplate {
 }
 
 pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions") {
+    let user = match require_user(&page, "/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -149,7 +159,7 @@ pub async fn revoke(
     page: Page,
     FormData(form): FormData<RevokeForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions") {
+    let user = match require_user(&page, "/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -186,7 +196,7 @@ pub async fn revoke(
 }
 
 pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions") {
+    let user = match require_user(&page, "/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -270,7 +280,7 @@ pub struct PasswordTemplate {
 }
 
 pub async fn password_page(page: Page) -> Result<Response> {
-    if let Err(redirect) = require_user(&page, "/account/password") {
+    if let Err(redirect) = require_user(&page, "/account/password")? {
         return Ok(redirect.into_response());
     }
     Ok(PasswordTemplate {
@@ -295,7 +305,7 @@ pub async fn change_password(
     page: Page,
     FormData(form): FormData<PasswordForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account/password") {
+    let user = match require_user(&page, "/account/password")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -416,7 +426,7 @@ pub async fn delete_account(
     page: Page,
     FormData(form): FormData<DeleteForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account") {
+    let user = match require_user(&page, "/account")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
