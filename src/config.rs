@@ -18,7 +18,8 @@ pub struct Config {
     #[arg(long, env = "BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
 
-    /// SQLite database for users and products (created and migrated at start).
+    /// Users and products: `sqlite://PATH` (one host) or `postgres://…` (several);
+    /// created and migrated at start.
     #[arg(
         long,
         env = "DATABASE_URL",

@@ -561,6 +561,12 @@ async fn login_redirects_only_to_local_paths() {
     form.assert_contains("name=\"next\" value=\"/cart\"");
     let evil = app.browser().get("/login?next=%2F%2Fevil.example").await;
     evil.assert_contains("name=\"next\" value=\"/\"");
+    // A query it cannot read is no reason to refuse the form: back to the home page.
+    for query in ["next=/cart&next=/orders", "next=%FF"] {
+        let odd = app.browser().get(&format!("/login?{query}")).await;
+        assert_eq!(odd.status, reqwest::StatusCode::OK, "{query}: {odd:?}");
+        odd.assert_contains("name=\"next\" value=\"/\"");
+    }
 }
 
 // ---------------------------------------------------------------- 6. Failed saves

@@ -15,6 +15,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header::USER_AGENT, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -67,12 +68,15 @@ pub struct NextQuery {
 pub async fn login_page(
     State(state): State<AppState>,
     page: Page,
-    Query(query): Query<NextQuery>,
+    query: Result<Query<NextQuery>, QueryRejection>,
 ) -> LoginTemplate {
+    // A query it cannot read (`next` twice, bad encoding) is no reason to refuse
+    // the login form: it goes back to the home page instead.
+    let next = query.ok().and_then(|Query(query)| query.next);
     LoginTemplate::new(
         page.chrome,
         String::new(),
-        safe_next(query.next.as_deref()),
+        safe_next(next.as_deref()),
         state.config.remember_me_days,
     )
 }

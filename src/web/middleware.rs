@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::web::page::{Chrome, Page, RequestNotes};
 
 /// Every request's log span carries the replica and the request id (nginx's
-/// `X-Request-Id` when behind it, a fresh UUID otherwise), so one click can be
+/// `X-Request-Id` when behind it, 32 fresh hex digits otherwise), so one click can be
 /// followed across the load balancer and the replicas.
 #[derive(Clone)]
 pub struct RequestSpan {
