@@ -316,6 +316,53 @@ async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
     .await;
 }
 
+/// A request cut short by `REQUEST_TIMEOUT` (here Redis answers after the request's
+/// deadline but within its own command timeout) is not called a Redis outage and
+/// never "nothing was changed": a page says it was slow, a form says its outcome
+/// is unknown and points at the cart, because the cut-off write may yet land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_never_claims_that_nothing_changed() {
+    let redis = Arc::new(RedisServer::start().await);
+    let proxy = LatencyProxy::start(redis.port).await;
+    let db = Arc::new(tempfile::tempdir().unwrap());
+    let url = proxy.url();
+    let app = TestApp::spawn_sharing(Some(redis.clone()), db, "slow-replica", |config| {
+        config.redis_url = Some(url);
+        config.redis_timeout = Duration::from_secs(5);
+        config.request_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+
+    proxy.set_latency(Duration::from_secs(2));
+    let page = user.get("/cart").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
+    page.assert_contains("This page took too long to prepare.");
+    assert!(!page.body.contains("nothing was changed"), "{}", page.body);
+    assert!(
+        !page.body.contains("session store is unavailable"),
+        "{}",
+        page.body
+    );
+
+    let add = user.add_to_cart("1", "1").await;
+    assert_eq!(add.status, StatusCode::SERVICE_UNAVAILABLE, "{add:?}");
+    assert!(add.headers.contains_key("retry-after"));
+    add.assert_contains("we could not confirm whether your change was saved");
+    add.assert_contains("<a href=\"/cart\">Look at your cart</a>");
+    assert!(!add.body.contains("nothing was changed"), "{}", add.body);
+
+    proxy.set_latency(Duration::ZERO);
+    wait_until("normal service", Duration::from_secs(10), || {
+        let user = user.clone();
+        async move { user.get("/cart").await.status == StatusCode::OK }
+    })
+    .await;
+}
+
 /// The race tests register a few dozen accounts from one address.
 fn many_registrations(config: &mut storefront::config::Config) {
     config.register_max_per_client = 1000;

@@ -197,6 +197,7 @@ pub async fn html_errors(
 ) -> Response {
     let notes = Arc::new(RequestNotes::default());
     request.extensions_mut().insert(notes.clone());
+    let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     let response = next.run(request).await;
     let status = response.status();
     let is_html = response
@@ -211,6 +212,14 @@ pub async fn html_errors(
         .get::<ErrorMessage>()
         .map(|m| m.0.clone());
     let session_save_failed = status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none();
+    // The only bare 503 is the request timeout's (`AppError`s carry their message).
+    // It cut the request short wherever it was: a write may have been applied.
+    let timed_out = status == StatusCode::SERVICE_UNAVAILABLE && message.is_none();
+    let message = match message {
+        None if timed_out && writes => Some(TIMED_OUT_WRITE.to_owned()),
+        None if timed_out => Some(TIMED_OUT_PAGE.to_owned()),
+        message => message,
+    };
     if session_save_failed {
         if let Some(location) = notes.applied() {
             tracing::warn!("write applied, but the session could not be saved; redirecting anyway");
@@ -232,7 +241,7 @@ pub async fn html_errors(
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: message.unwrap_or_else(|| default_message(status).to_owned()),
         unknown_outcome: status == StatusCode::SERVICE_UNAVAILABLE
-            && parts.extensions.get::<OutcomeUnknown>().is_some(),
+            && (parts.extensions.get::<OutcomeUnknown>().is_some() || (timed_out && writes)),
     };
     let mut rendered = (status, page).into_response();
     // Keep Retry-After and the like; the body and its type are new.
@@ -249,6 +258,14 @@ pub async fn html_errors(
     }
     rendered
 }
+
+/// A page that took longer than `REQUEST_TIMEOUT`: nothing to doubt, just slow.
+const TIMED_OUT_PAGE: &str =
+    "This page took too long to prepare. Please try again in a few seconds.";
+
+/// A form that took longer than `REQUEST_TIMEOUT`: never "nothing was changed".
+const TIMED_OUT_WRITE: &str = "This took too long, and we could not confirm whether your change \
+was saved. Please look at your cart or your orders before trying again.";
 
 /// Unknown paths get the 404 page with the whole header, when the visitor can be known.
 pub async fn not_found(page: Result<Page, AppError>) -> AppError {
