@@ -203,7 +203,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(per_unit)
         .map(Duration::from_millis)
         .filter(|d| *d <= MAX_DURATION)
-        .ok_or_else(|| format!("`{s}` is too long: at most 3650d"))
+        .ok_or_else(|| {
+            let days = MAX_DURATION.as_secs() / 86_400;
+            format!("`{s}` is too long: at most {days}d")
+        })
 }
 
 /// A duration that cannot sensibly be zero: a TTL, a timeout, a lifetime, a window.

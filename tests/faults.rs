@@ -259,14 +259,27 @@ async fn cart_units(user: &Browser, product: &str) -> u32 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
+/// A replica whose Redis connection goes through a [`LatencyProxy`] (no delay
+/// until the test sets one), with `configure`'s settings on top.
+async fn behind_latency_proxy(
+    configure: impl FnOnce(&mut storefront::config::Config),
+) -> (LatencyProxy, TestApp) {
     let redis = Arc::new(RedisServer::start().await);
     let proxy = LatencyProxy::start(redis.port).await;
     let db = Arc::new(tempfile::tempdir().unwrap());
     let url = proxy.url();
-    let app = TestApp::spawn_sharing(Some(redis.clone()), db, "slow-replica", |config| {
+    // The app keeps the server alive (it holds the `Arc`).
+    let app = TestApp::spawn_sharing(Some(redis), db, "slow-replica", |config| {
         config.redis_url = Some(url);
+        configure(config);
+    })
+    .await;
+    (proxy, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
+    let (proxy, app) = behind_latency_proxy(|config| {
         config.redis_timeout = Duration::from_millis(500);
     })
     .await;
@@ -322,12 +335,7 @@ async fn a_slow_redis_gives_bounded_answers_and_no_queue() {
 /// is unknown and points at the cart, because the cut-off write may yet land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_timeout_never_claims_that_nothing_changed() {
-    let redis = Arc::new(RedisServer::start().await);
-    let proxy = LatencyProxy::start(redis.port).await;
-    let db = Arc::new(tempfile::tempdir().unwrap());
-    let url = proxy.url();
-    let app = TestApp::spawn_sharing(Some(redis.clone()), db, "slow-replica", |config| {
-        config.redis_url = Some(url);
+    let (proxy, app) = behind_latency_proxy(|config| {
         config.redis_timeout = Duration::from_secs(5);
         config.request_timeout = Duration::from_millis(600);
     })

@@ -183,11 +183,11 @@ struct ErrorTemplate {
 
 /// Turns every error response that is not already a page into one, in the site's
 /// layout: `AppError`s (which carry their message), unknown paths, a body over the
-/// limit, a timeout, and the session layer's bare 500 when saving a session failed
-/// (Redis down), which becomes a 503 like every other Redis failure — unless the
-/// request's write was already applied: then the visitor goes where its success
-/// redirect would have sent them (only the flash message is lost), because "please
-/// try again" would apply it twice.
+/// limit, `REQUEST_TIMEOUT` (applied here), and the session layer's bare 500 when
+/// saving a session failed (Redis down), which becomes a 503 like every other Redis
+/// failure. If the request's write was already applied when the save failed or the
+/// time ran out, the visitor goes where its success redirect would have sent them
+/// (only the flash message is lost), because "please try again" would apply it twice.
 ///
 /// The header keeps what the page extractor knew of the visitor (name, cart badge).
 pub async fn html_errors(
@@ -198,7 +198,13 @@ pub async fn html_errors(
     let notes = Arc::new(RequestNotes::default());
     request.extensions_mut().insert(notes.clone());
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
-    let response = next.run(request).await;
+    // `REQUEST_TIMEOUT` is kept here, where its page is drawn: cut off wherever it
+    // was, the request's write may yet land, so its page must not say otherwise.
+    let limit = state.config.request_timeout;
+    let (response, timed_out) = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => (response, false),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), true),
+    };
     let status = response.status();
     let is_html = response
         .headers()
@@ -212,17 +218,17 @@ pub async fn html_errors(
         .get::<ErrorMessage>()
         .map(|m| m.0.clone());
     let session_save_failed = status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none();
-    // The only bare 503 is the request timeout's (`AppError`s carry their message).
-    // It cut the request short wherever it was: a write may have been applied.
-    let timed_out = status == StatusCode::SERVICE_UNAVAILABLE && message.is_none();
     let message = match message {
-        None if timed_out && writes => Some(TIMED_OUT_WRITE.to_owned()),
-        None if timed_out => Some(TIMED_OUT_PAGE.to_owned()),
+        _ if timed_out && writes => Some(TIMED_OUT_WRITE.to_owned()),
+        _ if timed_out => Some(TIMED_OUT_PAGE.to_owned()),
         message => message,
     };
-    if session_save_failed {
+    if session_save_failed || timed_out {
         if let Some(location) = notes.applied() {
-            tracing::warn!("write applied, but the session could not be saved; redirecting anyway");
+            tracing::warn!(
+                timed_out,
+                "write applied, but the session was not saved (failed or out of time); redirecting anyway"
+            );
             return Redirect::to(&location).into_response();
         }
     }

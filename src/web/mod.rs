@@ -17,7 +17,6 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
@@ -93,7 +92,6 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
 
     let replica = HeaderValue::from_str(&state.replica)
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
-    let request_timeout = state.config.request_timeout;
 
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
@@ -102,10 +100,6 @@ pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
         // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
         .layer(CompressionLayer::new())
         .layer(from_fn_with_state(state.clone(), middleware::html_errors))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
         .layer(from_fn(middleware::cross_origin_protection))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
