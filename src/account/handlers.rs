@@ -20,24 +20,6 @@ use crate::state::AppState;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
 
-/// The logged-in user, or the redirect to the login page that comes back here.
-///
-/// While Redis is unreachable the page cannot know who the visitor is: that is
-/// the 503 page (as for orders), not a login form a logged-in user could not
-/// use anyway.
-fn require_user(page: &Page, back_to: &str) -> Result<std::result::Result<SessionUser, Redirect>> {
-    if page.chrome.degraded {
-        return Err(AppError::Unavailable(anyhow::anyhow!(
-            "the session store is unavailable: account pages need to know the user"
-        )));
-    }
-    Ok(page
-        .chrome
-        .user
-        .clone()
-        .ok_or_else(|| Redirect::to(&format!("/login?next={back_to}"))))
-}
-
 /// `2026-12-02 02:30 UTC`
 fn when(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
@@ -81,7 +63,7 @@ async fn account_template(
 }
 
 pub async fn account_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account")? {
+    let user = match page.user_or_log_in("/account")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -113,7 +95,7 @@ pub struct SessionsTemplate {
 }
 
 pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions")? {
+    let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -159,7 +141,7 @@ pub async fn revoke(
     page: Page,
     FormData(form): FormData<RevokeForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions")? {
+    let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -196,7 +178,7 @@ pub async fn revoke(
 }
 
 pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match require_user(&page, "/account/sessions")? {
+    let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -280,7 +262,7 @@ pub struct PasswordTemplate {
 }
 
 pub async fn password_page(page: Page) -> Result<Response> {
-    if let Err(redirect) = require_user(&page, "/account/password")? {
+    if let Err(redirect) = page.user_or_log_in("/account/password")? {
         return Ok(redirect.into_response());
     }
     Ok(PasswordTemplate {
@@ -305,7 +287,7 @@ pub async fn change_password(
     page: Page,
     FormData(form): FormData<PasswordForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account/password")? {
+    let user = match page.user_or_log_in("/account/password")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };
@@ -426,7 +408,7 @@ pub async fn delete_account(
     page: Page,
     FormData(form): FormData<DeleteForm>,
 ) -> Result<Response> {
-    let user = match require_user(&page, "/account")? {
+    let user = match page.user_or_log_in("/account")? {
         Ok(user) => user,
         Err(redirect) => return Ok(redirect.into_response()),
     };

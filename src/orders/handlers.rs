@@ -18,24 +18,8 @@ use crate::catalog::Money;
 use crate::error::{AppError, Result};
 use crate::session::{random_token, Flash, SessionUser, ShopSession};
 use crate::state::AppState;
-use crate::web::{form::FormData, page::Chrome, page::Page};
-
-/// Where an anonymous visitor goes: the login page, then back here.
-fn log_in_first(next: &str) -> Response {
-    Redirect::to(&format!("/login?next={next}")).into_response()
-}
-
-/// The logged-in user, or the answer for a visitor who is not: the login page
-/// (then back to `next`), or, when Redis cannot say who the visitor is (a
-/// degraded, read-only page), the 503 page rather than a misleading login form.
-fn user_or(page: &Page, next: &str) -> Result<Result<SessionUser, Response>> {
-    if page.chrome.degraded {
-        return Err(AppError::Unavailable(anyhow::anyhow!(
-            "the session store is unavailable: orders need to know the user"
-        )));
-    }
-    Ok(page.chrome.user.clone().ok_or_else(|| log_in_first(next)))
-}
+use crate::web::form::FormData;
+use crate::web::page::{log_in_first, Chrome, Page};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "checkout.html")]
@@ -87,7 +71,7 @@ impl CheckoutTemplate {
 /// GET /checkout: the cart, the shipping form (filled in from the last order), and
 /// a fresh submission id. Rendering writes nothing.
 pub async fn checkout_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match user_or(&page, "/checkout")? {
+    let user = match page.user_or_log_in("/checkout")? {
         Ok(user) => user,
         Err(to_login) => return Ok(to_login),
     };
@@ -289,7 +273,7 @@ pub struct OrdersTemplate {
 
 /// GET /orders: the user's orders, newest first.
 pub async fn orders_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match user_or(&page, "/orders")? {
+    let user = match page.user_or_log_in("/orders")? {
         Ok(user) => user,
         Err(to_login) => return Ok(to_login),
     };
@@ -317,7 +301,7 @@ pub async fn order_page(
     page: Page,
 ) -> Result<Response> {
     let id: i64 = id.parse().map_err(|_| AppError::NotFound)?;
-    let user = match user_or(&page, &format!("/orders/{id}"))? {
+    let user = match page.user_or_log_in(&format!("/orders/{id}"))? {
         Ok(user) => user,
         Err(to_login) => return Ok(to_login),
     };

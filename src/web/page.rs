@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::http::Method;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::cart::Lines;
@@ -116,6 +117,26 @@ pub struct Page {
     pub chrome: Chrome,
     /// A fresh one-time id for the forms this page renders (`submission` field).
     pub submission: String,
+}
+
+impl Page {
+    /// The logged-in user, or the answer for a visitor who is not: the login page
+    /// (then back to `next`), or, when Redis cannot say who the visitor is (a
+    /// degraded, read-only page), the 503 page rather than a login form that a
+    /// logged-in user could not use either. For pages only a known user can see.
+    pub fn user_or_log_in(&self, next: &str) -> Result<Result<SessionUser, Response>, AppError> {
+        if self.chrome.degraded {
+            return Err(AppError::Unavailable(anyhow::anyhow!(
+                "the session store is unavailable: this page needs to know the user"
+            )));
+        }
+        Ok(self.chrome.user.clone().ok_or_else(|| log_in_first(next)))
+    }
+}
+
+/// Where an anonymous visitor goes: the login page, then back to `next`.
+pub fn log_in_first(next: &str) -> Response {
+    Redirect::to(&format!("/login?next={next}")).into_response()
 }
 
 impl FromRequestParts<AppState> for Page {
