@@ -305,6 +305,26 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 
     // SIGTERM while that request waits for its body.
     signal(cluster.replicas[0].pid(), "TERM");
+
+    // The drain window (SHUTDOWN_DRAIN, 3 s): /readyz fails at once, so nginx
+    // stops choosing this replica, but pages are still served, each on a
+    // connection closed after its response so nginx retires it cleanly.
+    let draining =
+        move || async move { head_of(port, "/readyz").await.starts_with("HTTP/1.1 503") };
+    wait_until(
+        "replica-1 to fail /readyz",
+        Duration::from_secs(2),
+        draining,
+    )
+    .await;
+    let page = head_of(port, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{page}"
+    );
+
     let refused = move || async move {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -347,6 +367,16 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
 }
 
 /// Reads a response head (up to the blank line) from a raw connection.
+/// The response head of a keep-alive `GET path` sent straight to a replica.
+async fn head_of(port: u16, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_head(&mut stream).await
+}
+
 async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

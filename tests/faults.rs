@@ -361,6 +361,12 @@ async fn a_request_timeout_never_claims_that_nothing_changed() {
     assert!(add.headers.contains_key("retry-after"));
     add.assert_contains("we could not confirm whether your change was saved");
     add.assert_contains("<a href=\"/cart\">Look at your cart</a>");
+    for page in [&page, &add] {
+        assert_eq!(
+            page.headers["cache-control"], "no-store",
+            "drawn with the user's header"
+        );
+    }
     assert!(!add.body.contains("nothing was changed"), "{}", add.body);
 
     proxy.set_latency(Duration::ZERO);

@@ -256,6 +256,12 @@ pub async fn html_errors(
             rendered.headers_mut().entry(name).or_insert(value.clone());
         }
     }
+    // Drawn with the visitor's header: never cached, even when the page layers'
+    // own `no-store` never saw the response (a request cut off by the timeout).
+    rendered
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         rendered
             .headers_mut()
