@@ -322,8 +322,31 @@ mod tests {
     #[test]
     fn defaults_match_the_design() {
         let config = Config::defaults();
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        // The README's settings table, row by row.
         assert_eq!(config.port, 3000);
-        assert_eq!(config.session_idle_timeout, Duration::from_secs(1800));
+        assert_eq!(config.bind, IpAddr::from([127, 0, 0, 1]));
         assert!(config.redis_url.is_none());
+        assert!(!config.cookie_secure);
+        assert_eq!(config.session_idle_timeout, Duration::from_secs(1800));
+        assert_eq!(config.remember_me_days, 30);
+        assert_eq!(config.session_max_lifetime, days(7));
+        assert_eq!(config.remember_me_max_lifetime, days(30));
+        assert_eq!(config.cart_ttl, days(30));
+        assert_eq!(config.anon_cart_ttl, days(7));
+        assert_eq!(config.login_max_failures_per_user, 5);
+        assert_eq!(config.login_max_failures_per_client, 20);
+        assert_eq!(config.login_max_failures_per_user_total, 100);
+        assert_eq!(config.login_throttle_window, Duration::from_secs(900));
+        assert_eq!(config.register_max_per_client, 20);
+        assert_eq!(config.register_throttle_window, Duration::from_secs(3600));
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.redis_timeout, Duration::from_secs(1));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.shutdown_drain, Duration::from_secs(3));
+        assert!(!config.allow_evicting_redis);
+        assert!(config.demo_user);
     }
 }

@@ -822,6 +822,13 @@ async fn bad_registrations_and_logins_change_nothing() {
         assert_eq!(page.status, StatusCode::UNAUTHORIZED);
         page.assert_contains("Wrong username or password.");
     }
+    // The typed name comes back in the form, escaped.
+    let page = browser
+        .log_in("\"><script>alert(1)</script>", "long enough pw")
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    page.assert_contains("value=\"&#34;&#62;&#60;script&#62;alert(1)&#60;/script&#62;\"");
+    assert!(!page.body.contains("<script>alert(1)"), "{}", page.body);
     let page = browser.log_in(DEMO_USER, &long_password).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     page.assert_contains("Passwords are at most 128 bytes long.");

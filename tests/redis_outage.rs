@@ -101,6 +101,27 @@ async fn a_redis_outage_degrades_reads_refuses_writes_and_the_app_recovers_alone
         page.assert_contains("The session store is unavailable right now");
         page.assert_contains("Served by <strong>test-replica</strong>");
     }
+    // Register and logout are writes like any other: refused, nothing changed.
+    let register = app
+        .browser()
+        .post(
+            "/register",
+            &[
+                ("username", "outage_newcomer"),
+                ("password", "long enough pw"),
+                ("password_confirm", "long enough pw"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        register.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{register:?}"
+    );
+    register.assert_contains("nothing was changed");
+    let logout = user.post("/logout", &[]).await;
+    assert_eq!(logout.status, StatusCode::SERVICE_UNAVAILABLE, "{logout:?}");
+    logout.assert_contains("nothing was changed");
     let revoke = user.post("/account/sessions/revoke-others", &[]).await;
     assert_eq!(revoke.status, StatusCode::SERVICE_UNAVAILABLE, "{revoke:?}");
     revoke.assert_contains("nothing was changed");
@@ -117,5 +138,11 @@ async fn a_redis_outage_degrades_reads_refuses_writes_and_the_app_recovers_alone
     let cart = user.get("/cart").await;
     assert_eq!(cart.logged_in_as().as_deref(), Some("demo"));
     assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 2)]);
+    // The refused registration created no account.
+    let newcomer = app
+        .browser()
+        .log_in("outage_newcomer", "long enough pw")
+        .await;
+    assert_eq!(newcomer.status, StatusCode::UNAUTHORIZED, "{newcomer:?}");
     println!("recovered in {:?}", back.elapsed());
 }
