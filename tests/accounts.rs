@@ -823,3 +823,54 @@ async fn a_cart_read_ahead_for_a_session_that_ended_is_discarded() {
     assert_eq!(page.logged_in_as(), None);
     assert_eq!(page.cart_badge(), 0, "demo's cart must not be shown");
 }
+
+/// Re-entering the current password (to change it, or to delete the account) is
+/// a login attempt: wrong guesses count against the login throttle, shared by
+/// both forms, so a stolen session cannot be used to guess the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_current_passwords_are_throttled_like_logins() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let browser = app.browser();
+    browser.register(USER, PASSWORD).await.assert_redirect("/");
+    let limit = storefront::config::Config::defaults().login_max_failures_per_user;
+    let change = |guess: &'static str| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .post(
+                    "/account/password",
+                    &[
+                        ("current_password", guess),
+                        ("new_password", NEW_PASSWORD),
+                        ("new_password_confirm", NEW_PASSWORD),
+                    ],
+                )
+                .await
+        }
+    };
+    for _ in 1..limit {
+        let page = change("a wrong guess").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{page:?}");
+        page.assert_contains("Your current password is not right. Nothing was changed.");
+    }
+    // The last allowed guess goes to the delete form: the same counter.
+    let delete = browser
+        .post("/account/delete", &[("password", "another wrong guess")])
+        .await;
+    assert_eq!(delete.status, StatusCode::UNAUTHORIZED, "{delete:?}");
+    // Now even the right password is refused on either form, and nothing changed.
+    let page = change(PASSWORD).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{page:?}");
+    assert!(page.headers.contains_key("retry-after"));
+    let delete = browser
+        .post("/account/delete", &[("password", PASSWORD)])
+        .await;
+    assert_eq!(delete.status, StatusCode::TOO_MANY_REQUESTS, "{delete:?}");
+    assert_eq!(browser.get("/").await.logged_in_as().as_deref(), Some(USER));
+    let old = app.browser().log_in(USER, PASSWORD).await;
+    assert_eq!(
+        old.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a login counts the same"
+    );
+}
