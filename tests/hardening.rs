@@ -158,6 +158,15 @@ async fn a_successful_login_clears_the_username_counter() {
     for _ in 0..4 {
         user.log_in(DEMO_USER, "wrong password").await;
     }
+    let count = |key: &'static str| {
+        let redis = app.redis().unwrap().clone();
+        async move {
+            let count: Option<i64> = redis.get(key).await.unwrap();
+            count.unwrap_or(0)
+        }
+    };
+    assert_eq!(count("throttle:login:{user:demo}").await, 4);
+    assert_eq!(count("throttle:login:{client:127.0.0.1}").await, 4);
     user.log_in(DEMO_USER, DEMO_PASSWORD)
         .await
         .assert_redirect("/");
@@ -165,6 +174,10 @@ async fn a_successful_login_clears_the_username_counter() {
         !app.redis_exists("throttle:login:{user:demo}:from:127.0.0.1")
             .await
     );
+    // The success gives its own attempt back (counted before the password was
+    // checked) on the other two counters; the 4 failures stay counted there.
+    assert_eq!(count("throttle:login:{user:demo}").await, 4);
+    assert_eq!(count("throttle:login:{client:127.0.0.1}").await, 4);
     user.log_out().await;
     for _ in 0..4 {
         user.log_in(DEMO_USER, "wrong password").await;
