@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::*;
 use common::*;
+use fred::prelude::{KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -482,6 +483,47 @@ async fn adds_racing_their_own_logout_on_another_replica_are_never_lost() {
 
 async fn post_with_id(user: &Browser, path: &str, form: &[(&str, &str)]) -> Page {
     user.post(path, form).await
+}
+
+/// The memory of applied submission ids is bounded: at most 500 per cart, the
+/// oldest forgotten first, each kept a day. (Forgetting one only means a resend
+/// of a form more than 500 changes old would apply again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_of_applied_submissions_is_bounded() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    // Ids in the order sent sort the same way: ties within one second are
+    // broken by the id, so "oldest first" is exact here.
+    let id = |i: usize| format!("s-{i:04}");
+    for chunk in (0..505).collect::<Vec<_>>().chunks(8) {
+        let adds = chunk.iter().map(|&i| {
+            let user = user.clone();
+            let (product, submission) = ((i % 12 + 1).to_string(), id(i));
+            async move {
+                let form = [
+                    ("product_id", product.as_str()),
+                    ("quantity", "1"),
+                    ("submission", submission.as_str()),
+                ];
+                user.post("/cart/add", &form).await
+            }
+        });
+        for page in futures::future::join_all(adds).await {
+            page.assert_redirect("/cart");
+        }
+    }
+    let redis = app.redis().unwrap();
+    let kept: i64 = redis.zcard("subs:{u1}").await.unwrap();
+    assert_eq!(kept, 500);
+    let ttl: i64 = redis.ttl("subs:{u1}").await.unwrap();
+    assert!((86_300..=86_400).contains(&ttl), "a day: {ttl}");
+    for (i, remembered) in [(0, false), (4, false), (5, true), (504, true)] {
+        let score: Option<f64> = redis.zscore("subs:{u1}", id(i)).await.unwrap();
+        assert_eq!(score.is_some(), remembered, "{}", id(i));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
