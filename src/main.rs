@@ -55,8 +55,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(config)) => config.worker_threads,
         _ => cli.serve.worker_threads,
     };
-    // Always explicit, so tokio never reads `TOKIO_WORKER_THREADS` itself (it
-    // panics on a value clap has already refused or, when empty, ignored).
+    // Always explicit, so tokio never reads `TOKIO_WORKER_THREADS` itself: it
+    // panics on a bad value, where clap has already given a usage error.
     let threads = threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, usize::from),
         usize::from,

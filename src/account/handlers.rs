@@ -65,7 +65,7 @@ async fn account_template(
 pub async fn account_page(State(state): State<AppState>, page: Page) -> Result<Response> {
     let user = match page.user_or_log_in("/account")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     Ok(account_template(&state, page.chrome, &user, None)
         .await?
@@ -97,7 +97,7 @@ pub struct SessionsTemplate {
 pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<Response> {
     let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     let current = page.session.inner().id();
     let rows = live_sessions(&state, user.id)
@@ -143,7 +143,7 @@ pub async fn revoke(
 ) -> Result<Response> {
     let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     let handle = form
         .session
@@ -180,7 +180,7 @@ pub async fn revoke(
 pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<Response> {
     let user = match page.user_or_log_in("/account/sessions")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     let current = page.session.inner().id();
     let others: Vec<_> = live_sessions(&state, user.id)
@@ -262,8 +262,8 @@ pub struct PasswordTemplate {
 }
 
 pub async fn password_page(page: Page) -> Result<Response> {
-    if let Err(redirect) = page.user_or_log_in("/account/password")? {
-        return Ok(redirect.into_response());
+    if let Err(to_login) = page.user_or_log_in("/account/password")? {
+        return Ok(to_login);
     }
     Ok(PasswordTemplate {
         chrome: page.chrome,
@@ -289,7 +289,7 @@ pub async fn change_password(
 ) -> Result<Response> {
     let user = match page.user_or_log_in("/account/password")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     let submission = submission_id(form.submission.as_deref());
     if let Some(id) = &submission {
@@ -410,7 +410,7 @@ pub async fn delete_account(
 ) -> Result<Response> {
     let user = match page.user_or_log_in("/account")? {
         Ok(user) => user,
-        Err(redirect) => return Ok(redirect.into_response()),
+        Err(to_login) => return Ok(to_login),
     };
     let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
         let state = state.clone();

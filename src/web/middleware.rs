@@ -218,8 +218,10 @@ pub async fn html_errors(
         .get::<ErrorMessage>()
         .map(|m| m.0.clone());
     let session_save_failed = status == StatusCode::INTERNAL_SERVER_ERROR && message.is_none();
+    // A write cut off by the timeout may yet land: its outcome is unknown.
+    let cut_off_write = timed_out && writes;
     let message = match message {
-        _ if timed_out && writes => Some(TIMED_OUT_WRITE.to_owned()),
+        _ if cut_off_write => Some(TIMED_OUT_WRITE.to_owned()),
         _ if timed_out => Some(TIMED_OUT_PAGE.to_owned()),
         message => message,
     };
@@ -247,7 +249,7 @@ pub async fn html_errors(
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: message.unwrap_or_else(|| default_message(status).to_owned()),
         unknown_outcome: status == StatusCode::SERVICE_UNAVAILABLE
-            && (parts.extensions.get::<OutcomeUnknown>().is_some() || (timed_out && writes)),
+            && (parts.extensions.get::<OutcomeUnknown>().is_some() || cut_off_write),
     };
     let mut rendered = (status, page).into_response();
     // Keep Retry-After and the like; the body and its type are new.
