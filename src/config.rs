@@ -178,6 +178,12 @@ impl Config {
     pub fn remember_me(&self) -> Duration {
         Duration::from_secs(u64::from(self.remember_me_days) * 86_400)
     }
+
+    /// The longest a login can live, with or without "remember me": the per-user
+    /// session index and credential epoch outlive it.
+    pub fn longest_login(&self) -> Duration {
+        self.session_max_lifetime.max(self.remember_me_max_lifetime)
+    }
 }
 
 /// The longest any duration setting may be: ten years. A TTL or a lifetime beyond

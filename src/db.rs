@@ -169,6 +169,18 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// The database refused a write for want of space: SQLite's `SQLITE_FULL` (13,
+/// and its extended codes), Postgres's `53100 disk_full`. The write was rolled
+/// back; the user gets the 503 page saying nothing was saved.
+pub fn is_full(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code == "53100" || (code.len() < 5 && code.parse::<u32>().is_ok_and(|n| n & 0xff == 13))
+        }),
+        _ => false,
+    }
+}
+
 /// A database URL without its password, for logs and error messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

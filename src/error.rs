@@ -79,6 +79,9 @@ impl AppError {
             AppError::Unavailable(cause) if cause.to_string() == DATABASE => {
                 DATABASE_UNAVAILABLE.to_owned()
             }
+            AppError::Unavailable(cause) if cause.to_string() == DATABASE_FULL_CAUSE => {
+                DATABASE_FULL.to_owned()
+            }
             AppError::StoreFull(_) => STORE_FULL.to_owned(),
             AppError::TooManyRequests { message, .. } => message.clone(),
             other => default_message(other.status()).to_owned(),
@@ -92,6 +95,14 @@ impl AppError {
 
 /// The context every database error carries (see `From<sqlx::Error>`).
 const DATABASE: &str = "database";
+
+/// The context of a write the database refused for want of space.
+const DATABASE_FULL_CAUSE: &str = "database full";
+
+/// The database's disk is full: the write was rolled back.
+pub const DATABASE_FULL: &str = "The shop's database has no room to save anything right now, \
+so nothing was saved: no account, order or password was created or changed. Browsing and your \
+cart still work; please try again later.";
 
 /// The users' database (SQLite or Postgres) cannot be reached: sessions and carts are fine.
 pub const DATABASE_UNAVAILABLE: &str = "The shop's database is unavailable right now, so nothing \
@@ -145,7 +156,9 @@ impl From<crate::cart::CartError> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_unavailable(&err) {
+        if crate::db::is_full(&err) {
+            AppError::Unavailable(anyhow::Error::new(err).context(DATABASE_FULL_CAUSE))
+        } else if crate::db::is_unavailable(&err) {
             AppError::Unavailable(anyhow::Error::new(err).context(DATABASE))
         } else {
             AppError::Internal(anyhow::Error::new(err).context(DATABASE))

@@ -79,8 +79,7 @@ impl Application {
             register_window: config.register_throttle_window,
         };
 
-        // The longest a login can live: the per-user index and epoch outlive it.
-        let longest_login = lifetimes.max.max(lifetimes.remember_max);
+        let longest_login = config.longest_login();
         let (redis, sessions, carts, throttle, accounts) = match &config.redis_url {
             Some(url) => {
                 let pool = connect_redis(url, config.redis_timeout).await?;

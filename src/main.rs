@@ -99,6 +99,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let user = users::create(&pool, &username, password.into_inner(), None)
                 .await
                 .context("creating the user")?;
+            // As a registration does: the new account starts a new credential epoch,
+            // so no session made for an earlier holder of its id can open it.
+            if let Some(url) = &cli.serve.redis_url {
+                let redis = storefront::connect_redis(url, cli.serve.redis_timeout).await?;
+                storefront::account::Accounts::redis(redis, cli.serve.longest_login())
+                    .bump_epoch(user.id)
+                    .await
+                    .context("starting the account's credential epoch in Redis")?;
+            }
             println!("created user {} (id {})", user.username, user.id);
             Ok(())
         }

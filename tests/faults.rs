@@ -724,3 +724,185 @@ async fn slow_and_idle_clients_are_disconnected() {
         "idle connection closed after {took:?}"
     );
 }
+
+/// A small tmpfs of the test's own, mounted inside a temporary directory and
+/// unmounted when dropped: a disk that can be filled and freed at will.
+struct SmallDisk {
+    mount_point: std::path::PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let parent = tempfile::tempdir().unwrap();
+        let mount_point = parent.path().join("disk");
+        std::fs::create_dir(&mount_point).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount_point)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs (the tests run as root)");
+        SmallDisk {
+            mount_point,
+            _parent: parent,
+        }
+    }
+
+    fn filler(&self) -> std::path::PathBuf {
+        self.mount_point.join("filler")
+    }
+
+    /// Writes zeros until the disk refuses another byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0u8; 4096];
+        let mut written = 0usize;
+        while file.write_all(&chunk).and_then(|()| file.flush()).is_ok() {
+            written += chunk.len();
+        }
+        // A partial last chunk may still have found room: fill byte by byte.
+        while file.write_all(&[0]).is_ok() {}
+        assert!(written > 0, "the disk had room before it was filled");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
+    }
+}
+
+async fn user_id(app: &TestApp, name: &str) -> Option<i64> {
+    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+        .bind(name)
+        .fetch_optional(&app.state.db)
+        .await
+        .unwrap()
+}
+
+/// What `visitor` can see of the shop: they are nobody, and nothing of `owner`'s.
+async fn sees_nothing_of(visitor: &Browser, owner: &str, owner_product: &str) {
+    let home = visitor.get("/").await;
+    assert_eq!(home.logged_in_as(), None, "{owner}'s account opened");
+    let cart = visitor.get("/cart").await;
+    assert!(
+        cart.cart_lines()
+            .iter()
+            .all(|(name, _)| name != owner_product),
+        "{owner}'s cart shown: {:?}",
+        cart.cart_lines()
+    );
+    let orders = visitor.get("/orders").await;
+    assert_ne!(orders.status, StatusCode::OK, "{owner}'s orders shown");
+    let account = visitor.get("/account").await;
+    assert!(
+        !account.body.contains(owner),
+        "{owner}'s account page shown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_account() {
+    let disk = SmallDisk::mount("8m");
+    let redis = Arc::new(RedisServer::start().await);
+    let database_url = format!("sqlite://{}/storefront.db", disk.mount_point.display());
+    let db_dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = TestApp::spawn_full(Some(redis), db_dir, database_url, "full-disk", |_| {}).await;
+    let users_before = app.user_count().await;
+
+    // The disk fills up: the registration is refused, and nobody is logged in.
+    disk.fill();
+    let mallory = app.browser();
+    let page = mallory.register("mallory", "mallory-pass-123").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    page.assert_contains("nothing was saved");
+    assert_eq!(page.logged_in_as(), None);
+    assert!(
+        !page.body.contains("Your account is ready"),
+        "{}",
+        page.body
+    );
+    assert_eq!(app.user_count().await, users_before, "no row was stored");
+    assert_eq!(mallory.get("/").await.logged_in_as(), None);
+
+    // Space comes back; the next registration is a different person's account.
+    disk.free();
+    let alice = app.browser();
+    alice
+        .register("alice", "alice-pass-123")
+        .await
+        .assert_redirect("/");
+    alice.add_to_cart("1", "2").await;
+    let alice_line = alice.get("/cart").await.cart_lines()[0].0.clone();
+    sees_nothing_of(&mallory, "alice", &alice_line).await;
+    // Mallory's name is free: the refused registration left nothing behind.
+    mallory
+        .register("mallory", "mallory-pass-123")
+        .await
+        .assert_redirect("/");
+    assert_eq!(
+        mallory.get("/").await.logged_in_as().as_deref(),
+        Some("mallory")
+    );
+
+    // A deleted account's id is never handed out again.
+    let bob = app.browser();
+    bob.register("bob", "bob-pass-1234")
+        .await
+        .assert_redirect("/");
+    let bob_id = user_id(&app, "bob").await.unwrap();
+    bob.post("/account/delete", &[("password", "bob-pass-1234")])
+        .await
+        .assert_redirect("/");
+    let carol = app.browser();
+    carol
+        .register("carol", "carol-pass-123")
+        .await
+        .assert_redirect("/");
+    assert!(user_id(&app, "carol").await.unwrap() > bob_id);
+
+    // And even if a number is used again (a database restored from a backup taken
+    // before dave registered), dave's session cannot open the next holder's account.
+    let dave = app.browser();
+    dave.register("dave", "dave-pass-1234")
+        .await
+        .assert_redirect("/");
+    let dave_id = user_id(&app, "dave").await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(dave_id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sqlite_sequence SET seq = $1 WHERE name = 'users'")
+        .bind(dave_id - 1)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let erin = app.browser();
+    erin.register("erin", "erin-pass-1234")
+        .await
+        .assert_redirect("/");
+    assert_eq!(
+        user_id(&app, "erin").await,
+        Some(dave_id),
+        "the number was reused"
+    );
+    erin.add_to_cart("2", "1").await;
+    let erin_line = erin.get("/cart").await.cart_lines()[0].0.clone();
+    sees_nothing_of(&dave, "erin", &erin_line).await;
+    assert_eq!(erin.get("/").await.logged_in_as().as_deref(), Some("erin"));
+}

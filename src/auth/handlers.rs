@@ -410,9 +410,14 @@ pub async fn register(
     // down), the visitor is told so and sent to log in, never "try again" (which
     // would answer "taken"): all-or-nothing as far as they can see.
     let session_result = async {
+        // A new account starts a new credential epoch, and its session carries it:
+        // a session made for an earlier holder of this user id (an account deleted,
+        // a database restored from a backup) carries an older epoch and is ended
+        // where the user is read. The session is bound to this account, not only
+        // to its number.
         let epoch = state
             .accounts
-            .epoch(user.id)
+            .bump_epoch(user.id)
             .await
             .map_err(AppError::Unavailable)?;
         let facts = LoginFacts {

@@ -42,6 +42,13 @@ pub enum CreateUserError {
 
 /// Inserts a user; the UNIQUE constraint decides races between two registrations.
 /// `submission` is the registration form's one-time id, kept to recognise a retry.
+///
+/// In an explicit transaction whose COMMIT is checked: on SQLite an autocommit
+/// `INSERT … RETURNING` hands back its row before the statement's implicit commit,
+/// and a commit that then fails (`SQLITE_FULL` on a full disk) is reported to
+/// nobody — the caller would log in a user whose row was never stored, and the
+/// next account would be given the same id. Here the user exists when this
+/// returns `Ok`, and not otherwise.
 pub async fn create(
     db: &Db,
     username: &Username,
@@ -49,6 +56,7 @@ pub async fn create(
     submission: Option<&str>,
 ) -> Result<User, CreateUserError> {
     let password_hash = password::hash_password(password).await?;
+    let mut tx = db.begin().await?;
     let result = sqlx::query_as(
         "INSERT INTO users (username, password_hash, submission) VALUES ($1, $2, $3) \
          RETURNING id, username, password_hash",
@@ -56,15 +64,17 @@ pub async fn create(
     .bind(username.as_str())
     .bind(&password_hash)
     .bind(submission)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await;
-    match result {
-        Ok(user) => Ok(user),
+    let user = match result {
+        Ok(user) => user,
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(CreateUserError::UsernameTaken)
+            return Err(CreateUserError::UsernameTaken)
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(user)
 }
 
 /// The account a registration form created, if this submission id created one.
@@ -90,22 +100,28 @@ pub async fn created_at(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
         .await
 }
 
-/// Stores a new password hash; false when the user no longer exists.
+/// Stores a new password hash; false when the user no longer exists. Committed
+/// explicitly, as every write here (see [`create`]).
 pub async fn set_password_hash(db: &Db, id: i64, hash: &str) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
     let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(hash)
         .bind(id)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes the account row; false when it was already gone.
+/// Deletes the account row; false when it was already gone. Its id is never
+/// given to another account (AUTOINCREMENT on SQLite, an identity on Postgres).
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
     let done = sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(done.rows_affected() == 1)
 }
 
