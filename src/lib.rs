@@ -20,6 +20,7 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
+pub mod token;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -35,6 +35,7 @@ use crate::account::Accounts;
 use crate::cart::{CartOwner, EpochGuard};
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::token;
 
 /// The cookie's name: short, and says nothing about the framework behind it.
 pub const COOKIE_NAME: &str = "sid";
@@ -745,7 +746,7 @@ impl ShopSession {
             self.session.cycle_id().await?;
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let handle = random_token();
+        let handle = token::random();
         // Start from a clean record: nothing of a previous user's login stays.
         for stale in [key::SUBMISSION, key::FLASH] {
             let _ = self.session.remove_value(stale).await?;
@@ -824,7 +825,7 @@ impl ShopSession {
         if let Some(id) = self.anonymous_cart_id().await? {
             return Ok(id);
         }
-        let id = random_token();
+        let id = token::random();
         self.session.insert(key::CART_ID, &id).await?;
         self.session.insert(key::CREATED_BY, replica).await?;
         Ok(id)
@@ -962,20 +963,6 @@ pub async fn apply_cookie_expiry(
     Ok(())
 }
 
-/// 128 random bits in lower-case hex (URL- and header-safe): anonymous cart ids,
-/// submission ids, request ids.
-pub fn random_token() -> String {
-    use rand::Rng;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    let mut token = String::with_capacity(2 * bytes.len());
-    for byte in bytes {
-        token.push(char::from(HEX[usize::from(byte >> 4)]));
-        token.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    token
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1054,18 +1041,6 @@ mod tests {
         let bytes = rmp_serde::to_vec(&saved).unwrap();
         assert_eq!(bytes, rmp_serde::to_vec(&record).unwrap());
         assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), record);
-    }
-
-    #[test]
-    fn tokens_are_32_hex_digits_and_differ() {
-        let (a, b) = (random_token(), random_token());
-        for token in [&a, &b] {
-            assert_eq!(token.len(), 32);
-            assert!(token
-                .bytes()
-                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
-        }
-        assert_ne!(a, b);
     }
 
     #[test]

@@ -15,8 +15,9 @@ use crate::auth::throttle::Verdict;
 use crate::auth::{password, submission_id, too_many_logins, users, Password};
 use crate::cart::CartOwner;
 use crate::error::{AppError, Result};
-use crate::session::{random_token, Flash, SessionUser};
+use crate::session::{Flash, SessionUser};
 use crate::state::AppState;
+use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
 
@@ -268,7 +269,7 @@ pub async fn password_page(page: Page) -> Result<Response> {
     Ok(PasswordTemplate {
         chrome: page.chrome,
         error: None,
-        submission: random_token(),
+        submission: token::random(),
     }
     .into_response())
 }
@@ -300,7 +301,7 @@ pub async fn change_password(
             return Ok(Redirect::to("/account").into_response());
         }
     }
-    let form_id = submission.clone().unwrap_or_else(random_token);
+    let form_id = submission.clone().unwrap_or_else(token::random);
     let again = |status: StatusCode, error: &str, chrome: Chrome| {
         (
             status,

@@ -25,8 +25,9 @@ use super::throttle::Verdict;
 use super::{password, safe_next, submission_id, too_many_logins, users, Password, Username};
 use crate::account;
 use crate::error::{AppError, Result};
-use crate::session::{random_token, Flash, LoginFacts, SessionUser, ShopSession};
+use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
+use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
 
@@ -55,7 +56,7 @@ impl LoginTemplate {
             remember_days,
             error: None,
             notice: None,
-            submission: random_token(),
+            submission: token::random(),
         }
     }
 }
@@ -278,7 +279,7 @@ pub async fn register_page(page: Page) -> RegisterTemplate {
         chrome: page.chrome,
         username: String::new(),
         error: None,
-        submission: random_token(),
+        submission: token::random(),
     }
 }
 
@@ -324,7 +325,7 @@ pub async fn register(
         .collect();
     let submission = submission_id(form.submission.as_deref());
     // A retried form keeps its id, so the page it shows again keeps it too.
-    let form_id = submission.clone().unwrap_or_else(random_token);
+    let form_id = submission.clone().unwrap_or_else(token::random);
     let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
         (
             status,

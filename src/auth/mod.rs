@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A one-time submission id as the forms render it (32 hex digits, see
-/// `session::random_token`); anything else counts as no id.
+/// `token::random`); anything else counts as no id.
 pub fn submission_id(raw: Option<&str>) -> Option<String> {
     raw.map(str::trim)
         .filter(|s| (16..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))

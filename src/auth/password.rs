@@ -21,7 +21,7 @@ fn argon2() -> Argon2<'static> {
 /// exist: an unknown user costs the same work as a wrong password, so response
 /// times do not tell which usernames exist.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let secret = crate::session::random_token();
+    let secret = crate::token::random();
     hash_blocking(&secret).expect("hashing a random password")
 });
 

@@ -16,8 +16,9 @@ use super::{
 use crate::cart::CartOwner;
 use crate::catalog::Money;
 use crate::error::{AppError, Result};
-use crate::session::{random_token, Flash, SessionUser, ShopSession};
+use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
+use crate::token;
 use crate::web::form::FormData;
 use crate::web::page::{log_in_first, Chrome, Page};
 
@@ -79,7 +80,7 @@ pub async fn checkout_page(State(state): State<AppState>, page: Page) -> Result<
     let shipping = store::latest_shipping(&state.db, user.id)
         .await?
         .unwrap_or_default();
-    Ok(CheckoutTemplate::new(page.chrome, lines, shipping, random_token()).into_response())
+    Ok(CheckoutTemplate::new(page.chrome, lines, shipping, token::random()).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +125,7 @@ pub async fn place_order(
 
     // A form without a usable id cannot be made exactly-once: show it again with one.
     let Some(submission) = parse_submission(form.submission.as_deref()).map(str::to_owned) else {
-        let mut again = CheckoutTemplate::new(page.chrome, lines, typed, random_token());
+        let mut again = CheckoutTemplate::new(page.chrome, lines, typed, token::random());
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),
@@ -233,7 +234,7 @@ async fn already_placed(
 ) -> Result<Response> {
     if order.user_id != user.id {
         // Someone else's id (it cannot happen by chance: 128 random bits).
-        let mut again = CheckoutTemplate::new(chrome, lines, typed, random_token());
+        let mut again = CheckoutTemplate::new(chrome, lines, typed, token::random());
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),

@@ -263,7 +263,7 @@ fn text_field(raw: Option<&str>, what: &str, max: usize, error: &mut Option<Stri
     value
 }
 
-/// A checkout form's one-time submission id: what `random_token` makes (letters and
+/// A checkout form's one-time submission id: what `token::random` makes (letters and
 /// digits), within bounds, nothing else.
 pub fn parse_submission(raw: Option<&str>) -> Option<&str> {
     let raw = raw?.trim();
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn submission_ids_are_plain_tokens() {
-        let token = crate::session::random_token();
+        let token = crate::token::random();
         assert_eq!(parse_submission(Some(&token)), Some(token.as_str()));
         for bad in [
             "",

@@ -64,7 +64,7 @@ impl tower_http::request_id::MakeRequestId for MakeRequestId {
         &mut self,
         _: &axum::http::Request<B>,
     ) -> Option<tower_http::request_id::RequestId> {
-        let id = HeaderValue::from_str(&session::random_token()).ok()?;
+        let id = HeaderValue::from_str(&crate::token::random()).ok()?;
         Some(tower_http::request_id::RequestId::new(id))
     }
 }

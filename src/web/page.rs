@@ -162,7 +162,7 @@ impl FromRequestParts<AppState> for Page {
             session,
             cart,
             chrome,
-            submission: crate::session::random_token(),
+            submission: crate::token::random(),
         })
     }
 }
