@@ -11,6 +11,8 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::redis::StoreError;
+
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +34,35 @@ pub enum AppError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// Redis (sessions, carts) or the database cannot be reached right now: nothing changed.
-    #[error("unavailable: {0:#}")]
-    Unavailable(anyhow::Error),
+    #[error("{0} unavailable: {1:#}")]
+    Unavailable(Dependency, anyhow::Error),
     /// A write was sent but no answer came back: it may or may not have been applied.
     #[error("outcome unknown: {0:#}")]
     OutcomeUnknown(anyhow::Error),
-    /// Redis refused a write because it is full (`maxmemory`, `noeviction`): nothing changed.
-    #[error("store full: {0:#}")]
-    StoreFull(anyhow::Error),
+    /// Redis (`maxmemory`, `noeviction`) or the database's disk refused a write
+    /// for want of room: nothing changed.
+    #[error("{0} full: {1:#}")]
+    Full(Dependency, anyhow::Error),
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
+}
+
+/// What a 503 is about: the page says which part of the shop cannot work just now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// Redis: sessions, carts, the login throttle.
+    SessionStore,
+    /// SQLite or Postgres: users, products, orders.
+    Database,
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dependency::SessionStore => "session store",
+            Dependency::Database => "database",
+        })
+    }
 }
 
 /// What the error page shows; put in the response's extensions for `html_errors`.
@@ -63,7 +84,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -76,13 +97,9 @@ impl AppError {
                 msg.clone()
             }
             AppError::OutcomeUnknown(_) => OUTCOME_UNKNOWN.to_owned(),
-            AppError::Unavailable(cause) if cause.to_string() == DATABASE => {
-                DATABASE_UNAVAILABLE.to_owned()
-            }
-            AppError::Unavailable(cause) if cause.to_string() == DATABASE_FULL_CAUSE => {
-                DATABASE_FULL.to_owned()
-            }
-            AppError::StoreFull(_) => STORE_FULL.to_owned(),
+            AppError::Unavailable(Dependency::Database, _) => DATABASE_UNAVAILABLE.to_owned(),
+            AppError::Full(Dependency::Database, _) => DATABASE_FULL.to_owned(),
+            AppError::Full(Dependency::SessionStore, _) => STORE_FULL.to_owned(),
             AppError::TooManyRequests { message, .. } => message.clone(),
             other => default_message(other.status()).to_owned(),
         }
@@ -91,13 +108,12 @@ impl AppError {
     pub fn bad_request(msg: impl Into<String>) -> Self {
         AppError::BadRequest(msg.into())
     }
+
+    /// Redis cannot be reached: nothing changed.
+    pub fn session_store_unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        AppError::Unavailable(Dependency::SessionStore, cause.into())
+    }
 }
-
-/// The context every database error carries (see `From<sqlx::Error>`).
-const DATABASE: &str = "database";
-
-/// The context of a write the database refused for want of space.
-const DATABASE_FULL_CAUSE: &str = "database full";
 
 /// The database's disk is full: the write was rolled back.
 pub const DATABASE_FULL: &str = "The shop's database has no room to save anything right now, \
@@ -139,17 +155,24 @@ pub fn default_message(status: StatusCode) -> &'static str {
 impl From<tower_sessions::session::Error> for AppError {
     fn from(err: tower_sessions::session::Error) -> Self {
         // Every session store failure here is Redis being unreachable or timing out.
-        AppError::Unavailable(anyhow::Error::new(err).context("session store"))
+        AppError::session_store_unavailable(err)
     }
 }
 
-impl From<crate::cart::CartError> for AppError {
-    fn from(err: crate::cart::CartError) -> Self {
-        use crate::cart::CartError;
+impl From<tower_sessions::session_store::Error> for AppError {
+    fn from(err: tower_sessions::session_store::Error) -> Self {
+        AppError::session_store_unavailable(err)
+    }
+}
+
+/// What a Redis-backed store's failure tells the user: nothing changed (unavailable,
+/// full), or the write may have been applied (unknown).
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
         match err {
-            CartError::Unknown(_) => AppError::OutcomeUnknown(err.into()),
-            CartError::Full(_) => AppError::StoreFull(err.into()),
-            CartError::Unavailable(_) => AppError::Unavailable(err.into()),
+            StoreError::Unknown(_) => AppError::OutcomeUnknown(err.into()),
+            StoreError::Full(_) => AppError::Full(Dependency::SessionStore, err.into()),
+            StoreError::Unavailable(_) => AppError::session_store_unavailable(err),
         }
     }
 }
@@ -157,11 +180,11 @@ impl From<crate::cart::CartError> for AppError {
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         if crate::db::is_full(&err) {
-            AppError::Unavailable(anyhow::Error::new(err).context(DATABASE_FULL_CAUSE))
+            AppError::Full(Dependency::Database, err.into())
         } else if crate::db::is_unavailable(&err) {
-            AppError::Unavailable(anyhow::Error::new(err).context(DATABASE))
+            AppError::Unavailable(Dependency::Database, err.into())
         } else {
-            AppError::Internal(anyhow::Error::new(err).context(DATABASE))
+            AppError::Internal(anyhow::Error::new(err).context("database"))
         }
     }
 }
@@ -170,7 +193,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
                 tracing::warn!(error = %self, "dependency unavailable")
             }
             AppError::Internal(cause) => {
@@ -194,7 +217,7 @@ impl IntoResponse for AppError {
                     HeaderValue::from_str(&secs).expect("digits"),
                 );
             }
-            AppError::Unavailable(_) | AppError::OutcomeUnknown(_) | AppError::StoreFull(_) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),

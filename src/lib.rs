@@ -14,8 +14,7 @@ pub mod db;
 pub mod error;
 pub mod memory;
 pub mod orders;
-pub mod redis_checks;
-pub mod redis_topology;
+pub mod redis;
 pub mod session;
 pub mod shutdown;
 pub mod state;
@@ -28,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fred::prelude::{Builder, ClientLike, Config as RedisConfig, Pool, ReconnectPolicy, TcpConfig};
+use fred::prelude::ClientLike;
 use tokio::net::TcpListener;
 
 use crate::account::Accounts;
@@ -39,6 +38,7 @@ use crate::config::Config;
 use crate::session::{Lifetimes, SessionStoreWrapper};
 use crate::state::AppState;
 
+pub use crate::redis::connect as connect_redis;
 pub use crate::web::router;
 
 /// A built application: bound to its port, ready to serve.
@@ -83,13 +83,13 @@ impl Application {
         let longest_login = config.longest_login();
         let (redis, sessions, carts, throttle, accounts) = match &config.redis_url {
             Some(url) => {
-                let pool = connect_redis(url, config.redis_timeout).await?;
-                refuse_evicting_redis(&pool, config.allow_evicting_redis).await?;
-                let mode = redis_topology::Mode::of_url(url);
+                let pool = redis::connect(url, config.redis_timeout).await?;
+                redis::refuse_evicting(&pool, config.allow_evicting_redis).await?;
+                let mode = redis::topology::Mode::of_url(url);
                 tracing::info!(
                     replica = %replica,
                     redis = %redact(url),
-                    connected = %redis_topology::describe(&pool, mode),
+                    connected = %redis::topology::describe(&pool, mode),
                     "sessions and carts are kept in Redis"
                 );
                 let accounts = Accounts::redis(pool.clone(), longest_login);
@@ -211,59 +211,6 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }
-}
-
-/// A pool of Redis connections that never waits forever: fred's defaults would
-/// queue commands until Redis comes back. Here a command fails after
-/// `timeout` (the user gets a 503 page), and reconnection is retried every
-/// half second, so the app recovers by itself when Redis returns.
-pub async fn connect_redis(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
-    let config = RedisConfig::from_url(url)
-        .with_context(|| format!("REDIS_URL `{}` is not valid", redact(url)))?;
-    let pool = Builder::from_config(config)
-        .with_performance_config(|perf| {
-            perf.default_command_timeout = timeout;
-        })
-        .with_connection_config(|conn| {
-            conn.connection_timeout = timeout;
-            conn.internal_command_timeout = timeout;
-            conn.max_command_attempts = 1;
-            conn.tcp = TcpConfig {
-                nodelay: Some(true),
-                ..Default::default()
-            };
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 500))
-        // One connection, not several: fred pipelines the commands that concurrent
-        // requests send at the same moment into one write, and Redis answers them
-        // with one read and one write. Redis runs commands on one thread anyway;
-        // more connections only add system calls (docs/PERFORMANCE.md).
-        .build_pool(1)
-        .context("building the Redis pool")?;
-    pool.init()
-        .await
-        .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
-    Ok(pool)
-}
-
-/// A replica does not start on a Redis that would evict sessions and carts
-/// (see `redis_checks`), unless told to accept it.
-async fn refuse_evicting_redis(pool: &Pool, allowed: bool) -> anyhow::Result<()> {
-    let facts = redis_checks::read(pool)
-        .await
-        .context("reading Redis's maxmemory-policy")?;
-    match facts.policy.as_deref() {
-        None => tracing::warn!(
-            "Redis does not allow CONFIG GET: cannot check that maxmemory-policy is noeviction"
-        ),
-        Some(_) if facts.evicts() && allowed => tracing::warn!(
-            policy = facts.policy.as_deref().unwrap_or("?"),
-            "Redis may evict sessions and carts when full (--allow-evicting-redis is set)"
-        ),
-        Some(_) if facts.evicts() => anyhow::bail!(facts.eviction_refusal()),
-        Some(_) => {}
-    }
-    Ok(())
 }
 
 use crate::db::redact;

@@ -690,11 +690,7 @@ impl ShopSession {
             self.remember_verdict(None);
             return Ok(None);
         };
-        let current = self
-            .accounts
-            .epoch(user.id)
-            .await
-            .map_err(AppError::Unavailable)?;
+        let current = self.accounts.epoch(user.id).await?;
         self.settle(current).await
     }
 
@@ -808,8 +804,7 @@ impl ShopSession {
         ) {
             self.accounts
                 .index_remove(user_id, &[id.to_string()])
-                .await
-                .map_err(AppError::Unavailable)?;
+                .await?;
         }
         self.session.flush().await?;
         self.remember_verdict(None);

@@ -192,11 +192,7 @@ pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<
         .collect();
     // Raising the epoch also ends any session the index missed; this one is
     // carried over to the new epoch.
-    let epoch = state
-        .accounts
-        .bump_epoch(user.id)
-        .await
-        .map_err(AppError::Unavailable)?;
+    let epoch = state.accounts.bump_epoch(user.id).await?;
     page.session.carry_to_epoch(epoch).await?;
     end_sessions(&state, user.id, &others).await?;
     tracing::info!(
@@ -226,8 +222,7 @@ async fn reauthenticate(
     if let Verdict::Wait(wait) = state
         .throttle
         .login_attempt(Some(&user.name), client)
-        .await
-        .map_err(AppError::Unavailable)?
+        .await?
     {
         return Err(too_many_logins(wait));
     }
@@ -238,11 +233,7 @@ async fn reauthenticate(
         .map_err(AppError::Internal)?;
     match row.filter(|_| verified) {
         Some(row) => {
-            state
-                .throttle
-                .succeeded(&user.name, client)
-                .await
-                .map_err(AppError::Unavailable)?;
+            state.throttle.succeeded(&user.name, client).await?;
             Ok(Some(row))
         }
         None => {
@@ -362,11 +353,7 @@ pub async fn change_password(
     }
     // After the new hash is stored: every session created before this moment,
     // on any replica, indexed or not, is stale from here on.
-    let epoch = state
-        .accounts
-        .bump_epoch(user.id)
-        .await
-        .map_err(AppError::Unavailable)?;
+    let epoch = state.accounts.bump_epoch(user.id).await?;
     let others: Vec<_> = live_sessions(&state, user.id)
         .await
         .unwrap_or_default()
@@ -380,8 +367,7 @@ pub async fn change_password(
         state
             .accounts
             .index_remove(user.id, &[old.to_string()])
-            .await
-            .map_err(AppError::Unavailable)?;
+            .await?;
     }
     page.session.renew_after_credential_change(epoch).await?;
     if let Some(id) = &submission {
@@ -457,11 +443,7 @@ pub async fn delete_account(
 
     users::delete(&state.db, user.id).await?;
     // Every session of the account is stale from here on, indexed or not.
-    state
-        .accounts
-        .bump_epoch(user.id)
-        .await
-        .map_err(AppError::Unavailable)?;
+    state.accounts.bump_epoch(user.id).await?;
     let all: Vec<_> = live_sessions(&state, user.id)
         .await
         .unwrap_or_default()
@@ -469,16 +451,8 @@ pub async fn delete_account(
         .map(|s| s.id)
         .collect();
     end_sessions(&state, user.id, &all).await?;
-    state
-        .accounts
-        .forget(user.id)
-        .await
-        .map_err(AppError::Unavailable)?;
-    state
-        .carts
-        .delete_cart(&CartOwner::User(user.id))
-        .await
-        .map_err(AppError::Unavailable)?;
+    state.accounts.forget(user.id).await?;
+    state.carts.delete_cart(&CartOwner::User(user.id)).await?;
     page.session.log_out().await?;
     tracing::info!(user_id = user.id, "account deleted");
     page.session

@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fred::prelude::{KeysInterface, Pool, SortedSetsInterface};
 use fred::types::scripts::Script;
 
+use crate::redis::StoreError;
+
 /// Most sessions a user may have at once; a new login ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
 
@@ -122,7 +124,7 @@ impl Accounts {
     }
 
     /// The user's current credential epoch (0 when never raised).
-    pub async fn epoch(&self, user_id: i64) -> anyhow::Result<i64> {
+    pub async fn epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
@@ -136,7 +138,7 @@ impl Accounts {
     }
 
     /// Raises the user's epoch: every session created before now is stale.
-    pub async fn bump_epoch(&self, user_id: i64) -> anyhow::Result<i64> {
+    pub async fn bump_epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => Ok(EPOCH_BUMP_SCRIPT
                 .evalsha_with_reload(
@@ -161,7 +163,7 @@ impl Accounts {
         user_id: i64,
         session_id: &str,
         _login_at: i64,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>, StoreError> {
         let score = now_ms();
         match &self.backend {
             Backend::Redis(pool) => Ok(INDEX_ADD_SCRIPT
@@ -189,7 +191,7 @@ impl Accounts {
 
     /// The user's indexed session ids, oldest login first. Some may have ended:
     /// the caller prunes those ([`Self::index_remove`]).
-    pub async fn index_members(&self, user_id: i64) -> anyhow::Result<Vec<String>> {
+    pub async fn index_members(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => Ok(pool
                 .zrange(index_key(user_id), 0, -1, None, false, None, false)
@@ -204,7 +206,11 @@ impl Accounts {
         }
     }
 
-    pub async fn index_remove(&self, user_id: i64, session_ids: &[String]) -> anyhow::Result<()> {
+    pub async fn index_remove(
+        &self,
+        user_id: i64,
+        session_ids: &[String],
+    ) -> Result<(), StoreError> {
         if session_ids.is_empty() {
             return Ok(());
         }
@@ -222,7 +228,7 @@ impl Accounts {
     }
 
     /// Forgets the user's index (the account is gone; the epoch stays, raised).
-    pub async fn forget(&self, user_id: i64) -> anyhow::Result<()> {
+    pub async fn forget(&self, user_id: i64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let _: i64 = pool.del(index_key(user_id)).await?;

@@ -71,11 +71,11 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
             state.sessions.load(&id),
             state.carts.lines_and_counter(&owner, &epoch_key)
         );
-        let record = record.map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
+        let record = record?;
         let claimed =
             crate::session::with_prefetched(id, record, session.claimed_user_id()).await?;
         if claimed == Some(guessed) {
-            let (lines, epoch) = read.map_err(AppError::Unavailable)?;
+            let (lines, epoch) = read?;
             if let Some(epoch) = epoch {
                 if session.settle(epoch).await?.is_some() {
                     return Ok(lines);
@@ -89,8 +89,7 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
         let (lines, epoch) = state
             .carts
             .lines_and_counter(&CartOwner::User(user_id), &index::epoch_key(user_id))
-            .await
-            .map_err(AppError::Unavailable)?;
+            .await?;
         if let Some(epoch) = epoch {
             if session.settle(epoch).await?.is_some() {
                 if let Some(id) = session.inner().id() {
@@ -106,11 +105,7 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
 /// The cart of whoever the session says owns it (anonymous visitors, dev mode).
 async fn owner_cart(state: &AppState, session: &ShopSession) -> Result<Lines> {
     match session.cart_owner().await? {
-        Some(owner) => state
-            .carts
-            .lines(&owner)
-            .await
-            .map_err(|e| AppError::Unavailable(e.into())),
+        Some(owner) => state.carts.lines(&owner).await.map_err(AppError::from),
         None => Ok(Lines::new()),
     }
 }
@@ -152,16 +147,8 @@ pub struct LiveSession {
 /// session it names; ids whose session ended (expired, logged out elsewhere, or
 /// from before the last credential change) are pruned from the index.
 pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSession>> {
-    let members = state
-        .accounts
-        .index_members(user_id)
-        .await
-        .map_err(AppError::Unavailable)?;
-    let epoch = state
-        .accounts
-        .epoch(user_id)
-        .await
-        .map_err(AppError::Unavailable)?;
+    let members = state.accounts.index_members(user_id).await?;
+    let epoch = state.accounts.epoch(user_id).await?;
     // Read at once: each GET is its own key (own slot), pipelined on the connection.
     let mut reads = JoinSet::new();
     for (order, member) in members.iter().enumerate() {
@@ -181,7 +168,7 @@ pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSes
     while let Some(joined) = reads.join_next().await {
         let (order, member, record) =
             joined.map_err(|e| AppError::Internal(anyhow::anyhow!("session read: {e}")))?;
-        let record = record.map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
+        let record = record?;
         match record {
             Some((id, record)) => {
                 let facts = SessionFacts::from_record(&record);
@@ -198,17 +185,9 @@ pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSes
         }
     }
     for id in stale {
-        state
-            .sessions
-            .delete(&id)
-            .await
-            .map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
+        state.sessions.delete(&id).await?;
     }
-    state
-        .accounts
-        .index_remove(user_id, &ended)
-        .await
-        .map_err(AppError::Unavailable)?;
+    state.accounts.index_remove(user_id, &ended).await?;
     live.sort_by_key(|(order, _)| *order);
     Ok(live.into_iter().map(|(_, s)| s).collect())
 }
@@ -216,18 +195,14 @@ pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSes
 /// Ends the given sessions of a user: their keys are deleted and they leave the index.
 pub async fn end_sessions(state: &AppState, user_id: i64, ids: &[Id]) -> Result<()> {
     for id in ids {
-        state
-            .sessions
-            .delete(id)
-            .await
-            .map_err(|e| AppError::Unavailable(anyhow::anyhow!("{e}")))?;
+        state.sessions.delete(id).await?;
     }
     let members: Vec<String> = ids.iter().map(Id::to_string).collect();
     state
         .accounts
         .index_remove(user_id, &members)
         .await
-        .map_err(AppError::Unavailable)
+        .map_err(AppError::from)
 }
 
 /// A replayed login form: ends the session(s) its first try created. Returns

@@ -134,12 +134,7 @@ pub async fn log_in(
     let throttle_name = username.as_ref().map(Username::as_str);
 
     // Counted before the password is checked: simultaneous guesses cannot outrun it.
-    if let Verdict::Wait(wait) = state
-        .throttle
-        .login_attempt(throttle_name, client)
-        .await
-        .map_err(AppError::Unavailable)?
-    {
+    if let Verdict::Wait(wait) = state.throttle.login_attempt(throttle_name, client).await? {
         return Err(too_many_logins(wait));
     }
 
@@ -153,8 +148,7 @@ pub async fn log_in(
     let epoch = state
         .accounts
         .epoch(found.as_ref().map_or(0, |u| u.id))
-        .await
-        .map_err(AppError::Unavailable)?;
+        .await?;
     let user = match found {
         Some(user) => users::find_by_id(&state.db, user.id).await?,
         None => None,
@@ -173,11 +167,7 @@ pub async fn log_in(
         ));
     };
 
-    state
-        .throttle
-        .succeeded(&user.username, client)
-        .await
-        .map_err(AppError::Unavailable)?;
+    state.throttle.succeeded(&user.username, client).await?;
     let submission = submission_id(form.submission.as_deref());
     // A replay of this very form (double click, retry after a lost response): the
     // session its first try created is replaced, not joined by a second one.
@@ -357,12 +347,7 @@ pub async fn register(
 
     // Counted per address before the name is looked at: "that username is taken"
     // tells whether an account exists, so answering it is rationed (SECURITY.md).
-    if let Verdict::Wait(wait) = state
-        .throttle
-        .register_attempt(client)
-        .await
-        .map_err(AppError::Unavailable)?
-    {
+    if let Verdict::Wait(wait) = state.throttle.register_attempt(client).await? {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         return Err(AppError::TooManyRequests {
             retry_after: wait,
@@ -416,11 +401,7 @@ pub async fn register(
         // a database restored from a backup) carries an older epoch and is ended
         // where the user is read. The session is bound to this account, not only
         // to its number.
-        let epoch = state
-            .accounts
-            .bump_epoch(user.id)
-            .await
-            .map_err(AppError::Unavailable)?;
+        let epoch = state.accounts.bump_epoch(user.id).await?;
         let facts = LoginFacts {
             remember: false,
             replica: state.replica.to_string(),

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use fred::prelude::Pool;
 use fred::types::scripts::Script;
 
+use crate::redis::StoreError;
+
 /// Counts one attempt on each key in order, stopping at the first that is over its
 /// limit. Returns 0 when the attempt may go on, else the refusing key's PTTL in ms.
 /// KEYS: counters of one hash slot; ARGV[1]: window in seconds; ARGV[2..]: limits.
@@ -169,13 +171,13 @@ impl LoginThrottle {
         &self,
         username: Option<&str>,
         client: IpAddr,
-    ) -> anyhow::Result<Verdict> {
+    ) -> Result<Verdict, StoreError> {
         self.attempt(self.login_groups(username, client)).await
     }
 
     /// Gives back a successful login's attempt: the username's counter for this
     /// address is cleared (the owner proved who they are here), the others drop by one.
-    pub async fn succeeded(&self, username: &str, client: IpAddr) -> anyhow::Result<()> {
+    pub async fn succeeded(&self, username: &str, client: IpAddr) -> Result<(), StoreError> {
         let user_keys = vec![pair_key(username, client), user_key(username)];
         let client_keys = vec![client_key(client)];
         match &self.backend {
@@ -209,7 +211,7 @@ impl LoginThrottle {
     }
 
     /// Counts a registration attempt from `client`.
-    pub async fn register_attempt(&self, client: IpAddr) -> anyhow::Result<Verdict> {
+    pub async fn register_attempt(&self, client: IpAddr) -> Result<Verdict, StoreError> {
         self.attempt(vec![Group {
             keys: vec![register_key(client)],
             limits: vec![self.limits.register_per_client],
@@ -218,7 +220,7 @@ impl LoginThrottle {
         .await
     }
 
-    async fn attempt(&self, groups: Vec<Group>) -> anyhow::Result<Verdict> {
+    async fn attempt(&self, groups: Vec<Group>) -> Result<Verdict, StoreError> {
         let waits: Vec<i64> = match &self.backend {
             Backend::Redis(pool) => {
                 let call = |group: Group| {

@@ -13,8 +13,7 @@ use axum::response::Redirect;
 use serde::Deserialize;
 
 use super::{
-    product_from_form, Added, CartError, CartOwner, EpochGuard, Guarded, Quantity, Updated,
-    MAX_QUANTITY,
+    product_from_form, Added, CartOwner, EpochGuard, Guarded, Quantity, Updated, MAX_QUANTITY,
 };
 use crate::auth::safe_next;
 use crate::catalog::{Money, Product};
@@ -176,7 +175,7 @@ async fn change_cart<T, F, Fut>(
 ) -> Result<Option<T>>
 where
     F: Fn(CartOwner, Option<EpochGuard>) -> Fut,
-    Fut: Future<Output = std::result::Result<Guarded<T>, CartError>>,
+    Fut: Future<Output = std::result::Result<Guarded<T>, crate::redis::StoreError>>,
 {
     if let Some((user, guard)) = session.user_unchecked().await? {
         match change(CartOwner::User(user.id), Some(guard)).await? {

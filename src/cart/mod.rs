@@ -11,7 +11,7 @@ use axum::{
     Router,
 };
 
-pub use store::{Added, CartError, CartOwner, CartStore, EpochGuard, Guarded, Lines, Updated};
+pub use store::{Added, CartOwner, CartStore, EpochGuard, Guarded, Lines, Updated};
 
 use crate::catalog::{Catalog, Product};
 use crate::error::AppError;

@@ -26,6 +26,7 @@ use fred::types::scripts::Script;
 use time::OffsetDateTime;
 
 use super::MAX_QUANTITY;
+use crate::redis::{connected, StoreError};
 
 /// Whose cart: a logged-in user's (kept across logouts and devices) or an anonymous visitor's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,21 +332,6 @@ impl CartStore {
         }
     }
 
-    /// Fails at once, with nothing sent, while the connection to Redis is down: a
-    /// write that was never sent is known not to have happened.
-    fn connected(pool: &Pool) -> Result<&fred::clients::Client, CartError> {
-        use fred::prelude::ClientLike;
-        let client = pool.next();
-        if client.is_connected() {
-            Ok(client)
-        } else {
-            Err(CartError::Unavailable(fred::error::Error::new(
-                fred::error::ErrorKind::IO,
-                "not connected to Redis",
-            )))
-        }
-    }
-
     /// The keys and leading arguments every guarded cart script takes.
     fn guarded(&self, owner: &CartOwner, submission: Option<&str>) -> (Vec<String>, Vec<String>) {
         let keys = vec![
@@ -374,7 +360,7 @@ impl CartStore {
         quantity: u32,
         submission: Option<&str>,
         epoch: Option<&EpochGuard>,
-    ) -> Result<Guarded<Added>, CartError> {
+    ) -> Result<Guarded<Added>, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
@@ -386,8 +372,9 @@ impl CartStore {
                 ]);
                 with_epoch_guard(&mut keys, &mut args, epoch);
                 let (quantity, capped): (i64, i64) = ADD_SCRIPT
-                    .evalsha_with_reload(Self::connected(pool)?, keys, args)
-                    .await?;
+                    .evalsha_with_reload(connected(pool)?, keys, args)
+                    .await
+                    .map_err(StoreError::write)?;
                 Ok(match quantity {
                     -4 => Guarded::Stale(capped),
                     -1 => Guarded::Done(Added::AlreadyApplied),
@@ -416,7 +403,7 @@ impl CartStore {
         quantity: u32,
         submission: Option<&str>,
         epoch: Option<&EpochGuard>,
-    ) -> Result<Guarded<Updated>, CartError> {
+    ) -> Result<Guarded<Updated>, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
@@ -427,8 +414,9 @@ impl CartStore {
                 ]);
                 with_epoch_guard(&mut keys, &mut args, epoch);
                 let (outcome, current_epoch): (i64, i64) = UPDATE_SCRIPT
-                    .evalsha_with_reload(Self::connected(pool)?, keys, args)
-                    .await?;
+                    .evalsha_with_reload(connected(pool)?, keys, args)
+                    .await
+                    .map_err(StoreError::write)?;
                 Ok(match outcome {
                     -4 => Guarded::Stale(current_epoch),
                     1 => Guarded::Done(Updated::Set),
@@ -448,11 +436,11 @@ impl CartStore {
     }
 
     /// Every line, in product id order. Fields that are not numbers are ignored.
-    pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, CartError> {
+    pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let raw: HashMap<String, String> =
-                    Self::connected(pool)?.hgetall(owner.redis_key()).await?;
+                    connected(pool)?.hgetall(owner.redis_key()).await?;
                 Ok(parse_lines(raw))
             }
             Backend::Memory(carts) => {
@@ -473,14 +461,14 @@ impl CartStore {
     /// Called before the login's new session replaces the old one, so a login
     /// retried after a failure between the steps finds the same taken lines and
     /// finishes the job, and the user's merge marker keeps them from being added twice.
-    pub async fn merge(&self, anonymous_cart_id: &str, user_id: i64) -> Result<usize, CartError> {
+    pub async fn merge(&self, anonymous_cart_id: &str, user_id: i64) -> Result<usize, StoreError> {
         let from = CartOwner::Anonymous(anonymous_cart_id.to_owned());
         let into = CartOwner::User(user_id);
         match &self.backend {
             Backend::Redis(pool) => {
                 let (flat, submissions): (Vec<String>, Vec<String>) = TAKE_SCRIPT
                     .evalsha_with_reload(
-                        Self::connected(pool)?,
+                        connected(pool)?,
                         vec![
                             from.redis_key(),
                             from.moving_key(),
@@ -492,7 +480,8 @@ impl CartStore {
                             self.anonymous_ttl.as_secs().to_string(),
                         ],
                     )
-                    .await?;
+                    .await
+                    .map_err(StoreError::write)?;
                 let lines = parse_lines(
                     flat.chunks_exact(2)
                         .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -515,10 +504,13 @@ impl CartStore {
                         vec![into.redis_key(), into.merged_key(), into.submissions_key()],
                         args,
                     )
-                    .await?;
+                    .await
+                    .map_err(StoreError::write)?;
                 // The lines are in the user's cart now; if this DEL is lost, they
                 // expire with the anonymous cart's TTL and the marker stops a re-apply.
-                let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key()).await?;
+                let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
+                    .await
+                    .map_err(StoreError::write)?;
                 Ok(usize::try_from(merged).unwrap_or(0))
             }
             Backend::Memory(carts) => {
@@ -635,37 +627,6 @@ fn parse_lines(raw: HashMap<String, String>) -> Lines {
     lines
 }
 
-/// Why a cart command failed, as the user needs to hear it.
-#[derive(Debug, thiserror::Error)]
-pub enum CartError {
-    /// Redis did not answer in time, or the connection broke while waiting: the
-    /// command may or may not have run.
-    #[error("the cart store did not answer in time: {0}")]
-    Unknown(fred::error::Error),
-    /// Redis refused the write because it is full (`maxmemory` with `noeviction`).
-    #[error("the cart store is full: {0}")]
-    Full(fred::error::Error),
-    /// Not connected, or refused by Redis: the command did not run.
-    #[error("the cart store is unavailable: {0}")]
-    Unavailable(fred::error::Error),
-}
-
-impl From<fred::error::Error> for CartError {
-    fn from(err: fred::error::Error) -> Self {
-        use fred::error::ErrorKind;
-        if err.details().starts_with("OOM") {
-            CartError::Full(err)
-        } else if matches!(
-            err.kind(),
-            ErrorKind::Timeout | ErrorKind::IO | ErrorKind::Canceled
-        ) {
-            CartError::Unknown(err)
-        } else {
-            CartError::Unavailable(err)
-        }
-    }
-}
-
 /// The cart's lines and an integer key of the same hash slot, in one step: the
 /// page layout reads the user's cart and credential epoch with one command.
 /// KEYS[1] cart, KEYS[2] counter. Returns {HGETALL of the cart, counter or 0}.
@@ -685,13 +646,13 @@ impl CartStore {
         &self,
         owner: &CartOwner,
         counter_key: &str,
-    ) -> anyhow::Result<(Lines, Option<i64>)> {
+    ) -> Result<(Lines, Option<i64>), StoreError> {
         let Backend::Redis(pool) = &self.backend else {
             return Ok((self.lines(owner).await?, None));
         };
         let (raw, counter): (Vec<String>, i64) = LINES_AND_COUNTER_SCRIPT
             .evalsha_with_reload(
-                Self::connected(pool)?,
+                connected(pool)?,
                 vec![owner.redis_key(), counter_key.to_owned()],
                 Vec::<String>::new(),
             )
@@ -705,7 +666,7 @@ impl CartStore {
     }
 
     /// Deletes a cart (an account was deleted).
-    pub async fn delete_cart(&self, owner: &CartOwner) -> anyhow::Result<()> {
+    pub async fn delete_cart(&self, owner: &CartOwner) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
@@ -752,7 +713,7 @@ impl CartStore {
         &self,
         owner: &CartOwner,
         expected: &[(i64, u32)],
-    ) -> Result<bool, CartError> {
+    ) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
                 let args: Vec<String> = expected
@@ -760,8 +721,9 @@ impl CartStore {
                     .flat_map(|(product, quantity)| [product.to_string(), quantity.to_string()])
                     .collect();
                 let cleared: i64 = CLEAR_IF_UNCHANGED_SCRIPT
-                    .evalsha_with_reload(Self::connected(pool)?, owner.redis_key(), args)
-                    .await?;
+                    .evalsha_with_reload(connected(pool)?, owner.redis_key(), args)
+                    .await
+                    .map_err(StoreError::write)?;
                 Ok(cleared == 1)
             }
             Backend::Memory(carts) => {

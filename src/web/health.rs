@@ -6,13 +6,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use fred::prelude::ClientLike;
 
-use crate::redis_checks;
-use crate::redis_topology;
+use crate::redis::checks;
+use crate::redis::topology;
 use crate::state::AppState;
 
 /// Single server, Sentinel or Cluster, from `REDIS_URL`.
-pub fn redis_mode(state: &AppState) -> redis_topology::Mode {
-    redis_topology::Mode::of_url(state.config.redis_url.as_deref().unwrap_or_default())
+pub fn redis_mode(state: &AppState) -> topology::Mode {
+    topology::Mode::of_url(state.config.redis_url.as_deref().unwrap_or_default())
 }
 
 /// The process is up. Touches nothing, so a Redis outage does not get replicas restarted.
@@ -28,12 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let redis = match &state.redis {
         Some(pool) => redis_readiness(pool, state.config.allow_evicting_redis)
             .await
-            .map(|facts| {
-                format!(
-                    "{facts}, {}",
-                    redis_topology::describe(pool, redis_mode(&state))
-                )
-            }),
+            .map(|facts| format!("{facts}, {}", topology::describe(pool, redis_mode(&state)))),
         None => Ok("in-memory".to_owned()),
     };
     let backend = crate::db::Backend::of(&state.db).name();
@@ -64,7 +59,7 @@ async fn redis_readiness(
     allow_evicting: bool,
 ) -> Result<String, String> {
     pool.ping::<String>(None).await.map_err(|e| e.to_string())?;
-    let facts = redis_checks::read(pool).await.map_err(|e| e.to_string())?;
+    let facts = checks::read(pool).await.map_err(|e| e.to_string())?;
     let policy = facts.policy.as_deref().unwrap_or("unknown");
     let memory = if facts.max_memory > 0 {
         format!("{} of {} bytes used", facts.used_memory, facts.max_memory)

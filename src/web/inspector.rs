@@ -72,13 +72,13 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
     ];
     if let Some(redis) = &state.redis {
         let mode = crate::web::health::redis_mode(&state);
-        rows.push(("Redis node", crate::redis_topology::describe(redis, mode)));
+        rows.push(("Redis node", crate::redis::topology::describe(redis, mode)));
     }
     if let Some(redis) = &state.redis {
         let ttl: i64 = redis
             .ttl(id.as_str())
             .await
-            .map_err(|e| AppError::Unavailable(e.into()))?;
+            .map_err(AppError::session_store_unavailable)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         rows.push(("Redis key TTL", format!("{ttl} s")));
         rows.push((

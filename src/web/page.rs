@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::cart::Lines;
-use crate::error::AppError;
+use crate::error::{AppError, Dependency};
 use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
 
@@ -126,7 +126,7 @@ impl Page {
     /// logged-in user could not use either. For pages only a known user can see.
     pub fn user_or_log_in(&self, next: &str) -> Result<Result<SessionUser, Response>, AppError> {
         if self.chrome.degraded {
-            return Err(AppError::Unavailable(anyhow::anyhow!(
+            return Err(AppError::session_store_unavailable(anyhow::anyhow!(
                 "the session store is unavailable: this page needs to know the user"
             )));
         }
@@ -148,7 +148,7 @@ impl FromRequestParts<AppState> for Page {
         let chrome = match visitor(&session, state).await {
             Ok((chrome, cart)) => Ok((chrome, cart)),
             // A page that only reads is drawn without the visitor's details.
-            Err(AppError::Unavailable(cause)) if read_only => {
+            Err(AppError::Unavailable(Dependency::SessionStore, cause)) if read_only => {
                 tracing::warn!(error = %format!("{cause:#}"), "Redis unavailable: read-only page");
                 Ok((Chrome::degraded(state.replica.clone()), Lines::new()))
             }
