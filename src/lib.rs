@@ -30,12 +30,11 @@ use anyhow::Context;
 use fred::prelude::ClientLike;
 use tokio::net::TcpListener;
 
-use crate::account::Accounts;
 use crate::auth::{throttle::Limits, LoginThrottle};
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::session::{Lifetimes, SessionStoreWrapper};
+use crate::session::{Lifetimes, SessionIndex, SessionStore};
 use crate::state::AppState;
 
 pub use crate::redis::connect as connect_redis;
@@ -81,7 +80,7 @@ impl Application {
         };
 
         let longest_login = config.longest_login();
-        let (redis, sessions, carts, throttle, accounts) = match &config.redis_url {
+        let (redis, sessions, carts, throttle, index) = match &config.redis_url {
             Some(url) => {
                 let pool = redis::connect(url, config.redis_timeout).await?;
                 redis::refuse_evicting(&pool, config.allow_evicting_redis).await?;
@@ -92,13 +91,13 @@ impl Application {
                     connected = %redis::topology::describe(&pool, mode),
                     "sessions and carts are kept in Redis"
                 );
-                let accounts = Accounts::redis(pool.clone(), longest_login);
+                let index = SessionIndex::redis(pool.clone(), longest_login);
                 (
                     Some(pool.clone()),
-                    SessionStoreWrapper::redis(pool.clone(), lifetimes.clone(), accounts.clone()),
+                    SessionStore::redis(pool.clone(), lifetimes.clone(), index.clone()),
                     CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::redis(pool, limits),
-                    accounts,
+                    index,
                 )
             }
             None => {
@@ -108,13 +107,13 @@ impl Application {
                      (lost on restart, not shared between replicas). \
                      Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
                 );
-                let accounts = Accounts::memory(longest_login);
+                let index = SessionIndex::memory(longest_login);
                 (
                     None,
-                    SessionStoreWrapper::memory(lifetimes.clone(), accounts.clone()),
+                    SessionStore::memory(lifetimes.clone(), index.clone()),
                     CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
                     LoginThrottle::memory(limits),
-                    accounts,
+                    index,
                 )
             }
         };
@@ -125,7 +124,7 @@ impl Application {
             redis,
             carts,
             throttle,
-            accounts,
+            index,
             sessions: sessions.clone(),
             catalog,
             lifetimes,

@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // so no session made for an earlier holder of its id can open it.
             if let Some(url) = &cli.serve.redis_url {
                 let redis = storefront::redis::connect(url, cli.serve.redis_timeout).await?;
-                storefront::account::Accounts::redis(redis, cli.serve.longest_login())
+                storefront::session::SessionIndex::redis(redis, cli.serve.longest_login())
                     .bump_epoch(user.id)
                     .await
                     .context("starting the account's credential epoch in Redis")?;

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use fred::prelude::Pool;
 
-use crate::account::Accounts;
 use crate::auth::LoginThrottle;
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::session::{Lifetimes, SessionStoreWrapper};
+use crate::session::{Lifetimes, SessionIndex, SessionStore};
 
 /// The application's shared state. Every middleware and handler that asks for it
 /// clones it, several times per request: one reference count, not one per part.
@@ -21,6 +20,13 @@ pub struct AppState(Arc<Parts>);
 impl AppState {
     pub fn new(parts: Parts) -> Self {
         AppState(Arc::new(parts))
+    }
+}
+
+/// The session extractor takes the index from the app's state (`session::typed`).
+impl axum::extract::FromRef<AppState> for SessionIndex {
+    fn from_ref(state: &AppState) -> Self {
+        state.index.clone()
     }
 }
 
@@ -41,10 +47,10 @@ pub struct Parts {
     pub redis: Option<Pool>,
     pub carts: CartStore,
     pub throttle: LoginThrottle,
-    /// Per-user session index and credential epoch (accounts, issue 10).
-    pub accounts: Accounts,
+    /// Per-user session index and credential epoch.
+    pub index: SessionIndex,
     /// The session store, for the account pages that list and end sessions.
-    pub sessions: SessionStoreWrapper,
+    pub sessions: SessionStore,
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
-use storefront::account::index::index_key;
+use storefront::session::index::index_key;
 use storefront::cart::CartOwner;
 
 const FIREFOX_LINUX: &str =
@@ -765,7 +765,7 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_is_capped_and_a_login_over_the_cap_ends_the_oldest_session() {
     let app = TestApp::spawn(Backend::Redis).await;
-    let cap = storefront::account::index::MAX_SESSIONS_PER_USER;
+    let cap = storefront::session::index::MAX_SESSIONS_PER_USER;
     let first = app.browser();
     first
         .log_in(DEMO_USER, DEMO_PASSWORD)

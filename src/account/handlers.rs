@@ -192,7 +192,7 @@ pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<
         .collect();
     // Raising the epoch also ends any session the index missed; this one is
     // carried over to the new epoch.
-    let epoch = state.accounts.bump_epoch(user.id).await?;
+    let epoch = state.index.bump_epoch(user.id).await?;
     page.session.carry_to_epoch(epoch).await?;
     end_sessions(&state, user.id, &others).await?;
     tracing::info!(
@@ -353,7 +353,7 @@ pub async fn change_password(
     }
     // After the new hash is stored: every session created before this moment,
     // on any replica, indexed or not, is stale from here on.
-    let epoch = state.accounts.bump_epoch(user.id).await?;
+    let epoch = state.index.bump_epoch(user.id).await?;
     let others: Vec<_> = live_sessions(&state, user.id)
         .await
         .unwrap_or_default()
@@ -365,7 +365,7 @@ pub async fn change_password(
     // This session: a new id, the new epoch.
     if let Some(old) = page.session.inner().id() {
         state
-            .accounts
+            .index
             .index_remove(user.id, &[old.to_string()])
             .await?;
     }
@@ -443,7 +443,7 @@ pub async fn delete_account(
 
     users::delete(&state.db, user.id).await?;
     // Every session of the account is stale from here on, indexed or not.
-    state.accounts.bump_epoch(user.id).await?;
+    state.index.bump_epoch(user.id).await?;
     let all: Vec<_> = live_sessions(&state, user.id)
         .await
         .unwrap_or_default()
@@ -451,7 +451,7 @@ pub async fn delete_account(
         .map(|s| s.id)
         .collect();
     end_sessions(&state, user.id, &all).await?;
-    state.accounts.forget(user.id).await?;
+    state.index.forget(user.id).await?;
     state.carts.delete_cart(&CartOwner::User(user.id)).await?;
     page.session.log_out().await?;
     tracing::info!(user_id = user.id, "account deleted");

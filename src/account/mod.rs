@@ -13,7 +13,6 @@
 
 pub mod agent;
 mod handlers;
-pub mod index;
 
 use axum::{
     routing::{get, post},
@@ -21,9 +20,7 @@ use axum::{
 };
 use tokio::task::JoinSet;
 use tower_sessions::session::Id;
-use tower_sessions::SessionStore;
-
-pub use index::Accounts;
+use tower_sessions::SessionStore as _;
 
 use crate::cart::{CartOwner, Lines};
 use crate::error::{AppError, Result};
@@ -60,20 +57,21 @@ pub fn router() -> Router<AppState> {
 /// gone or someone else's is discarded and read again. Each command touches one
 /// key (one slot), so this works on Redis Cluster too.
 pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines> {
-    if !state.accounts.is_redis() {
+    if !state.index.is_redis() {
         return owner_cart(state, session).await;
     }
     let id = session.inner().id();
     if let Some((id, guessed)) = id.and_then(|id| Some((id, state.user_hints.get(id)?))) {
         let owner = CartOwner::User(guessed);
-        let epoch_key = index::epoch_key(guessed);
+        let epoch_key = crate::session::index::epoch_key(guessed);
         let (record, read) = tokio::join!(
             state.sessions.load(&id),
             state.carts.lines_and_counter(&owner, &epoch_key)
         );
         let record = record?;
         let claimed =
-            crate::session::with_prefetched(id, record, session.claimed_user_id()).await?;
+            crate::session::prefetch::with_prefetched(id, record, session.claimed_user_id())
+                .await?;
         if claimed == Some(guessed) {
             let (lines, epoch) = read?;
             if let Some(epoch) = epoch {
@@ -88,7 +86,10 @@ pub async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines>
     if let Some(user_id) = session.claimed_user_id().await? {
         let (lines, epoch) = state
             .carts
-            .lines_and_counter(&CartOwner::User(user_id), &index::epoch_key(user_id))
+            .lines_and_counter(
+                &CartOwner::User(user_id),
+                &crate::session::index::epoch_key(user_id),
+            )
             .await?;
         if let Some(epoch) = epoch {
             if session.settle(epoch).await?.is_some() {
@@ -147,8 +148,8 @@ pub struct LiveSession {
 /// session it names; ids whose session ended (expired, logged out elsewhere, or
 /// from before the last credential change) are pruned from the index.
 pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSession>> {
-    let members = state.accounts.index_members(user_id).await?;
-    let epoch = state.accounts.epoch(user_id).await?;
+    let members = state.index.index_members(user_id).await?;
+    let epoch = state.index.epoch(user_id).await?;
     // Read at once: each GET is its own key (own slot), pipelined on the connection.
     let mut reads = JoinSet::new();
     for (order, member) in members.iter().enumerate() {
@@ -187,7 +188,7 @@ pub async fn live_sessions(state: &AppState, user_id: i64) -> Result<Vec<LiveSes
     for id in stale {
         state.sessions.delete(&id).await?;
     }
-    state.accounts.index_remove(user_id, &ended).await?;
+    state.index.index_remove(user_id, &ended).await?;
     live.sort_by_key(|(order, _)| *order);
     Ok(live.into_iter().map(|(_, s)| s).collect())
 }
@@ -199,7 +200,7 @@ pub async fn end_sessions(state: &AppState, user_id: i64, ids: &[Id]) -> Result<
     }
     let members: Vec<String> = ids.iter().map(Id::to_string).collect();
     state
-        .accounts
+        .index
         .index_remove(user_id, &members)
         .await
         .map_err(AppError::from)

@@ -146,7 +146,7 @@ pub async fn log_in(
     // change committed after this read raises the epoch after it, so a login with
     // the old password gets a session that is already stale.
     let epoch = state
-        .accounts
+        .index
         .epoch(found.as_ref().map_or(0, |u| u.id))
         .await?;
     let user = match found {
@@ -401,7 +401,7 @@ pub async fn register(
         // a database restored from a backup) carries an older epoch and is ended
         // where the user is read. The session is bound to this account, not only
         // to its number.
-        let epoch = state.accounts.bump_epoch(user.id).await?;
+        let epoch = state.index.bump_epoch(user.id).await?;
         let facts = LoginFacts {
             remember: false,
             replica: state.replica.to_string(),

@@ -135,7 +135,7 @@ pub enum Guarded<T> {
 /// everywhere" cannot slip in between the check and the write.
 #[derive(Debug, Clone)]
 pub struct EpochGuard {
-    /// The user's epoch key (`account::index::epoch_key`).
+    /// The user's epoch key (`session::index::epoch_key`).
     pub key: String,
     /// The epoch the session was created in: the write is refused if the user's is higher.
     pub session_epoch: i64,

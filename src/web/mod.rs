@@ -21,7 +21,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
-use crate::session::{cookie_name, secure_cookie_removal, SessionStoreWrapper};
+use crate::session::{cookie_name, secure_cookie_removal, SessionStore};
 use crate::state::AppState;
 
 /// Largest request body accepted: every form here is far smaller.
@@ -42,7 +42,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
 /// around a router), not each of its routes: `Router::layer` would box every
 /// layer around every route, and every request would clone that whole chain of
 /// boxes (40-odd allocations a page view, measured in docs/PERFORMANCE.md).
-pub fn router(state: AppState, sessions: SessionStoreWrapper) -> Router {
+pub fn router(state: AppState, sessions: SessionStore) -> Router {
     let session_layer = SessionManagerLayer::new(sessions)
         .with_name(cookie_name(state.config.cookie_secure))
         .with_http_only(true)

@@ -72,7 +72,7 @@ pub fn epoch_key(user_id: i64) -> String {
 }
 
 #[derive(Debug, Clone)]
-pub struct Accounts {
+pub struct SessionIndex {
     backend: Backend,
     /// How long the index and the epoch outlive their last write: the longest a
     /// login can live, plus a day.
@@ -97,16 +97,16 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl Accounts {
+impl SessionIndex {
     pub fn redis(pool: Pool, longest_login: Duration) -> Self {
-        Accounts {
+        SessionIndex {
             backend: Backend::Redis(pool),
             keep: longest_login + Duration::from_secs(86_400),
         }
     }
 
     pub fn memory(longest_login: Duration) -> Self {
-        Accounts {
+        SessionIndex {
             backend: Backend::Memory(Arc::default()),
             keep: longest_login + Duration::from_secs(86_400),
         }

@@ -1,0 +1,293 @@
+//! The session store: where records live (Redis, or process memory in dev mode),
+//! with a deadline from [`Lifetimes`], tombstones for ended sessions, and a save
+//! that never brings back a session someone else ended.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::{Client, Expiration, KeysInterface, Pool, SetOptions};
+use fred::types::scripts::Script;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower_sessions::{
+    session::{Id, Record},
+    session_store, MemoryStore,
+};
+use tower_sessions_redis_store::RedisStore;
+
+use super::index::SessionIndex;
+use super::lifetimes::{LifetimeFacts, Lifetimes};
+use super::prefetch::take_prefetched;
+use super::record::key;
+
+/// The session store: the published Redis store (or the dev in-memory one), with
+/// two things added in one place: the deadline from [`Lifetimes`], and a `save`
+/// that never brings back a session someone else deleted.
+#[derive(Debug, Clone)]
+pub struct SessionStore {
+    backend: Backend,
+    lifetimes: Lifetimes,
+    /// The per-user session index, told about every new logged-in session.
+    index: SessionIndex,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Redis { store: RedisStore<Pool>, pool: Pool },
+    Memory(MemoryStore),
+}
+
+impl SessionStore {
+    pub fn redis(pool: Pool, lifetimes: Lifetimes, index: SessionIndex) -> Self {
+        let store = RedisStore::new(pool.clone());
+        SessionStore {
+            backend: Backend::Redis { store, pool },
+            lifetimes,
+            index,
+        }
+    }
+
+    pub fn memory(lifetimes: Lifetimes, index: SessionIndex) -> Self {
+        SessionStore {
+            backend: Backend::Memory(MemoryStore::default()),
+            lifetimes,
+            index,
+        }
+    }
+
+    /// When this record's key is to expire, from what the record says of itself.
+    fn deadline(&self, record: &Record) -> OffsetDateTime {
+        let facts = LifetimeFacts::from_record(&record.data);
+        self.lifetimes.deadline(facts, OffsetDateTime::now_utc())
+    }
+}
+
+/// A record as it is written: tower-sessions' [`Record`] with the deadline
+/// worked out here, borrowing the data instead of copying the whole map for
+/// every save. The same fields in the same order, so the same msgpack bytes.
+#[derive(Serialize)]
+struct SavedRecord<'a> {
+    id: &'a Id,
+    data: &'a HashMap<String, Value>,
+    expiry_date: OffsetDateTime,
+}
+
+#[async_trait]
+impl tower_sessions::SessionStore for SessionStore {
+    /// Creates a session (a new visitor's, or a login's new id). A logged-in one is
+    /// added to its user's index; when that pushes the user over the cap, the oldest
+    /// sessions are ended.
+    ///
+    /// Always under a fresh id: after `flush()` (logout) tower-sessions would create
+    /// the next session under the ended one's id, which now holds its tombstone —
+    /// and an old cookie must never name a new session anyway.
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        record.id = Id::default();
+        record.expiry_date = self.deadline(record);
+        match &self.backend {
+            Backend::Redis { store, pool } => {
+                connected(pool)?;
+                store.create(record).await?
+            }
+            Backend::Memory(store) => store.create(record).await?,
+        }
+        if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
+            let login_at = LifetimeFacts::from_record(&record.data).login_at;
+            let evicted = self
+                .index
+                .index_add(user_id, &record.id.to_string(), login_at)
+                .await
+                .map_err(|e| session_store::Error::Backend(format!("{e:#}")))?;
+            for id in evicted.iter().filter_map(|sid| sid.parse::<Id>().ok()) {
+                self.delete(&id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves an existing session, only if it still exists and has not ended.
+    ///
+    /// The published store does `SET … XX` and then fails to read Redis's "not set"
+    /// answer as a boolean when the key is gone (tower-sessions-stores issue 19).
+    /// Here a vanished or ended session stays so: a request that loaded it before a
+    /// logout (or a login's new id) in another tab cannot bring it back.
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let expiry_date = self.deadline(record);
+        match &self.backend {
+            Backend::Redis { pool, .. } => {
+                let saved = SavedRecord {
+                    id: &record.id,
+                    data: &record.data,
+                    expiry_date,
+                };
+                save_if_live(connected(pool)?, &saved).await
+            }
+            Backend::Memory(store) => {
+                // The dev twin has no script; check first (one process, one lock away).
+                if let Some(current) = store.load(&record.id).await? {
+                    if !current.data.contains_key(key::ENDED) {
+                        let mut record = record.clone();
+                        record.expiry_date = expiry_date;
+                        store.save(&record).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        // Read already, together with the cart (`account::page_cart`)?
+        if let Some(record) = take_prefetched(id) {
+            return Ok(record);
+        }
+        match &self.backend {
+            Backend::Redis { pool, .. } => {
+                let bytes: Option<Vec<u8>> = connected(pool)?
+                    .get(id.to_string())
+                    .await
+                    .map_err(backend_error)?;
+                let Some(bytes) = bytes else {
+                    return Ok(None);
+                };
+                if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
+                    return Ok(Some(tombstone_record(*id, &String::from_utf8_lossy(why))));
+                }
+                rmp_serde::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))
+            }
+            Backend::Memory(store) => store.load(id).await,
+        }
+    }
+
+    /// Ends a session (logout, or the old id of a login): the key becomes a short-lived
+    /// tombstone instead of vanishing, so a request still carrying the old cookie —
+    /// an add to cart racing the login in another tab — is told its session ended
+    /// and changes nothing, instead of silently starting a new, orphaned cart.
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match &self.backend {
+            Backend::Redis { pool, .. } => {
+                let mut value = TOMBSTONE_PREFIX.to_vec();
+                value.extend_from_slice(b"ended");
+                let _: fred::types::Value = connected(pool)?
+                    .set(
+                        id.to_string(),
+                        value.as_slice(),
+                        Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
+                        Some(SetOptions::XX),
+                        false,
+                    )
+                    .await
+                    .map_err(backend_error)?;
+                Ok(())
+            }
+            Backend::Memory(store) => {
+                if store.load(id).await?.is_some() {
+                    let mut record = tombstone_record(*id, "ended");
+                    record.expiry_date = OffsetDateTime::now_utc() + TOMBSTONE_TTL;
+                    store.save(&record).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What an ended session's key holds for [`TOMBSTONE_TTL`]: not msgpack, so it can
+/// never be mistaken for a live record.
+const TOMBSTONE_PREFIX: &[u8] = b"ended:";
+
+/// Long enough for any request that raced the logout or login to arrive.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+fn tombstone_record(id: Id, why: &str) -> Record {
+    let mut data = HashMap::new();
+    data.insert(key::ENDED.to_owned(), Value::String(why.to_owned()));
+    Record {
+        id,
+        data,
+        expiry_date: OffsetDateTime::now_utc() + TOMBSTONE_TTL,
+    }
+}
+
+/// While the connection to Redis is down, session commands fail at once instead of
+/// queueing until the command timeout: pages that only read are drawn without the
+/// visitor (degraded mode), and nobody waits for an answer that cannot come.
+fn connected(pool: &Pool) -> session_store::Result<&Client> {
+    use fred::prelude::ClientLike;
+    let client = pool.next();
+    if client.is_connected() {
+        Ok(client)
+    } else {
+        Err(session_store::Error::Backend(
+            "not connected to Redis".to_owned(),
+        ))
+    }
+}
+
+fn backend_error(err: fred::error::Error) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
+/// Overwrites the record only if its key holds a live session (not gone, not a tombstone).
+const SAVE_LUA: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, 6) == 'ended:' then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"#;
+static SAVE_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(SAVE_LUA));
+
+async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_store::Result<()> {
+    let bytes =
+        rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+    let _saved: i64 = SAVE_SCRIPT
+        .evalsha_with_reload(
+            client,
+            record.id.to_string(),
+            vec![
+                fred::types::Value::Bytes(bytes.into()),
+                fred::types::Value::from(record.expiry_date.unix_timestamp()),
+            ],
+        )
+        .await
+        .map_err(backend_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_record_is_written_exactly_as_tower_sessions_record() {
+        // The store reads what `save` writes back as a `Record` (and the published
+        // store writes `Record`s too): the borrowed form must not differ by a byte.
+        let record = Record {
+            id: Id::default(),
+            data: HashMap::from([
+                (key::USER_ID.to_owned(), Value::from(7)),
+                (key::USER_NAME.to_owned(), Value::from("ada")),
+                (
+                    key::FLASH.to_owned(),
+                    serde_json::json!([{"kind": "success", "text": "Added", "link": ["/cart", "View cart"]}]),
+                ),
+            ]),
+            expiry_date: OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(),
+        };
+        let saved = SavedRecord {
+            id: &record.id,
+            data: &record.data,
+            expiry_date: record.expiry_date,
+        };
+        let bytes = rmp_serde::to_vec(&saved).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec(&record).unwrap());
+        assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), record);
+    }
+}
