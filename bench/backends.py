@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 
 from resp import Redis, RedisError
-from run import (
+from harness import (
     APP_VARS, WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads,
     reset_cart, trace_workloads, wait_until,
 )

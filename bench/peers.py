@@ -23,10 +23,10 @@ import signal
 import statistics
 import time
 
-from resp import Redis, commandstats_delta, encode
-from run import (
-    DEMO_PASSWORD, DEMO_USER, ROOT, Replica, describe, env_int, expect, free_port, http_request, log, log_in,
-    memory_kb, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
+from resp import Redis, commandstats_delta
+from harness import (
+    ROOT, Replica, describe, env_int, expect, find_cart_key, fmt, free_port, http_request, log, log_in, memory_kb,
+    merge_rounds, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
 )
 
 CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
@@ -36,24 +36,6 @@ MEMORY_LEVELS = (10_000, 100_000, 1_000_000)
 def int_list(name, default):
     value = os.environ.get(name, "").replace(",", " ").split()
     return tuple(int(v) for v in value) if value else default
-
-
-def find_cart_key(control):
-    """The demo user's cart key, whatever its spelling (`cart:user:1` today,
-    `cart:{u1}` after issue 9): the one hash under cart:* that holds products
-    1, 2 and 3 (markers and tombstones beside it are not that)."""
-    found = []
-    cursor = b"0"
-    while True:
-        cursor, keys = control.call("SCAN", cursor, "MATCH", "cart:*", "COUNT", 1000)
-        for key in keys:
-            if control.call("TYPE", key) == "hash" and sorted(control.call("HKEYS", key)) == [b"1", b"2", b"3"]:
-                found.append(key.decode())
-        if cursor in (b"0", 0, "0"):
-            break
-    if len(found) != 1:
-        raise SystemExit(f"expected one cart hash in Redis after filling the cart, found {found}")
-    return found[0]
 
 
 # ------------------------------------------------------------------ the peers
@@ -106,7 +88,6 @@ PEER_WORKLOADS = [
 
 def measure_peers(settings, peers, control):
     """Each workload on each peer in turn, `settings.rounds` times; medians."""
-    from run import merge_rounds
     runs = {(p.label, key): [] for p in peers for key, *_ in PEER_WORKLOADS}
     for p in peers:
         p.reset()
@@ -420,7 +401,6 @@ def nginx_keepalive(settings, procs, res, redis_url):
     finally:
         for r in replicas:
             procs.stop(r.proc)
-    from run import merge_rounds
     out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in PEER_WORKLOADS} for name, _ in variants}
     res["nginx_keepalive"] = {
         "replicas": 3, "rounds": rounds,
@@ -514,10 +494,6 @@ def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control
         allocator_ab(settings, procs, res, redis_url)
     finally:
         res.pop("_redis_pid", None)
-
-
-def fmt(v, digits=2):
-    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
 def app_bound(us):
