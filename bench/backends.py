@@ -25,7 +25,7 @@ import tempfile
 
 from resp import Redis, RedisError
 from harness import (
-    APP_VARS, WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads,
+    WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads, migrate,
     reset_cart, trace_workloads, wait_until,
 )
 
@@ -280,9 +280,7 @@ def run_backend(settings, procs, db, kind, postgres):
         database_url = f"sqlite://{settings.run_dir}/{tag}.db"
     s = argparse.Namespace(**vars(settings))
     s.database_url = database_url
-    subprocess.run([settings.binary, "migrate"], check=True, capture_output=True,
-                   env={**{k: v for k, v in os.environ.items() if k not in APP_VARS},
-                        "DATABASE_URL": database_url, "RUST_LOG": "warn"})
+    migrate(settings.binary, database_url)
     redis = RedisTopology.start(settings, procs, kind, tag)
     replica = None
     try:

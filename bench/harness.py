@@ -31,16 +31,14 @@ WRK_DIR = os.path.join(ROOT, "bench", "wrk")
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-pass-123"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# The settings the replicas read from the environment: never inherited from the
-# caller's shell, so a REDIS_URL exported there cannot change what is measured.
-APP_VARS = {
-    "PORT", "BIND", "DATABASE_URL", "REDIS_URL", "REPLICA_NAME", "COOKIE_SECURE",
-    "SESSION_IDLE_TIMEOUT", "REMEMBER_ME_DAYS", "SESSION_MAX_LIFETIME",
-    "REMEMBER_ME_MAX_LIFETIME", "CART_TTL", "ANON_CART_TTL", "TRUSTED_PROXIES",
-    "RUST_LOG", "LOG_FORMAT", "REDIS_TIMEOUT", "REQUEST_TIMEOUT", "DEMO_USER",
-    "LOGIN_MAX_FAILURES_PER_USER", "LOGIN_MAX_FAILURES_PER_CLIENT", "LOGIN_THROTTLE_WINDOW",
-    "LOGIN_MAX_FAILURES_PER_USER_TOTAL", "REGISTER_MAX_PER_CLIENT", "REGISTER_THROTTLE_WINDOW",
-}
+# The only variables of the caller's environment that the shop's binary (the
+# replicas, `storefront migrate`) is started with: everything else it gets is set
+# by the bench itself. None of them is one of the shop's settings (src/config.rs,
+# src/main.rs: clap's `env = "..."`) or RUST_LOG, so a setting exported in the
+# caller's shell (REDIS_URL, TOKIO_WORKER_THREADS, ...) cannot change what is
+# measured, whatever settings the shop adds later.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR")
+INHERITED_ENV_PREFIXES = ("LC_",)
 
 # The login/registration throttle counts attempts in flight, and the bench logs in
 # 10 times a second (more in flight when the machine is slow) and registers a
@@ -114,6 +112,20 @@ class Processes:
     def stop_all(self):
         for _, proc in reversed(list(self.running)):
             self.stop(proc)
+
+
+def shop_env(settings):
+    """The environment to start the shop's binary with: the allow-listed variables
+    of this script's own environment (INHERITED_ENV), then `settings`."""
+    env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_ENV_PREFIXES)}
+    env.update(settings)
+    return env
+
+
+def migrate(binary, database_url):
+    """`storefront migrate`: the schema and the demo account, before any replica starts."""
+    subprocess.run([binary, "migrate"], check=True, capture_output=True,
+                   env=shop_env({"DATABASE_URL": database_url, "RUST_LOG": "warn"}))
 
 
 def free_port():
@@ -500,12 +512,13 @@ def shared_host_env(replicas):
 class Replica:
     def __init__(self, settings, procs, name, port, redis_url, extra_env=None):
         self.name, self.port, self.settings = name, port, settings
-        env = {k: v for k, v in os.environ.items() if k not in APP_VARS}
-        env.update(
+        # The shop's settings are exactly the ones set here, the phase's `extra_env`
+        # and BENCH_REPLICA_ENV's: none is inherited from the caller (shop_env).
+        env = shop_env(dict(
             PORT=str(port), BIND="127.0.0.1", DATABASE_URL=settings.database_url,
             REPLICA_NAME=name, RUST_LOG=settings.rust_log, LOG_FORMAT="json",
             TRUSTED_PROXIES="127.0.0.1",
-        )
+        ))
         env.update(BENCH_THROTTLE_LIMITS)
         if redis_url:
             env["REDIS_URL"] = redis_url

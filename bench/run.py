@@ -34,9 +34,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from resp import Redis, commandstats_delta, encode  # noqa: E402
 from harness import (  # noqa: E402
-    APP_VARS, DEMO_PASSWORD, DEMO_USER, ROOT, WORKLOADS, Processes, Replica, Target, cpu_seconds, describe,
-    env_int, expect, find_cart_key, fmt, free_port, http_request, log, log_in, login_cost, measure_workloads,
-    memory_kb, merge_rounds, percentile, reset_cart, run_wrk, shared_host_env, start_nginx, trace_workloads,
+    DEMO_PASSWORD, DEMO_USER, ROOT, WORKLOADS, Processes, Replica, Target, cpu_seconds, describe, env_int,
+    expect, find_cart_key, fmt, free_port, http_request, log, log_in, login_cost, measure_workloads, memory_kb,
+    merge_rounds, migrate, percentile, reset_cart, run_wrk, shared_host_env, start_nginx, trace_workloads,
     wait_until,
 )
 
@@ -593,9 +593,7 @@ def write_results(path, res):
 
 def run_all(settings, procs, res):
     # Migrate once, before any replica starts.
-    subprocess.run([settings.binary, "migrate"], check=True, capture_output=True,
-                   env={**{k: v for k, v in os.environ.items() if k not in APP_VARS},
-                        "DATABASE_URL": settings.database_url, "RUST_LOG": "warn"})
+    migrate(settings.binary, settings.database_url)
 
     # Redis: its own server, no persistence, loopback only.
     redis_port = free_port()
