@@ -1,5 +1,5 @@
-"""The benchmark on other backends (issue 11), run by bench/run.py for
-`scripts/bench --db postgres`, `--redis sentinel|cluster` and `--backends`:
+"""The benchmark on other backends, run by bench/run.py for `scripts/bench
+--db postgres`, `--redis sentinel|cluster` and `--backends`:
 
 - Postgres instead of SQLite for users and products: `initdb` into a temporary
   directory, the server on a free loopback port, one database per backend.

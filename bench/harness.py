@@ -239,9 +239,10 @@ def reset_cart(port, cookie):
 
 
 def find_cart_key(control):
-    """The demo user's cart key, whatever its spelling (`cart:user:1` today,
-    `cart:{u1}` after issue 9): the one hash under cart:* that holds products
-    1, 2 and 3 (markers and tombstones beside it are not that)."""
+    """The demo user's cart key, whatever its spelling (`cart:user:1` before cart
+    keys were made slot-safe for Redis Cluster, `cart:{u1}` since): the one hash
+    under cart:* that holds products 1, 2 and 3 (markers and tombstones beside it
+    are not that)."""
     found = []
     cursor = b"0"
     while True:

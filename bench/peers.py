@@ -1,5 +1,5 @@
-"""Issue 13's part of the benchmark (`scripts/bench --peers`), run by bench/run.py
-after (or, with --skip-standard, instead of) the standard phases:
+"""The peer comparison phases of the benchmark (`scripts/bench --peers`), run by
+bench/run.py after (or, with --skip-standard, instead of) the standard phases:
 
 - peers: the shop, the Flask + Flask-Session peer (bench/flask, gunicorn) and the
   axum + fred floor (bench/floor) on the same Redis, one after the other, with the
@@ -11,8 +11,8 @@ after (or, with --skip-standard, instead of) the standard phases:
   1M sessions (database 9, filled by pipelined writes, emptied afterwards).
 - nginx keep-alive: logged-in GET / and POST /cart/add through nginx + 3
   replicas, with the shipped template (keep-alive to the replicas) and with the
-  template as it was before issue 13 (`Connection: close`, a new connection per
-  request), in alternating rounds.
+  template as first shipped (`Connection: close`, a new connection per request),
+  in alternating rounds.
 - allocator A/B (only with BENCH_AB_BINARY): two shop binaries in alternating
   rounds, RSS after 30 logins, req/s and CPU per request of logged-in GET /.
 """
@@ -111,7 +111,7 @@ def measure_peers(settings, peers, control):
     return {p.label: {key: merge_rounds(runs[(p.label, key)]) for key, *_ in PEER_WORKLOADS} for p in peers}
 
 
-# Issue 13's req/s targets for one replica: shop/floor and shop/Flask.
+# The req/s targets for one replica (docs/PERFORMANCE.md): shop/floor and shop/Flask.
 FLOOR_TARGET, FLASK_TARGET = 0.8, 15
 
 
@@ -354,7 +354,7 @@ def memory_scale(settings, res, redis_port, sid, cart_key):
 # ------------------------------------------------------------------ nginx keep-alive
 
 def without_keepalive(template):
-    """The shipped nginx template as it was before issue 13: no idle connections
+    """The nginx template as it was first shipped: no idle connections
     kept to the replicas (the upstream block's keepalive lines gone),
     `Connection: close` on every proxied request."""
     start = template.index("upstream storefront {")
@@ -406,8 +406,8 @@ def nginx_keepalive(settings, procs, res, redis_url):
         "replicas": 3, "rounds": rounds,
         "replica_env": shared_host_env(3),
         "how": "the same 3 replicas behind nginx started from the shipped template, then from the same "
-               "template without its keepalive lines and with `Connection: close` (issue 13's 'template as "
-               "shipped'), alternating; merged rounds",
+               "template without its keepalive lines and with `Connection: close` (the template as first "
+               "shipped), alternating; merged rounds",
         "workloads": out,
         "ratio_keepalive_vs_close_rps": {key: round(out["keepalive"][key]["rps"] / out["close"][key]["rps"], 3)
                                          for key, *_ in PEER_WORKLOADS},
@@ -471,7 +471,7 @@ def allocator_ab(settings, procs, res, redis_url):
 
 # ------------------------------------------------------------------ entry point and report
 
-def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control):
+def run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, control):
     res["_redis_pid"] = redis_proc.pid
     if os.environ.get("BENCH_AB_ONLY") == "1":
         allocator_ab(settings, procs, res, redis_url)
@@ -504,7 +504,7 @@ def app_bound(us):
     return f"<= {us} µs"
 
 
-def print_issue13(res):
+def print_peer_phases(res):
     if "peers" in res:
         p = res["peers"]
         print()

@@ -474,10 +474,10 @@ def main():
                                                                                    "latest.json")))
     parser.add_argument("--binary", required=True)
     parser.add_argument("--peers", action="store_true",
-                        help="issue 13: the Flask peer and the floor beside the shop, the connection curve, "
-                             "Redis memory at 10k/100k/1M sessions (bench/peers.py)")
+                        help="the peer comparison phases: the Flask peer and the floor beside the shop, the "
+                             "connection curve, Redis memory at 10k/100k/1M sessions (bench/peers.py)")
     parser.add_argument("--skip-standard", action="store_true",
-                        help="with --peers: only the issue-13 phases, not the standard ones")
+                        help="with --peers: only the peer comparison phases, not the standard ones")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
@@ -580,7 +580,7 @@ def main():
         print_report(res)
     if settings.peers:
         import peers
-        peers.print_issue13(res)
+        peers.print_peer_phases(res)
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
 
 
@@ -611,7 +611,7 @@ def run_all(settings, procs, res):
     if settings.peers:
         import peers
         control.call("FLUSHALL")
-        peers.run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control)
+        peers.run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, control)
     control.close()
 
 
