@@ -1,5 +1,5 @@
-"""The benchmark on other backends (issue 11), run by bench/run.py for
-`scripts/bench --db postgres`, `--redis sentinel|cluster` and `--backends`:
+"""The benchmark on other backends, run by bench/run.py for `scripts/bench
+--db postgres`, `--redis sentinel|cluster` and `--backends`:
 
 - Postgres instead of SQLite for users and products: `initdb` into a temporary
   directory, the server on a free loopback port, one database per backend.
@@ -24,8 +24,8 @@ import subprocess
 import tempfile
 
 from resp import Redis, RedisError
-from run import (
-    APP_VARS, WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads,
+from harness import (
+    WORKLOADS, Replica, Target, fmt, free_port, log, log_in, login_cost, measure_workloads, migrate,
     reset_cart, trace_workloads, wait_until,
 )
 
@@ -280,9 +280,7 @@ def run_backend(settings, procs, db, kind, postgres):
         database_url = f"sqlite://{settings.run_dir}/{tag}.db"
     s = argparse.Namespace(**vars(settings))
     s.database_url = database_url
-    subprocess.run([settings.binary, "migrate"], check=True, capture_output=True,
-                   env={**{k: v for k, v in os.environ.items() if k not in APP_VARS},
-                        "DATABASE_URL": database_url, "RUST_LOG": "warn"})
+    migrate(settings.binary, database_url)
     redis = RedisTopology.start(settings, procs, kind, tag)
     replica = None
     try:

@@ -1,5 +1,5 @@
-"""Issue 13's part of the benchmark (`scripts/bench --peers`), run by bench/run.py
-after (or, with --skip-standard, instead of) the standard phases:
+"""The peer comparison phases of the benchmark (`scripts/bench --peers`), run by
+bench/run.py after (or, with --skip-standard, instead of) the standard phases:
 
 - peers: the shop, the Flask + Flask-Session peer (bench/flask, gunicorn) and the
   axum + fred floor (bench/floor) on the same Redis, one after the other, with the
@@ -11,8 +11,8 @@ after (or, with --skip-standard, instead of) the standard phases:
   1M sessions (database 9, filled by pipelined writes, emptied afterwards).
 - nginx keep-alive: logged-in GET / and POST /cart/add through nginx + 3
   replicas, with the shipped template (keep-alive to the replicas) and with the
-  template as it was before issue 13 (`Connection: close`, a new connection per
-  request), in alternating rounds.
+  template as first shipped (`Connection: close`, a new connection per request),
+  in alternating rounds.
 - allocator A/B (only with BENCH_AB_BINARY): two shop binaries in alternating
   rounds, RSS after 30 logins, req/s and CPU per request of logged-in GET /.
 """
@@ -23,10 +23,10 @@ import signal
 import statistics
 import time
 
-from resp import Redis, commandstats_delta, encode
-from run import (
-    DEMO_PASSWORD, DEMO_USER, ROOT, Replica, describe, env_int, expect, free_port, http_request, log, log_in,
-    memory_kb, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
+from resp import Redis, commandstats_delta
+from harness import (
+    ROOT, Replica, describe, env_int, expect, find_cart_key, fmt, free_port, http_request, log, log_in, memory_kb,
+    merge_rounds, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
 )
 
 CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
@@ -36,24 +36,6 @@ MEMORY_LEVELS = (10_000, 100_000, 1_000_000)
 def int_list(name, default):
     value = os.environ.get(name, "").replace(",", " ").split()
     return tuple(int(v) for v in value) if value else default
-
-
-def find_cart_key(control):
-    """The demo user's cart key, whatever its spelling (`cart:user:1` today,
-    `cart:{u1}` after issue 9): the one hash under cart:* that holds products
-    1, 2 and 3 (markers and tombstones beside it are not that)."""
-    found = []
-    cursor = b"0"
-    while True:
-        cursor, keys = control.call("SCAN", cursor, "MATCH", "cart:*", "COUNT", 1000)
-        for key in keys:
-            if control.call("TYPE", key) == "hash" and sorted(control.call("HKEYS", key)) == [b"1", b"2", b"3"]:
-                found.append(key.decode())
-        if cursor in (b"0", 0, "0"):
-            break
-    if len(found) != 1:
-        raise SystemExit(f"expected one cart hash in Redis after filling the cart, found {found}")
-    return found[0]
 
 
 # ------------------------------------------------------------------ the peers
@@ -106,7 +88,6 @@ PEER_WORKLOADS = [
 
 def measure_peers(settings, peers, control):
     """Each workload on each peer in turn, `settings.rounds` times; medians."""
-    from run import merge_rounds
     runs = {(p.label, key): [] for p in peers for key, *_ in PEER_WORKLOADS}
     for p in peers:
         p.reset()
@@ -130,7 +111,7 @@ def measure_peers(settings, peers, control):
     return {p.label: {key: merge_rounds(runs[(p.label, key)]) for key, *_ in PEER_WORKLOADS} for p in peers}
 
 
-# Issue 13's req/s targets for one replica: shop/floor and shop/Flask.
+# The req/s targets for one replica (docs/PERFORMANCE.md): shop/floor and shop/Flask.
 FLOOR_TARGET, FLASK_TARGET = 0.8, 15
 
 
@@ -373,7 +354,7 @@ def memory_scale(settings, res, redis_port, sid, cart_key):
 # ------------------------------------------------------------------ nginx keep-alive
 
 def without_keepalive(template):
-    """The shipped nginx template as it was before issue 13: no idle connections
+    """The nginx template as it was first shipped: no idle connections
     kept to the replicas (the upstream block's keepalive lines gone),
     `Connection: close` on every proxied request."""
     start = template.index("upstream storefront {")
@@ -420,14 +401,13 @@ def nginx_keepalive(settings, procs, res, redis_url):
     finally:
         for r in replicas:
             procs.stop(r.proc)
-    from run import merge_rounds
     out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in PEER_WORKLOADS} for name, _ in variants}
     res["nginx_keepalive"] = {
         "replicas": 3, "rounds": rounds,
         "replica_env": shared_host_env(3),
         "how": "the same 3 replicas behind nginx started from the shipped template, then from the same "
-               "template without its keepalive lines and with `Connection: close` (issue 13's 'template as "
-               "shipped'), alternating; merged rounds",
+               "template without its keepalive lines and with `Connection: close` (the template as first "
+               "shipped), alternating; merged rounds",
         "workloads": out,
         "ratio_keepalive_vs_close_rps": {key: round(out["keepalive"][key]["rps"] / out["close"][key]["rps"], 3)
                                          for key, *_ in PEER_WORKLOADS},
@@ -491,7 +471,7 @@ def allocator_ab(settings, procs, res, redis_url):
 
 # ------------------------------------------------------------------ entry point and report
 
-def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control):
+def run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, control):
     res["_redis_pid"] = redis_proc.pid
     if os.environ.get("BENCH_AB_ONLY") == "1":
         allocator_ab(settings, procs, res, redis_url)
@@ -516,10 +496,6 @@ def run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control
         res.pop("_redis_pid", None)
 
 
-def fmt(v, digits=2):
-    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-
-
 def app_bound(us):
     if us is None:
         return "(not measured)"
@@ -528,7 +504,7 @@ def app_bound(us):
     return f"<= {us} µs"
 
 
-def print_issue13(res):
+def print_peer_phases(res):
     if "peers" in res:
         p = res["peers"]
         print()

@@ -13,7 +13,6 @@ import argparse
 import base64
 import concurrent.futures
 import csv
-import ctypes
 import datetime
 import http.client
 import io
@@ -21,11 +20,9 @@ import json
 import math
 import os
 import platform
-import resource
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,575 +33,12 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from resp import Redis, commandstats_delta, encode  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WRK_DIR = os.path.join(ROOT, "bench", "wrk")
-DEMO_USER, DEMO_PASSWORD = "demo", "demo-pass-123"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# The settings the replicas read from the environment: never inherited from the
-# caller's shell, so a REDIS_URL exported there cannot change what is measured.
-APP_VARS = {
-    "PORT", "BIND", "DATABASE_URL", "REDIS_URL", "REPLICA_NAME", "COOKIE_SECURE",
-    "SESSION_IDLE_TIMEOUT", "REMEMBER_ME_DAYS", "SESSION_MAX_LIFETIME",
-    "REMEMBER_ME_MAX_LIFETIME", "CART_TTL", "ANON_CART_TTL", "TRUSTED_PROXIES",
-    "RUST_LOG", "LOG_FORMAT", "REDIS_TIMEOUT", "REQUEST_TIMEOUT", "DEMO_USER",
-    "LOGIN_MAX_FAILURES_PER_USER", "LOGIN_MAX_FAILURES_PER_CLIENT", "LOGIN_THROTTLE_WINDOW",
-    "LOGIN_MAX_FAILURES_PER_USER_TOTAL", "REGISTER_MAX_PER_CLIENT", "REGISTER_THROTTLE_WINDOW",
-}
-
-# The login/registration throttle counts attempts in flight, and the bench logs in
-# 10 times a second (more in flight when the machine is slow) and registers a
-# dozen users from one address: limits far above that, so the bench measures the
-# cost of logins, not the throttle (tests/accounts.rs tests the throttle).
-BENCH_THROTTLE_LIMITS = {
-    "LOGIN_MAX_FAILURES_PER_USER": "100000", "LOGIN_MAX_FAILURES_PER_CLIENT": "100000",
-    "LOGIN_MAX_FAILURES_PER_USER_TOTAL": "100000", "REGISTER_MAX_PER_CLIENT": "100000",
-}
-
-# The four workloads, in the order they are run (the cart-changing one last, so
-# the two GETs see the 3-item cart).
-WORKLOADS = [
-    ("get_home_user", "GET / (logged in)", "/", "get.lua", True),
-    ("get_cart", "GET /cart (logged in)", "/cart", "get.lua", True),
-    ("get_home_anon", "GET / (anonymous)", "/", "get.lua", False),
-    ("post_cart_add", "POST /cart/add", "/", "cart_add.lua", True),
-]
-
-
-def log(message):
-    print(f"[bench] {message}", flush=True)
-
-
-def env_int(name, default):
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
-# ------------------------------------------------------------------ processes
-
-def _die_with_parent():
-    """In the child, before exec: get SIGTERM if the benchmark dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-class Processes:
-    """Every process this run started, stopped in reverse order."""
-
-    def __init__(self):
-        self.running = []  # (name, Popen)
-
-    def start(self, name, argv, logfile, env=None, cwd=ROOT):
-        out = open(logfile, "ab")
-        proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        out.close()
-        self.running.append((name, proc))
-        return proc
-
-    def stop(self, proc, sig=signal.SIGTERM, timeout=15):
-        entry = next((e for e in self.running if e[1] is proc), None)
-        if entry is None:
-            return
-        if proc.poll() is None:
-            try:
-                proc.send_signal(sig)
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{entry[0]} (pid {proc.pid}) did not stop in {timeout}s: SIGKILL")
-                proc.kill()
-                proc.wait(timeout=5)
-        self.running.remove(entry)
-
-    def stop_all(self):
-        for _, proc in reversed(list(self.running)):
-            self.stop(proc)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process and its child processes (nginx's
-    workers) so far, from /proc/<pid>/stat."""
-    total = 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(cpu_seconds(int(child)) for child in f.read().split())
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return total
-
-
-def memory_kb(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                out[key] = int(value.split()[0])
-    return {"rss_kb": out.get("VmRSS"), "peak_rss_kb": out.get("VmHWM")}
-
-
-def wait_until(check, what, timeout=60, proc=None, logfile=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (OSError, http.client.HTTPException):
-            pass
-        if proc is not None and proc.poll() is not None:
-            tail = open(logfile, errors="replace").read()[-2000:] if logfile else ""
-            raise SystemExit(f"{what} exited during start-up (status {proc.returncode}):\n{tail}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} not ready after {timeout}s")
-        time.sleep(0.1)
-
-
-# ------------------------------------------------------------------ HTTP
-
-class Response:
-    def __init__(self, status, headers, body, seconds):
-        self.status, self.headers, self.body, self.seconds = status, headers, body, seconds
-
-    def cookie(self, name="sid"):
-        for key, value in self.headers:
-            if key.lower() == "set-cookie" and value.startswith(name + "="):
-                return value.split(";", 1)[0]
-        return None
-
-
-def http_request(port, method, path, form=None, cookie=None, timeout=30):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {}
-    body = None
-    if form is not None:
-        body = "&".join(f"{k}={v}" for k, v in form.items())
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    if cookie:
-        headers["Cookie"] = cookie
-    started = time.perf_counter()
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        return Response(resp.status, resp.getheaders(), data, time.perf_counter() - started)
-    finally:
-        conn.close()
-
-
-def expect(resp, statuses, what):
-    if resp.status not in statuses:
-        raise SystemExit(f"{what}: HTTP {resp.status}\n{resp.body[:500]!r}")
-    return resp
-
-
-def log_in(port):
-    resp = expect(
-        http_request(port, "POST", "/login", {"username": DEMO_USER, "password": DEMO_PASSWORD}),
-        (303,), "logging in as demo",
-    )
-    cookie = resp.cookie()
-    if not cookie:
-        raise SystemExit("logging in gave no sid cookie")
-    return cookie
-
-
-def reset_cart(port, cookie):
-    """The user's cart back to products 1, 2, 3 × 1, and no flash message pending."""
-    for product in range(1, 13):
-        expect(http_request(port, "POST", "/cart/update", {"product_id": product, "quantity": 0}, cookie),
-               (303,), "emptying the cart")
-    for product in (1, 2, 3):
-        expect(http_request(port, "POST", "/cart/add", {"product_id": product, "quantity": 1}, cookie),
-               (303,), "filling the cart")
-    page = expect(http_request(port, "GET", "/cart", cookie=cookie), (200,), "reading the cart")
-    if b"Blue Teapot" not in page.body:
-        raise SystemExit("the cart page does not show the 3 items just added")
-
-
-# ------------------------------------------------------------------ wrk
-
-def machine_busy_seconds():
-    """CPU time all processes on the machine have used (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / CLK_TCK
-
-
-class CpuMeter:
-    """CPU used during a measurement: by each of `pids`, by wrk (a child of this
-    script, so in RUSAGE_CHILDREN once it has exited), by this script, and by
-    everything else on the machine (other users' builds or tests: noise)."""
-
-    def __init__(self, pids):
-        self.pids = pids
-        self.start = self._sample()
-
-    def _sample(self):
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return {
-            "wall": time.monotonic(),
-            "machine": machine_busy_seconds(),
-            "self": own.ru_utime + own.ru_stime,
-            "children": kids.ru_utime + kids.ru_stime,
-            "pids": {name: cpu_seconds(pid) for name, pid in self.pids.items()},
-        }
-
-    def stop(self, requests):
-        end = self._sample()
-        a = self.start
-        wall = end["wall"] - a["wall"]
-        per_pid = {name: end["pids"][name] - a["pids"][name] for name in self.pids}
-        load = end["children"] - a["children"]
-        ours = sum(per_pid.values()) + load + (end["self"] - a["self"])
-        other = max(0.0, (end["machine"] - a["machine"]) - ours)
-        n = max(requests, 1)
-        out = {name: round(v * 1e6 / n, 1) for name, v in per_pid.items()}
-        out["wrk"] = round(load * 1e6 / n, 1)
-        cores = os.cpu_count() or 1
-        return out, round(other / wall / cores * 100, 1)
-
-
-def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, connections=None):
-    """wrk against 127.0.0.1:port; `connections` overrides the settings' (with at
-    most that many threads: wrk needs a connection per thread)."""
-    connections = connections or settings.connections
-    threads = min(settings.threads, connections)
-    out = os.path.join(settings.run_dir, f"wrk-{tag}.json")
-    env = dict(os.environ, BENCH_WRK_DIR=WRK_DIR, BENCH_JSON_OUT=out, BENCH_COOKIE=cookie or "",
-               BENCH_THREADS=str(threads))
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
-            "--timeout", "5s", "-s", os.path.join(WRK_DIR, script), f"http://127.0.0.1:{port}{path}"]
-    meter = CpuMeter(pids or {})
-    text = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    with open(os.path.join(settings.run_dir, f"wrk-{tag}.txt"), "w") as f:
-        f.write(text)
-    with open(out) as f:
-        raw = json.load(f)
-    cpu, other = meter.stop(raw["requests"])
-    errors = sum(raw["errors"].values())
-    pct = raw["latency_us"]["percentiles"]
-    return {
-        "requests": raw["requests"],
-        "seconds": round(raw["duration_us"] / 1e6, 3),
-        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-        "p50_ms": pct["50"] / 1000,
-        "p90_ms": pct["90"] / 1000,
-        "p99_ms": pct["99"] / 1000,
-        "p99_9_ms": pct["99.9"] / 1000,
-        "max_ms": raw["latency_us"]["max"] / 1000,
-        "errors": errors,
-        "error_detail": raw["errors"],
-        "connections": connections,
-        "cpu_us_per_request": cpu,
-        "other_load_percent": other,
-    }
-
-
-# ------------------------------------------------------------------ Redis tracing
-
-MONITOR_LINE = re.compile(r'^(\S+) \[(\d+) ([^\]]+)\] "([^"]*)"(.*)$')
-
-
-class MonitorTrace:
-    """MONITOR on a side connection while a few requests are made one by one:
-    tells which commands the app sent itself and which ran inside a Lua script.
-    `redis_ports` may name several data nodes (every primary of a Redis Cluster):
-    one MONITOR each, their lines merged in time order. `ignore_addresses` are
-    client addresses whose commands are not the app's (the benchmark's own
-    connection): a list for every node, or {port: [addresses]} node by node."""
-
-    def __init__(self, redis_ports, ignore_addresses=()):
-        ports = list(redis_ports) if isinstance(redis_ports, (list, tuple)) else [redis_ports]
-        if isinstance(ignore_addresses, dict):
-            self.ignore = {port: set(ignore_addresses.get(port, ())) for port in ports}
-        else:
-            self.ignore = {port: set(ignore_addresses) for port in ports}
-        self.conns = [Redis(port, timeout=None) for port in ports]
-        self.lines = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._collect, args=(port, conn), daemon=True)
-                        for port, conn in zip(ports, self.conns)]
-        for thread in self.threads:
-            thread.start()
-        time.sleep(0.2)
-
-    def _collect(self, port, conn):
-        ignore = self.ignore[port]
-        try:
-            for line in conn.monitor_lines():
-                match = MONITOR_LINE.match(line)
-                if match and match.group(3) not in ignore:
-                    with self.lock:
-                        self.lines.append(match)
-        except (OSError, ValueError):
-            pass
-
-    def take(self):
-        time.sleep(0.2)  # MONITOR output trails the replies a little
-        with self.lock:
-            lines, self.lines = self.lines, []
-        return sorted(lines, key=lambda m: float(m.group(1)))
-
-    def close(self):
-        for conn in self.conns:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-
-def shorten_args(rest, replacements):
-    args = re.findall(r'"((?:[^"\\]|\\.)*)"', rest)
-    out = []
-    for arg in args:
-        for real, alias in replacements.items():
-            arg = arg.replace(real, alias)
-        if len(arg) > 24:
-            arg = f"<{len(arg)} chars>"
-        out.append(arg)
-    return " ".join(out)
-
-
-def summarize_trace(lines, requests, replacements):
-    app, lua = {}, {}
-    for m in lines:
-        bucket = lua if m.group(3) == "lua" else app
-        cmd = m.group(4).lower()
-        bucket[cmd] = bucket.get(cmd, 0) + 1
-    return {
-        "requests": requests,
-        "app_commands": app,
-        "lua_commands": lua,
-        "app_per_request": round(sum(app.values()) / requests, 3),
-        "all_per_request": round((sum(app.values()) + sum(lua.values())) / requests, 3),
-    }
-
-
-def trace_workloads(settings, redis_port, port, cookie, ignore_addresses):
-    """A few requests of each workload, one at a time, under MONITOR (on every
-    data node when `redis_port` is a list; see MonitorTrace)."""
-    n = settings.trace_requests
-    sid = cookie.split("=", 1)[1]
-    replacements = {sid: "<sid>"}
-    monitor = MonitorTrace(redis_port, ignore_addresses=ignore_addresses)
-    traces = {}
-    try:
-        def run(key, do_one):
-            monitor.take()
-            do_one()
-            first = monitor.take()
-            for _ in range(n - 1):
-                do_one()
-            rest = monitor.take()
-            summary = summarize_trace(first + rest, n, replacements)
-            summary["one_request"] = [
-                ("lua: " if m.group(3) == "lua" else "") + m.group(4).upper() + " " + shorten_args(m.group(5), replacements)
-                for m in first
-            ]
-            traces[key] = summary
-
-        run("get_home_user", lambda: expect(http_request(port, "GET", "/", cookie=cookie), (200,), "GET /"))
-        run("get_cart", lambda: expect(http_request(port, "GET", "/cart", cookie=cookie), (200,), "GET /cart"))
-        run("get_home_anon", lambda: expect(http_request(port, "GET", "/"), (200,), "GET / anon"))
-        # Products 4..12 in turn, as under load: the session keeps the last three
-        # flash messages, and writing back an unchanged list is no write at all.
-        counter = iter(range(10**6))
-
-        def next_product():
-            return 4 + next(counter) % 9
-        run("post_cart_add", lambda: expect(
-            http_request(port, "POST", "/cart/add", {"product_id": next_product(), "quantity": 1}, cookie),
-            (303,), "add"))
-        run("post_cart_update", lambda: expect(
-            http_request(port, "POST", "/cart/update", {"product_id": next_product(), "quantity": 0}, cookie),
-            (303,), "update"))
-        # The flash messages those left are read (and so removed) by the next page:
-        # that is one session write, traced here so it is seen.
-        run("get_cart_after_change", lambda: expect(
-            http_request(port, "GET", "/cart", cookie=cookie), (200,), "GET /cart"))
-        traces["get_cart_after_change"]["note"] = (
-            "first GET after a cart change: takes the flash message (one session SET); "
-            "the other requests of the sample write nothing")
-        logins = []
-
-        def one_login():
-            logins.append(log_in(port))
-        run("post_login", one_login)
-        for login_cookie in logins:
-            replacements[login_cookie.split("=", 1)[1]] = "<new sid>"
-        traces["post_login"]["one_request"] = [
-            line.replace(logins[0].split("=", 1)[1], "<new sid>") for line in traces["post_login"]["one_request"]
-        ]
-    finally:
-        monitor.close()
-    return traces
-
-
-def combine_traces(traces):
-    """All traces together: which commands the app sends, which run inside Lua."""
-    out = {"app_commands": {}, "lua_commands": {}}
-    for trace in traces.values():
-        for kind in out:
-            for cmd, n in trace[kind].items():
-                out[kind][cmd] = out[kind].get(cmd, 0) + n
-    return out
-
-
-def app_commands(delta, trace):
-    """Commands the app sent itself, from INFO commandstats deltas: a command that
-    the trace saw only inside Lua scripts is not counted; one seen both ways is
-    split in the trace's proportion."""
-    total = 0.0
-    for cmd, calls in delta.items():
-        a = trace["app_commands"].get(cmd, 0)
-        b = trace["lua_commands"].get(cmd, 0)
-        total += calls * (a / (a + b) if a + b else 1.0)
-    return total
-
-
-# ------------------------------------------------------------------ one phase
-
-def shared_host_env(replicas):
-    """What scripts/cluster gives each of several replicas on one host: the
-    host's cores divided among them (tokio worker threads), at least one each."""
-    split = str(max(1, (os.cpu_count() or 1) // replicas))
-    return {"TOKIO_WORKER_THREADS": os.environ.get("TOKIO_WORKER_THREADS", split)}
-
-
-class Replica:
-    def __init__(self, settings, procs, name, port, redis_url, extra_env=None):
-        self.name, self.port, self.settings = name, port, settings
-        env = {k: v for k, v in os.environ.items() if k not in APP_VARS}
-        env.update(
-            PORT=str(port), BIND="127.0.0.1", DATABASE_URL=settings.database_url,
-            REPLICA_NAME=name, RUST_LOG=settings.rust_log, LOG_FORMAT="json",
-            TRUSTED_PROXIES="127.0.0.1",
-        )
-        env.update(BENCH_THROTTLE_LIMITS)
-        if redis_url:
-            env["REDIS_URL"] = redis_url
-        env.update(settings.replica_env)
-        env.update(extra_env or {})
-        self.logfile = os.path.join(settings.run_dir, f"{name}.log")
-        self.proc = procs.start(name, [settings.binary, "serve"], self.logfile, env=env)
-        self.pid = self.proc.pid
-        wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200,
-                   f"replica {name}", proc=self.proc, logfile=self.logfile)
-
-
-class Target:
-    """What a workload is sent to: a replica (or nginx), the visitor's cookie there,
-    the Redis connection whose commandstats to read (None: in-memory store), and
-    the processes whose CPU to count."""
-
-    def __init__(self, label, port, cookie, redis, pids, traces=None):
-        self.label, self.port, self.cookie, self.redis, self.pids, self.traces = \
-            label, port, cookie, redis, pids, traces
-
-
-def measure_workload(settings, target, key, title, path, script, logged_in, round_no=0):
-    log(f"{target.label}: {title} for {settings.seconds}s")
-    redis = target.redis
-    before = redis.commandstats() if redis else None
-    result = run_wrk(settings, target.port, path, script, target.cookie if logged_in else None, settings.seconds,
-                     f"{target.label}-{key}-{round_no}", target.pids)
-    if redis:
-        delta = commandstats_delta(before, redis.commandstats())
-        result["redis_commands"] = delta
-        result["redis_commands_per_request"] = round(sum(delta.values()) / max(result["requests"], 1), 3)
-        if target.traces:
-            sent = app_commands(delta, combine_traces(target.traces))
-            result["redis_app_commands_per_request"] = round(sent / max(result["requests"], 1), 3)
-            # wrk does not count the requests still in flight when it stops (at
-            # most one per connection), though their commands reached Redis.
-            result["redis_app_commands_per_request_low"] = round(
-                sent / (result["requests"] + settings.connections), 3)
-        result["session_writes"] = delta.get("set", 0)
-    describe(title, result)
-    return result
-
-
-def merge_rounds(runs):
-    """Several rounds of one measurement: the median of each number, the commands
-    summed over all rounds, and each round's figures kept in `rounds`."""
-    if len(runs) == 1:
-        return runs[0]
-    med = statistics.median
-    out = dict(runs[len(runs) // 2])
-    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "other_load_percent"):
-        out[field] = round(med(r[field] for r in runs), 3)
-    out["requests"] = sum(r["requests"] for r in runs)
-    out["errors"] = sum(r["errors"] for r in runs)
-    out["cpu_us_per_request"] = {k: round(med(r["cpu_us_per_request"][k] for r in runs), 1)
-                                 for k in runs[0]["cpu_us_per_request"]}
-    if "redis_commands" in runs[0]:
-        total = {}
-        for r in runs:
-            for cmd, n in r["redis_commands"].items():
-                total[cmd] = total.get(cmd, 0) + n
-        out["redis_commands"] = total
-        out["redis_commands_per_request"] = round(sum(total.values()) / max(out["requests"], 1), 3)
-        if "redis_app_commands_per_request" in runs[0]:
-            sent = sum(r["redis_app_commands_per_request"] * r["requests"] for r in runs)
-            out["redis_app_commands_per_request"] = round(sent / max(out["requests"], 1), 3)
-            out["redis_app_commands_per_request_low"] = round(
-                sent / (out["requests"] + len(runs) * runs[0]["connections"]), 3)
-        if "session_writes" in runs[0]:
-            out["session_writes"] = sum(r["session_writes"] for r in runs)
-    out["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "other_load_percent")} for r in runs]
-    return out
-
-
-def measure_workloads(settings, targets, workloads=WORKLOADS):
-    """Each workload on each target in turn (Redis, then in-memory, then the next
-    workload), so that a change in background load hits both sides alike;
-    `settings.rounds` times over, keeping the medians."""
-    runs = {(t.label, key): [] for t in targets for key, *_ in workloads}
-    for t in targets:
-        log(f"{t.label}: warm-up ({settings.warmup}s)")
-        run_wrk(settings, t.port, "/", "get.lua", t.cookie, settings.warmup, f"{t.label}-warmup")
-    for round_no in range(settings.rounds):
-        if round_no:
-            # Back to the 3-item cart, flash messages read: as in the first round.
-            for t in targets:
-                reset_cart(t.port, t.cookie)
-        if settings.rounds > 1:
-            log(f"round {round_no + 1} of {settings.rounds}")
-        for key, title, path, script, logged_in in workloads:
-            for t in targets:
-                runs[(t.label, key)].append(
-                    measure_workload(settings, t, key, title, path, script, logged_in, round_no))
-    return {t.label: {key: merge_rounds(runs[(t.label, key)]) for key, *_ in workloads} for t in targets}
-
-
-def describe(title, r):
-    extra = ""
-    if "redis_commands_per_request" in r:
-        extra = f", Redis {r.get('redis_app_commands_per_request', r['redis_commands_per_request'])} cmd/req"
-    if r.get("other_load_percent", 0) >= 5:
-        extra += f"; WARNING: other processes used {r['other_load_percent']}% of the machine meanwhile"
-    log(f"  -> {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-        f"errors {r['errors']}{extra}")
-
+from harness import (  # noqa: E402
+    DEMO_PASSWORD, DEMO_USER, ROOT, WORKLOADS, Processes, Replica, Target, cpu_seconds, describe, env_int,
+    expect, find_cart_key, fmt, free_port, http_request, log, log_in, login_cost, measure_workloads, memory_kb,
+    merge_rounds, migrate, percentile, reset_cart, run_wrk, shared_host_env, start_nginx, trace_workloads,
+    wait_until,
+)
 
 # ------------------------------------------------------------------ logins vs pages
 
@@ -643,13 +77,6 @@ def login_load(port, rate, seconds):
         "latency_p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "latency_p99_ms": round(percentile(latencies, 99) * 1000, 1),
     }
-
-
-def percentile(sorted_values, p):
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
 
 
 def logins_vs_pages(settings, port, cookie, pid, pids):
@@ -695,26 +122,6 @@ def logins_vs_pages(settings, port, cookie, pid, pids):
 
 
 # ------------------------------------------------------------------ costs that limit scale
-
-def login_cost(port, pid, n):
-    """CPU the replica spends per login (argon2 verify dominates), logins one at a time."""
-    log(f"CPU per login: {n} logins one after another")
-    cpu_before = cpu_seconds(pid)
-    times = []
-    for _ in range(n):
-        resp = expect(http_request(port, "POST", "/login", {"username": DEMO_USER, "password": DEMO_PASSWORD}),
-                      (303,), "login")
-        times.append(resp.seconds)
-    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / n
-    times.sort()
-    return {
-        "samples": n,
-        "cpu_ms_per_login": round(cpu_ms, 1),
-        "latency_p50_ms": round(percentile(times, 50) * 1000, 1),
-        "latency_p99_ms": round(percentile(times, 99) * 1000, 1),
-        "max_logins_per_second_per_core": round(1000 / cpu_ms, 1) if cpu_ms else None,
-    }
-
 
 def registration_cost(port, pid, n):
     log(f"CPU per registration: {n} registrations one after another")
@@ -874,41 +281,6 @@ def idle_refresh_check(settings, procs, redis_url, redis):
         procs.stop(replica.proc)
 
 
-# ------------------------------------------------------------------ nginx
-
-def nginx_template():
-    with open(os.path.join(ROOT, "deploy", "nginx", "storefront.conf.template")) as f:
-        return f.read()
-
-
-def start_nginx(settings, procs, upstream_ports, template=None, name="nginx"):
-    """nginx in front of the replicas, from the shipped template (or `template`)."""
-    prefix = os.path.join(settings.run_dir, name)
-    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-    port = free_port()
-    template = template or nginx_template()
-    servers = "\n        ".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in upstream_ports)
-    # The same four placeholders scripts/cluster fills with envsubst; nginx's own
-    # $variables are left alone.
-    conf = (template.replace("${LB_LISTEN}", f"127.0.0.1:{port}")
-            .replace("${LB_UPSTREAM_SERVERS}", servers)
-            .replace("${LB_ACCESS_LOG}", "logs/access.log")
-            .replace("${LB_ERROR_LOG}", "logs/error.log"))
-    conf_path = os.path.join(prefix, "nginx.conf")
-    with open(conf_path, "w") as f:
-        f.write(conf)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    args = [nginx, "-p", prefix + "/", "-c", conf_path, "-e", "logs/error.log"]
-    test = subprocess.run(args + ["-t"], capture_output=True, text=True)
-    if test.returncode != 0:
-        raise SystemExit(f"nginx rejected {conf_path}:\n{test.stderr}")
-    logfile = os.path.join(prefix, "logs", "stdout.log")
-    proc = procs.start(name, args + ["-g", "daemon off;"], logfile)
-    wait_until(lambda: http_request(port, "GET", "/healthz", timeout=2).status == 200, name,
-               proc=proc, logfile=logfile)
-    return proc, port
-
-
 # ------------------------------------------------------------------ report
 
 def machine():
@@ -1007,14 +379,6 @@ def targets(res):
     return out
 
 
-def fmt(v, digits=2):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
 def cpu_cell(r):
     """CPU per request: the replica(s), then Redis, then wrk ("app+redis+wrk")."""
     cpu = r["cpu_us_per_request"]
@@ -1110,10 +474,10 @@ def main():
                                                                                    "latest.json")))
     parser.add_argument("--binary", required=True)
     parser.add_argument("--peers", action="store_true",
-                        help="issue 13: the Flask peer and the floor beside the shop, the connection curve, "
-                             "Redis memory at 10k/100k/1M sessions (bench/peers.py)")
+                        help="the peer comparison phases: the Flask peer and the floor beside the shop, the "
+                             "connection curve, Redis memory at 10k/100k/1M sessions (bench/peers.py)")
     parser.add_argument("--skip-standard", action="store_true",
-                        help="with --peers: only the issue-13 phases, not the standard ones")
+                        help="with --peers: only the peer comparison phases, not the standard ones")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
@@ -1216,7 +580,7 @@ def main():
         print_report(res)
     if settings.peers:
         import peers
-        peers.print_issue13(res)
+        peers.print_peer_phases(res)
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
 
 
@@ -1229,9 +593,7 @@ def write_results(path, res):
 
 def run_all(settings, procs, res):
     # Migrate once, before any replica starts.
-    subprocess.run([settings.binary, "migrate"], check=True, capture_output=True,
-                   env={**{k: v for k, v in os.environ.items() if k not in APP_VARS},
-                        "DATABASE_URL": settings.database_url, "RUST_LOG": "warn"})
+    migrate(settings.binary, settings.database_url)
 
     # Redis: its own server, no persistence, loopback only.
     redis_port = free_port()
@@ -1249,7 +611,7 @@ def run_all(settings, procs, res):
     if settings.peers:
         import peers
         control.call("FLUSHALL")
-        peers.run_issue13(settings, procs, res, redis_proc, redis_port, redis_url, control)
+        peers.run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, control)
     control.close()
 
 
@@ -1267,8 +629,7 @@ def run_standard(settings, procs, res, redis_proc, redis_port, redis_url, contro
     mem_cookie = log_in(mem_replica.port)
     reset_cart(mem_replica.port, mem_cookie)
     sid = cookie.split("=", 1)[1]
-    from peers import find_cart_key  # the cart key's spelling changes with the cart store
-    cart_key = find_cart_key(control)
+    cart_key = find_cart_key(control)  # its spelling changes with the cart store
     phase["redis_memory"] = session_memory(redis_port, sid, cart_key, 0)
     phase["trace"] = trace_workloads(settings, redis_port, port, cookie, [control.local_address()])
     for key, t in phase["trace"].items():
