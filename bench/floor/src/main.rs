@@ -1,4 +1,4 @@
-//! The floor of `scripts/bench --peers` (issue 13): what axum + fred cost for a
+//! The floor of `scripts/bench --peers`: what axum + fred cost for a
 //! logged-in page when the page is free. Each request makes exactly one Redis
 //! round trip, pipelined: `GET <session id>` (from the `sid` cookie) and
 //! `HGETALL <cart key>`, as the shop's logged-in page reads them; the body is a
