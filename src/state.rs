@@ -54,8 +54,8 @@ pub struct Parts {
     pub catalog: Arc<Catalog>,
     pub lifetimes: Lifetimes,
     pub replica: Arc<str>,
-    /// Whose session each session id was, as last seen here (`account::page_cart`).
-    pub user_hints: Arc<crate::account::UserHints>,
+    /// Whose session each session id was, as last seen here (`web::page`).
+    pub user_hints: Arc<crate::session::prefetch::UserHints>,
     /// Set on SIGTERM: `/readyz` fails and every response closes its connection.
     pub draining: Arc<AtomicBool>,
 }

@@ -1,29 +1,12 @@
 //! SessionIndex: registration, login, logout, and the checked types a form's strings
 //! become (`Username`, `Password`) before any query or hash sees them.
 
-mod handlers;
+pub mod pages;
 pub mod password;
 pub mod throttle;
 pub mod users;
 
-use axum::{
-    routing::{get, post},
-    Router,
-};
-
-use crate::state::AppState;
-
 pub use throttle::LoginThrottle;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(handlers::login_page).post(handlers::log_in))
-        .route("/logout", post(handlers::log_out))
-        .route(
-            "/register",
-            get(handlers::register_page).post(handlers::register),
-        )
-}
 
 /// A one-time submission id as the forms render it (32 hex digits, see
 /// `token::random`); anything else counts as no id.

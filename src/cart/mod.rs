@@ -1,31 +1,18 @@
 //! The cart: where it is stored (`store`), the pages and forms (`handlers`), and
 //! the checked types that a form's strings become before anything touches a cart.
 
-mod handlers;
+pub mod pages;
 mod store;
 
 use std::sync::Arc;
-
-use axum::{
-    routing::{get, post},
-    Router,
-};
 
 pub use store::{Added, CartOwner, CartStore, EpochGuard, Guarded, Lines, Updated};
 
 use crate::catalog::{Catalog, Product};
 use crate::error::AppError;
-use crate::state::AppState;
 
 /// Most units of one product a cart line may hold.
 pub const MAX_QUANTITY: u32 = 99;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/cart", get(handlers::cart_page))
-        .route("/cart/add", post(handlers::add_to_cart))
-        .route("/cart/update", post(handlers::update_cart))
-}
 
 /// A line quantity from a form: a plain decimal integer in range, nothing else
 /// (no sign, no exponent, no spaces inside).

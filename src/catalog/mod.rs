@@ -4,22 +4,13 @@
 //! Products change only with a migration, so each replica reads them once at start
 //! and keeps them in memory: a page view costs no database query.
 
-mod handlers;
+pub mod pages;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use axum::{routing::get, Router};
-
 use crate::db::Db;
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(handlers::catalog_page))
-        .route("/products/{slug}", get(handlers::product_page))
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Product {

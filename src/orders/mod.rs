@@ -12,28 +12,15 @@
 //!    exactly what was ordered (one atomic step in the cart store). A crash between
 //!    the two loses nothing: the retry finds the order and empties the cart then.
 
-mod handlers;
+pub mod pages;
 mod store;
 
 use std::sync::Arc;
-
-use axum::{routing::get, Router};
 
 pub use store::{Order, OrderLine, OrderSummary};
 
 use crate::cart::Lines;
 use crate::catalog::{Catalog, Money, Product};
-use crate::state::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/checkout",
-            get(handlers::checkout_page).post(handlers::place_order),
-        )
-        .route("/orders", get(handlers::orders_page))
-        .route("/orders/{id}", get(handlers::order_page))
-}
 
 /// A cart line priced from the catalog, as the checkout page shows it and the
 /// order stores it.

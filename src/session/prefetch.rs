@@ -5,7 +5,7 @@ use tower_sessions::session::{Id, Record};
 
 tokio::task_local! {
     /// A session record read ahead of the session layer's own lazy load, in the
-    /// same round trip as the cart (see `account::page_cart`). The load of this
+    /// same round trip as the cart (see `web::page`). The load of this
     /// request's session takes it instead of asking Redis again.
     static PREFETCHED: std::cell::RefCell<Option<(Id, Option<Record>)>>;
 }
@@ -32,4 +32,30 @@ pub(super) fn take_prefetched(id: &Id) -> Option<Option<Record>> {
         })
         .ok()
         .flatten()
+}
+
+/// Which user each session this replica served belonged to: a guess that lets a
+/// page read the session and the cart in one round trip. Bounded: when full it
+/// starts over (a miss only costs the second round trip).
+#[derive(Debug, Default)]
+pub struct UserHints(std::sync::Mutex<std::collections::HashMap<Id, i64>>);
+
+impl UserHints {
+    const CAPACITY: usize = 100_000;
+
+    pub fn get(&self, id: Id) -> Option<i64> {
+        self.0.lock().expect("hints lock").get(&id).copied()
+    }
+
+    pub fn remember(&self, id: Id, user_id: i64) {
+        let mut hints = self.0.lock().expect("hints lock");
+        if hints.len() >= Self::CAPACITY {
+            hints.clear();
+        }
+        hints.insert(id, user_id);
+    }
+
+    pub fn forget(&self, id: Id) {
+        self.0.lock().expect("hints lock").remove(&id);
+    }
 }

@@ -11,16 +11,18 @@ use fred::types::scripts::Script;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio::task::JoinSet;
 use tower_sessions::{
     session::{Id, Record},
-    session_store, MemoryStore,
+    session_store, MemoryStore, SessionStore as _,
 };
 use tower_sessions_redis_store::RedisStore;
 
 use super::index::SessionIndex;
 use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
-use super::record::key;
+use super::record::{key, SessionFacts};
+use crate::error::AppError;
 
 /// The session store: the published Redis store (or the dev in-memory one), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
@@ -259,6 +261,122 @@ async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_stor
         .await
         .map_err(backend_error)?;
     Ok(())
+}
+
+// ---- The sessions of one user: listed, ended. ----
+
+/// One live session of a user, as the sessions page lists it.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub id: Id,
+    pub facts: SessionFacts,
+}
+
+impl SessionStore {
+    /// Every live session of the user, oldest login first. Reads the index and each
+    /// session it names; ids whose session ended (expired, logged out elsewhere, or
+    /// from before the last credential change) are pruned from the index.
+    pub async fn live_sessions(&self, user_id: i64) -> Result<Vec<LiveSession>, AppError> {
+        let members = self.index.index_members(user_id).await?;
+        let epoch = self.index.epoch(user_id).await?;
+        // Read at once: each GET is its own key (own slot), pipelined on the connection.
+        let mut reads = JoinSet::new();
+        for (order, member) in members.iter().enumerate() {
+            let store = self.clone();
+            let member = member.clone();
+            reads.spawn(async move {
+                let record = match member.parse::<Id>() {
+                    Ok(id) => store.load(&id).await.map(|r| r.map(|r| (id, r))),
+                    Err(_) => Ok(None),
+                };
+                (order, member, record)
+            });
+        }
+        let mut live = Vec::new();
+        let mut ended = Vec::new();
+        let mut stale = Vec::new();
+        while let Some(joined) = reads.join_next().await {
+            let (order, member, record) =
+                joined.map_err(|e| AppError::Internal(anyhow::anyhow!("session read: {e}")))?;
+            let record = record?;
+            match record {
+                Some((id, record)) => {
+                    let facts = SessionFacts::from_record(&record);
+                    if facts.user_id != Some(user_id) {
+                        ended.push(member);
+                    } else if facts.epoch < epoch {
+                        stale.push(id);
+                        ended.push(member);
+                    } else {
+                        live.push((order, LiveSession { id, facts }));
+                    }
+                }
+                None => ended.push(member),
+            }
+        }
+        for id in stale {
+            self.delete(&id).await?;
+        }
+        self.index.index_remove(user_id, &ended).await?;
+        live.sort_by_key(|(order, _)| *order);
+        Ok(live.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Ends the given sessions of a user: their keys are deleted and they leave the index.
+    pub async fn end_sessions(&self, user_id: i64, ids: &[Id]) -> Result<(), AppError> {
+        for id in ids {
+            self.delete(id).await?;
+        }
+        let members: Vec<String> = ids.iter().map(Id::to_string).collect();
+        self.index
+            .index_remove(user_id, &members)
+            .await
+            .map_err(AppError::from)
+    }
+
+    /// A replayed login form: ends the session(s) its first try created. Returns
+    /// whether there was one.
+    pub async fn end_sessions_from_submission(
+        &self,
+        user_id: i64,
+        submission: &str,
+    ) -> Result<bool, AppError> {
+        let earlier: Vec<Id> = self
+            .live_sessions(user_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.facts.submission.as_deref() == Some(submission))
+            .map(|s| s.id)
+            .collect();
+        self.end_sessions(user_id, &earlier).await?;
+        Ok(!earlier.is_empty())
+    }
+
+    /// Ends every session of the user but `keep`, after a password change, an
+    /// account deletion or "sign out other sessions": raises the user's credential
+    /// epoch, so every older session is stale wherever it is next read, indexed or
+    /// not, and deletes the ones the index names at once. Returns the new epoch,
+    /// for `keep` to carry over, and how many sessions ended.
+    ///
+    /// The sessions are listed before the epoch is raised: afterwards every one of
+    /// them is stale, `keep` too, and listing would prune it. Listing is best
+    /// effort; the epoch is what ends them.
+    pub async fn end_sessions_of(
+        &self,
+        user_id: i64,
+        keep: Option<Id>,
+    ) -> Result<(i64, usize), AppError> {
+        let listed = self.live_sessions(user_id).await;
+        let epoch = self.index.bump_epoch(user_id).await?;
+        let others: Vec<Id> = listed
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| Some(*id) != keep)
+            .collect();
+        self.end_sessions(user_id, &others).await?;
+        Ok((epoch, others.len()))
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Router assembly and the middleware around every request.
 
+pub mod agent;
 pub mod client_ip;
 pub mod form;
 mod health;
@@ -53,11 +54,11 @@ pub fn router(state: AppState, sessions: SessionStore) -> Router {
     // Only pages go through the session layer: static files and health checks
     // never look up a session.
     let page_routes = Router::new()
-        .merge(crate::catalog::router())
-        .merge(crate::cart::router())
-        .merge(crate::auth::router())
-        .merge(crate::account::router())
-        .merge(crate::orders::router())
+        .merge(crate::catalog::pages::router())
+        .merge(crate::cart::pages::router())
+        .merge(crate::auth::pages::router())
+        .merge(crate::account::pages::router())
+        .merge(crate::orders::pages::router())
         .route("/session", get(inspector::session_page))
         .fallback(middleware::not_found)
         .with_state(state.clone());

@@ -1,5 +1,7 @@
 //! The catalog grid and the product pages: read-only, open to everyone.
 
+use axum::routing::get;
+use axum::Router;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -14,6 +16,13 @@ use crate::cart::MAX_QUANTITY;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
 use crate::web::page::{Chrome, Page};
+
+/// The routes of this feature, merged into the app's router (`web::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(catalog_page))
+        .route("/products/{slug}", get(product_page))
+}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "catalog.html")]

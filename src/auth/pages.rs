@@ -19,17 +19,27 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header::USER_AGENT, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
 use super::throttle::Verdict;
 use super::{password, safe_next, submission_id, too_many_logins, users, Password, Username};
-use crate::account;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::token;
+use crate::web::agent;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
+
+/// The routes of this feature, merged into the app's router (`web::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login_page).post(log_in))
+        .route("/logout", post(log_out))
+        .route("/register", get(register_page).post(register))
+}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
@@ -172,7 +182,12 @@ pub async fn log_in(
     // A replay of this very form (double click, retry after a lost response): the
     // session its first try created is replaced, not joined by a second one.
     let replayed = match &submission {
-        Some(id) => account::end_sessions_from_submission(&state, user.id, id).await?,
+        Some(id) => {
+            state
+                .sessions
+                .end_sessions_from_submission(user.id, id)
+                .await?
+        }
         None => false,
     };
     let facts = LoginFacts {
@@ -180,7 +195,7 @@ pub async fn log_in(
         replica: state.replica.to_string(),
         epoch,
         client,
-        agent: account::agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
+        agent: agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
         submission,
     };
     start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
@@ -407,7 +422,7 @@ pub async fn register(
             replica: state.replica.to_string(),
             epoch,
             client,
-            agent: account::agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
+            agent: agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
             submission: None,
         };
         start_session(&state, &page.session, &user.id, &user.username, &facts).await?;

@@ -6,6 +6,8 @@ use askama_web::WebTemplate;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 
 use super::store::{self, Order, OrderLine, OrderSummary, Placed};
@@ -21,6 +23,14 @@ use crate::state::AppState;
 use crate::token;
 use crate::web::form::FormData;
 use crate::web::page::{log_in_first, Chrome, Page};
+
+/// The routes of this feature, merged into the app's router (`web::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/checkout", get(checkout_page).post(place_order))
+        .route("/orders", get(orders_page))
+        .route("/orders/{id}", get(order_page))
+}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "checkout.html")]

@@ -3,6 +3,8 @@
 //! flash message saying what happened. Each form carries a one-time `submission`
 //! id: a repeat (a retry, a double click, Back and resubmit) changes nothing.
 
+use axum::routing::{get, post};
+use axum::Router;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,6 +24,14 @@ use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
 use crate::web::form::FormData;
 use crate::web::page::{Chrome, Page, WriteNotes};
+
+/// The routes of this feature, merged into the app's router (`web::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/cart", get(cart_page))
+        .route("/cart/add", post(add_to_cart))
+        .route("/cart/update", post(update_cart))
+}
 
 pub struct CartLine {
     pub product: Arc<Product>,

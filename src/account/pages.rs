@@ -7,19 +7,35 @@ use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::{end_sessions, live_sessions, LiveSession};
 use crate::auth::throttle::Verdict;
 use crate::auth::{password, submission_id, too_many_logins, users, Password};
 use crate::cart::CartOwner;
 use crate::error::{AppError, Result};
+use crate::session::store::LiveSession;
 use crate::session::{Flash, SessionUser};
 use crate::state::AppState;
 use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::{form::FormData, page::Chrome, page::Page};
+
+/// The routes of this feature, merged into the app's router (`web::router`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(account_page))
+        .route("/account/sessions", get(sessions_page))
+        .route("/account/sessions/revoke", post(revoke))
+        .route("/account/sessions/revoke-others", post(revoke_others))
+        .route(
+            "/account/password",
+            get(password_page).post(change_password),
+        )
+        .route("/account/delete", post(delete_account))
+}
 
 /// `2026-12-02 02:30 UTC`
 fn when(unix: i64) -> String {
@@ -101,7 +117,9 @@ pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<
         Err(to_login) => return Ok(to_login),
     };
     let current = page.session.inner().id();
-    let rows = live_sessions(&state, user.id)
+    let rows = state
+        .sessions
+        .live_sessions(user.id)
         .await?
         .into_iter()
         .map(|LiveSession { id, facts }| SessionRow {
@@ -153,7 +171,9 @@ pub async fn revoke(
         .filter(|h| !h.is_empty())
         .ok_or_else(|| AppError::bad_request("No session was chosen."))?;
     // Only this user's sessions are searched: a handle of anyone else's is unknown here.
-    let Some(target) = live_sessions(&state, user.id)
+    let Some(target) = state
+        .sessions
+        .live_sessions(user.id)
         .await?
         .into_iter()
         .find(|s| s.facts.handle == handle)
@@ -167,7 +187,7 @@ pub async fn revoke(
         page.session.log_out().await?;
         return Ok(Redirect::to("/").into_response());
     }
-    end_sessions(&state, user.id, &[target.id]).await?;
+    state.sessions.end_sessions(user.id, &[target.id]).await?;
     tracing::info!(user_id = user.id, "session revoked");
     page.session
         .push_flash(Flash::success(format!(
@@ -183,24 +203,14 @@ pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<
         Ok(user) => user,
         Err(to_login) => return Ok(to_login),
     };
-    let current = page.session.inner().id();
-    let others: Vec<_> = live_sessions(&state, user.id)
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .filter(|id| Some(*id) != current)
-        .collect();
-    // Raising the epoch also ends any session the index missed; this one is
-    // carried over to the new epoch.
-    let epoch = state.index.bump_epoch(user.id).await?;
+    // Every other session ends, indexed or not; this one is carried over to the new epoch.
+    let (epoch, ended) = state
+        .sessions
+        .end_sessions_of(user.id, page.session.inner().id())
+        .await?;
     page.session.carry_to_epoch(epoch).await?;
-    end_sessions(&state, user.id, &others).await?;
-    tracing::info!(
-        user_id = user.id,
-        ended = others.len(),
-        "other sessions revoked"
-    );
-    let flash = match others.len() {
+    tracing::info!(user_id = user.id, ended, "other sessions revoked");
+    let flash = match ended {
         0 => "There were no other sessions to sign out.".to_owned(),
         1 => "Signed out 1 other session.".to_owned(),
         n => format!("Signed out {n} other sessions."),
@@ -353,15 +363,10 @@ pub async fn change_password(
     }
     // After the new hash is stored: every session created before this moment,
     // on any replica, indexed or not, is stale from here on.
-    let epoch = state.index.bump_epoch(user.id).await?;
-    let others: Vec<_> = live_sessions(&state, user.id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.id)
-        .filter(|id| Some(*id) != page.session.inner().id())
-        .collect();
-    end_sessions(&state, user.id, &others).await?;
+    let (epoch, ended) = state
+        .sessions
+        .end_sessions_of(user.id, page.session.inner().id())
+        .await?;
     // This session: a new id, the new epoch.
     if let Some(old) = page.session.inner().id() {
         state
@@ -373,7 +378,7 @@ pub async fn change_password(
     if let Some(id) = &submission {
         page.session.record_submission(id).await?;
     }
-    tracing::info!(user_id = user.id, ended = others.len(), "password changed");
+    tracing::info!(user_id = user.id, ended, "password changed");
     page.session
         .push_flash(Flash::success(
             "Your password was changed. Every other session of your account was signed out.",
@@ -443,14 +448,7 @@ pub async fn delete_account(
 
     users::delete(&state.db, user.id).await?;
     // Every session of the account is stale from here on, indexed or not.
-    state.index.bump_epoch(user.id).await?;
-    let all: Vec<_> = live_sessions(&state, user.id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    end_sessions(&state, user.id, &all).await?;
+    state.sessions.end_sessions_of(user.id, None).await?;
     state.index.forget(user.id).await?;
     state.carts.delete_cart(&CartOwner::User(user.id)).await?;
     page.session.log_out().await?;
