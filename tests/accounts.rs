@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
-use storefront::session::index::index_key;
 use storefront::cart::CartOwner;
+use storefront::session::index::index_key;
 
 const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";

@@ -21,7 +21,8 @@ use crate::session::{Flash, SessionUser};
 use crate::state::AppState;
 use crate::token;
 use crate::web::client_ip::ClientIp;
-use crate::web::{form::FormData, page::Chrome, page::Page};
+use crate::web::form::FormData;
+use crate::web::page::{Chrome, LoggedIn};
 
 /// The routes of this feature, merged into the app's router (`web::router`).
 pub fn router() -> Router<AppState> {
@@ -79,11 +80,10 @@ async fn account_template(
     })
 }
 
-pub async fn account_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match page.user_or_log_in("/account")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+pub async fn account_page(
+    State(state): State<AppState>,
+    LoggedIn { page, user }: LoggedIn,
+) -> Result<Response> {
     Ok(account_template(&state, page.chrome, &user, None)
         .await?
         .into_response())
@@ -111,11 +111,10 @@ pub struct SessionsTemplate {
     granularity_minutes: u64,
 }
 
-pub async fn sessions_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match page.user_or_log_in("/account/sessions")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+pub async fn sessions_page(
+    State(state): State<AppState>,
+    LoggedIn { page, user }: LoggedIn,
+) -> Result<Response> {
     let current = page.session.inner().id();
     let rows = state
         .sessions
@@ -157,13 +156,9 @@ pub struct RevokeForm {
 
 pub async fn revoke(
     State(state): State<AppState>,
-    page: Page,
+    LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<RevokeForm>,
 ) -> Result<Response> {
-    let user = match page.user_or_log_in("/account/sessions")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
     let handle = form
         .session
         .as_deref()
@@ -198,11 +193,10 @@ pub async fn revoke(
     Ok(Redirect::to("/account/sessions").into_response())
 }
 
-pub async fn revoke_others(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match page.user_or_log_in("/account/sessions")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    LoggedIn { page, user }: LoggedIn,
+) -> Result<Response> {
     // Every other session ends, indexed or not; this one is carried over to the new epoch.
     let (epoch, ended) = state
         .sessions
@@ -263,10 +257,7 @@ pub struct PasswordTemplate {
     submission: String,
 }
 
-pub async fn password_page(page: Page) -> Result<Response> {
-    if let Err(to_login) = page.user_or_log_in("/account/password")? {
-        return Ok(to_login);
-    }
+pub async fn password_page(LoggedIn { page, .. }: LoggedIn) -> Result<Response> {
     Ok(PasswordTemplate {
         chrome: page.chrome,
         error: None,
@@ -286,13 +277,9 @@ pub struct PasswordForm {
 pub async fn change_password(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    page: Page,
+    LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<PasswordForm>,
 ) -> Result<Response> {
-    let user = match page.user_or_log_in("/account/password")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
     let submission = submission_id(form.submission.as_deref());
     if let Some(id) = &submission {
         if page.session.applied_submission().await?.as_deref() == Some(id.as_str()) {
@@ -397,13 +384,9 @@ pub struct DeleteForm {
 pub async fn delete_account(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    page: Page,
+    LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<DeleteForm>,
 ) -> Result<Response> {
-    let user = match page.user_or_log_in("/account")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
     let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
         let state = state.clone();
         let user = user.clone();

@@ -7,7 +7,7 @@
 //! - logout: `flush()` deletes the session in Redis and the cookie in the browser;
 //!   the user's cart stays in `cart:{u<id>}` for the next login, on any device.
 //!
-//! Each form carries a one-time `submission` id (TEAM decision, issue 9): a login
+//! Each form carries a one-time `submission` id: a login
 //! replayed after a lost response replaces the session the first try created
 //! instead of adding one; a replayed logout (its id is the session's handle) finds
 //! that session gone and changes nothing; a replayed registration finds the account

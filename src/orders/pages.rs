@@ -22,7 +22,7 @@ use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::token;
 use crate::web::form::FormData;
-use crate::web::page::{log_in_first, Chrome, Page};
+use crate::web::page::{Chrome, LoggedIn};
 
 /// The routes of this feature, merged into the app's router (`web::router`).
 pub fn router() -> Router<AppState> {
@@ -81,11 +81,10 @@ impl CheckoutTemplate {
 
 /// GET /checkout: the cart, the shipping form (filled in from the last order), and
 /// a fresh submission id. Rendering writes nothing.
-pub async fn checkout_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match page.user_or_log_in("/checkout")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+pub async fn checkout_page(
+    State(state): State<AppState>,
+    LoggedIn { page, user }: LoggedIn,
+) -> Result<Response> {
     let lines = price_lines(&state.catalog, &page.cart);
     let shipping = store::latest_shipping(&state.db, user.id)
         .await?
@@ -117,12 +116,9 @@ pub struct CheckoutForm {
 /// 4. Empty the cart if it still holds exactly the ordered lines.
 pub async fn place_order(
     State(state): State<AppState>,
-    page: Page,
+    LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<CheckoutForm>,
 ) -> Result<Response> {
-    let Some(user) = page.chrome.user.clone() else {
-        return Ok(log_in_first("/checkout"));
-    };
     let session = page.session.clone();
     let lines = price_lines(&state.catalog, &page.cart);
     let typed = Shipping {
@@ -283,11 +279,10 @@ pub struct OrdersTemplate {
 }
 
 /// GET /orders: the user's orders, newest first.
-pub async fn orders_page(State(state): State<AppState>, page: Page) -> Result<Response> {
-    let user = match page.user_or_log_in("/orders")? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
+pub async fn orders_page(
+    State(state): State<AppState>,
+    LoggedIn { page, user }: LoggedIn,
+) -> Result<Response> {
     let orders = store::list_for_user(&state.db, user.id).await?;
     Ok(OrdersTemplate {
         chrome: page.chrome,
@@ -309,13 +304,9 @@ pub struct OrderTemplate {
 pub async fn order_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    page: Page,
+    LoggedIn { page, user }: LoggedIn,
 ) -> Result<Response> {
     let id: i64 = id.parse().map_err(|_| AppError::NotFound)?;
-    let user = match page.user_or_log_in(&format!("/orders/{id}"))? {
-        Ok(user) => user,
-        Err(to_login) => return Ok(to_login),
-    };
     let order = store::find_for_user(&state.db, user.id, id)
         .await?
         .ok_or(AppError::NotFound)?;

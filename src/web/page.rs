@@ -120,24 +120,46 @@ pub struct Page {
     pub submission: String,
 }
 
-impl Page {
-    /// The logged-in user, or the answer for a visitor who is not: the login page
-    /// (then back to `next`), or, when Redis cannot say who the visitor is (a
-    /// degraded, read-only page), the 503 page rather than a login form that a
-    /// logged-in user could not use either. For pages only a known user can see.
-    pub fn user_or_log_in(&self, next: &str) -> Result<Result<SessionUser, Response>, AppError> {
-        if self.chrome.degraded {
+/// A page only a known user can see: the [`Page`] and its user. A visitor who is
+/// not logged in is sent to log in and then back ([`form_page`]); when Redis cannot
+/// say who the visitor is (a degraded, read-only page), the answer is the 503 page
+/// rather than a login form that a logged-in user could not use either.
+pub struct LoggedIn {
+    pub page: Page,
+    pub user: SessionUser,
+}
+
+impl FromRequestParts<AppState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let page = Page::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if page.chrome.degraded {
             return Err(AppError::session_store_unavailable(anyhow::anyhow!(
                 "the session store is unavailable: this page needs to know the user"
-            )));
+            ))
+            .into_response());
         }
-        Ok(self.chrome.user.clone().ok_or_else(|| log_in_first(next)))
+        match page.chrome.user.clone() {
+            Some(user) => Ok(LoggedIn { page, user }),
+            None => {
+                let next = form_page(parts.uri.path());
+                Err(Redirect::to(&format!("/login?next={next}")).into_response())
+            }
+        }
     }
 }
 
-/// Where an anonymous visitor goes: the login page, then back to `next`.
-pub fn log_in_first(next: &str) -> Response {
-    Redirect::to(&format!("/login?next={next}")).into_response()
+/// Where to come back after logging in: the page itself, or for a form, the page
+/// that shows it. A form is sent to its page's own address, except these actions.
+fn form_page(path: &str) -> &str {
+    match path {
+        "/account/delete" => "/account",
+        "/account/sessions/revoke" | "/account/sessions/revoke-others" => "/account/sessions",
+        path => path,
+    }
 }
 
 impl FromRequestParts<AppState> for Page {
