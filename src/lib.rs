@@ -11,6 +11,7 @@ pub mod cart;
 pub mod catalog;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod memory;
 pub mod orders;

@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use crate::auth::throttle::Verdict;
-use crate::auth::{password, submission_id, too_many_logins, users, Password};
+use crate::auth::{password, too_many_logins, users, Password};
 use crate::cart::CartOwner;
+use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::store::LiveSession;
 use crate::session::{Flash, SessionUser};
@@ -38,22 +38,6 @@ pub fn router() -> Router<AppState> {
         .route("/account/delete", post(delete_account))
 }
 
-/// `2026-12-02 02:30 UTC`
-fn when(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute()
-            )
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 // ------------------------------------------------------------------ /account
 
 #[derive(Template, WebTemplate)]
@@ -75,7 +59,7 @@ async fn account_template(
     Ok(AccountTemplate {
         chrome,
         username: user.name.clone(),
-        member_since: created.map_or_else(|| "unknown".to_owned(), when),
+        member_since: created.map_or_else(|| "unknown".to_owned(), crate::web::format::date),
         error,
     })
 }
@@ -133,8 +117,8 @@ pub async fn sessions_page(
             } else {
                 facts.client
             },
-            signed_in: when(facts.login_at),
-            last_active: when(facts.seen_at.max(facts.login_at)),
+            signed_in: crate::web::format::date(facts.login_at),
+            last_active: crate::web::format::date(facts.seen_at.max(facts.login_at)),
             replica: facts.replica,
             remember: facts.remember,
             current: Some(id) == current,
@@ -280,7 +264,8 @@ pub async fn change_password(
     LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<PasswordForm>,
 ) -> Result<Response> {
-    let submission = submission_id(form.submission.as_deref());
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
     if let Some(id) = &submission {
         if page.session.applied_submission().await?.as_deref() == Some(id.as_str()) {
             page.session

@@ -8,14 +8,6 @@ pub mod users;
 
 pub use throttle::LoginThrottle;
 
-/// A one-time submission id as the forms render it (32 hex digits, see
-/// `token::random`); anything else counts as no id.
-pub fn submission_id(raw: Option<&str>) -> Option<String> {
-    raw.map(str::trim)
-        .filter(|s| (16..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .map(str::to_owned)
-}
-
 /// The 429 page for a throttled login (or re-authentication).
 pub fn too_many_logins(wait: std::time::Duration) -> crate::error::AppError {
     let minutes = wait.as_secs().div_ceil(60).max(1);

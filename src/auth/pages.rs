@@ -24,7 +24,8 @@ use axum::Router;
 use serde::Deserialize;
 
 use super::throttle::Verdict;
-use super::{password, safe_next, submission_id, too_many_logins, users, Password, Username};
+use super::{password, safe_next, too_many_logins, users, Password, Username};
+use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
@@ -178,7 +179,8 @@ pub async fn log_in(
     };
 
     state.throttle.succeeded(&user.username, client).await?;
-    let submission = submission_id(form.submission.as_deref());
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
     // A replay of this very form (double click, retry after a lost response): the
     // session its first try created is replaced, not joined by a second one.
     let replayed = match &submission {
@@ -249,7 +251,8 @@ pub async fn log_out(
     // `curl -X POST /logout` sends no form at all: that is a logout without an id.
     let submission = form
         .ok()
-        .and_then(|FormData(f)| submission_id(f.submission.as_deref()));
+        .and_then(|FormData(f)| SubmissionId::parse_or_none(f.submission.as_deref()))
+        .map(SubmissionId::into_string);
     let user = session.user().await?;
     let replay = match (&user, submission) {
         (None, _) => true,
@@ -328,7 +331,8 @@ pub async fn register(
         .chars()
         .take(64)
         .collect();
-    let submission = submission_id(form.submission.as_deref());
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
     // A retried form keeps its id, so the page it shows again keeps it too.
     let form_id = submission.clone().unwrap_or_else(token::random);
     let refuse = |status: StatusCode, error: &str, chrome: Chrome| {

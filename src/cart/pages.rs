@@ -19,6 +19,7 @@ use super::{
 };
 use crate::auth::safe_next;
 use crate::catalog::{Money, Product};
+use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
@@ -84,26 +85,8 @@ pub struct LineForm {
 }
 
 impl LineForm {
-    fn submission(&self) -> Result<Option<&str>> {
-        submission_id(self.submission.as_deref())
-    }
-}
-
-/// A one-time submission id from a form: absent (scripts, curl) or a short token.
-pub fn submission_id(raw: Option<&str>) -> Result<Option<&str>> {
-    match raw.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(id)
-            if id.len() <= 80
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            Ok(Some(id))
-        }
-        Some(_) => Err(AppError::bad_request(
-            "The form could not be read. Please reload the page and try again.",
-        )),
+    fn submission(&self) -> Result<Option<SubmissionId>> {
+        Ok(SubmissionId::parse(self.submission.as_deref())?)
     }
 }
 
@@ -117,6 +100,7 @@ pub async fn add_to_cart(
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_add(form.quantity.as_deref())?;
     let submission = form.submission()?;
+    let submission = submission.as_ref().map(SubmissionId::as_str);
     let back = match form.back.as_deref() {
         Some(back) => safe_next(Some(back)),
         None => "/cart".to_owned(),
@@ -229,6 +213,7 @@ pub async fn update_cart(
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_set(form.quantity.as_deref())?;
     let submission = form.submission()?;
+    let submission = submission.as_ref().map(SubmissionId::as_str);
 
     let carts = &state.carts;
     let change = |owner: CartOwner, guard: Option<EpochGuard>| async move {

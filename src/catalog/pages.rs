@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
 use super::{category_name, Product, CATEGORIES, MAX_SEARCH};
-use crate::cart::MAX_QUANTITY;
+use crate::domain::MAX_QUANTITY;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
 use crate::web::page::{Chrome, Page};

@@ -250,29 +250,6 @@ fn text_field(raw: Option<&str>, what: &str, max: usize, error: &mut Option<Stri
     value
 }
 
-/// A checkout form's one-time submission id: what `token::random` makes (letters and
-/// digits), within bounds, nothing else.
-pub fn parse_submission(raw: Option<&str>) -> Option<&str> {
-    let raw = raw?.trim();
-    ((16..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then_some(raw)
-}
-
-/// A date for people: `2 December 2026, 14:05 UTC`.
-pub fn format_date(unix_seconds: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix_seconds) {
-        Ok(at) => format!(
-            "{} {} {}, {:02}:{:02} UTC",
-            at.day(),
-            at.month(),
-            at.year(),
-            at.hour(),
-            at.minute()
-        ),
-        Err(_) => "unknown date".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,26 +297,5 @@ mod tests {
                 .len()
                 == 5
         );
-    }
-
-    #[test]
-    fn submission_ids_are_plain_tokens() {
-        let token = crate::token::random();
-        assert_eq!(parse_submission(Some(&token)), Some(token.as_str()));
-        for bad in [
-            "",
-            "short",
-            "../../etc/passwd/../../..",
-            &"a".repeat(65),
-            "abc def ghi jkl mno",
-        ] {
-            assert_eq!(parse_submission(Some(bad)), None, "{bad:?}");
-        }
-        assert_eq!(parse_submission(None), None);
-    }
-
-    #[test]
-    fn dates_are_readable() {
-        assert_eq!(format_date(0), "1 January 1970, 00:00 UTC");
     }
 }

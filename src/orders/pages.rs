@@ -12,11 +12,12 @@ use serde::Deserialize;
 
 use super::store::{self, Order, OrderLine, OrderSummary, Placed};
 use super::{
-    fingerprint, item_count, parse_submission, price_lines, total, PricedLine, RawShipping,
-    Shipping, ShippingErrors, COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_NAME, MAX_POSTCODE,
+    fingerprint, item_count, price_lines, total, PricedLine, RawShipping, Shipping, ShippingErrors,
+    COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_NAME, MAX_POSTCODE,
 };
 use crate::cart::CartOwner;
 use crate::catalog::Money;
+use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
@@ -130,7 +131,9 @@ pub async fn place_order(
     };
 
     // A form without a usable id cannot be made exactly-once: show it again with one.
-    let Some(submission) = parse_submission(form.submission.as_deref()).map(str::to_owned) else {
+    let Some(submission) =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string)
+    else {
         let mut again = CheckoutTemplate::new(page.chrome, lines, typed, token::random());
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."

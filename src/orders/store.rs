@@ -26,9 +26,6 @@ impl Order {
     pub fn total(&self) -> Money {
         Money(self.total_cents)
     }
-    pub fn date(&self) -> String {
-        super::format_date(self.created_at)
-    }
     pub fn country_name(&self) -> &str {
         super::country_name(&self.country)
     }
@@ -75,9 +72,6 @@ pub struct OrderSummary {
 impl OrderSummary {
     pub fn total(&self) -> Money {
         Money(self.total_cents)
-    }
-    pub fn date(&self) -> String {
-        super::format_date(self.created_at)
     }
 }
 

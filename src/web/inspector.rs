@@ -26,22 +26,6 @@ fn shorten(id: &str) -> String {
     format!("{}…", id.chars().take(8).collect::<String>())
 }
 
-fn when(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
-        .unwrap_or_else(|_| unix.to_string())
-}
-
 pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<SessionTemplate> {
     let backend = if state.redis.is_some() {
         "Redis"
@@ -84,7 +68,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         rows.push((
             "Expires at",
             if ttl >= 0 {
-                when(now + ttl)
+                super::format::date_to_the_second(now + ttl)
             } else {
                 "—".into()
             },
@@ -103,10 +87,13 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
                 },
             ));
             if let Some(at) = session.login_at().await? {
-                rows.push(("Logged in at", when(at)));
+                rows.push(("Logged in at", super::format::date_to_the_second(at)));
             }
             if let Some(seen) = session.seen_at().await? {
-                rows.push(("Idle deadline last slid at", when(seen)));
+                rows.push((
+                    "Idle deadline last slid at",
+                    super::format::date_to_the_second(seen),
+                ));
             }
         }
         None => {

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod client_ip;
 pub mod form;
+pub mod format;
 mod health;
 mod inspector;
 pub mod middleware;
