@@ -1,16 +1,108 @@
 //! The cart: where it is stored (`store`), the pages and forms (`handlers`), and
 //! the checked types that a form's strings become before anything touches a cart.
 
+mod memory;
 pub mod pages;
+mod redis;
 mod store;
 
 use std::sync::Arc;
 
-pub use store::{Added, CartOwner, CartStore, EpochGuard, Guarded, Lines, Updated};
+pub use store::CartStore;
 
 use crate::catalog::{Catalog, Product};
 pub use crate::domain::{Quantity, MAX_QUANTITY};
 use crate::error::AppError;
+
+/// Whose cart: a logged-in user's (kept across logouts and devices) or an anonymous visitor's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CartOwner {
+    User(i64),
+    Anonymous(String),
+}
+
+impl CartOwner {
+    /// The hash tag every key of this cart carries (one Redis Cluster slot per cart).
+    fn tag(&self) -> String {
+        match self {
+            CartOwner::User(id) => format!("{{u{id}}}"),
+            CartOwner::Anonymous(id) => format!("{{a{id}}}"),
+        }
+    }
+
+    pub fn redis_key(&self) -> String {
+        format!("cart:{}", self.tag())
+    }
+
+    /// Submission ids already applied to this cart.
+    fn submissions_key(&self) -> String {
+        format!("subs:{}", self.tag())
+    }
+
+    /// Set on an anonymous cart once the login merge has taken it.
+    fn retired_key(&self) -> String {
+        format!("cart:{}:retired", self.tag())
+    }
+
+    fn moving_key(&self) -> String {
+        format!("cart:{}:moving", self.tag())
+    }
+
+    fn merged_key(&self) -> String {
+        format!("cart:{}:merged", self.tag())
+    }
+}
+
+/// The result of adding to a cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Applied {
+        /// The line's quantity now.
+        quantity: u32,
+        /// True when the add would have gone over [`MAX_QUANTITY`] and was capped.
+        capped: bool,
+    },
+    /// This submission id was applied before: nothing changed.
+    AlreadyApplied,
+    /// The anonymous cart was merged into a user's cart meanwhile (the visitor
+    /// logged in on another tab or replica): nothing changed.
+    CartRetired,
+}
+
+/// The result of changing a line's quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Set,
+    Removed,
+    /// The line was not in the cart (removed meanwhile, in another tab): nothing changed.
+    NotInCart,
+    AlreadyApplied,
+    CartRetired,
+}
+
+/// A cart change sent with an [`EpochGuard`]: done (with the change's own answer),
+/// or refused because the session is older than its user's credential epoch —
+/// nothing changed, and the current epoch is given to settle the session with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Done(T),
+    Stale(i64),
+}
+
+/// A logged-in session's claim to write to its user's cart: the write's own script
+/// checks the user's credential epoch (same hash slot as the cart), so a cart
+/// change costs no separate epoch read, and a password change or "sign out
+/// everywhere" cannot slip in between the check and the write.
+#[derive(Debug, Clone)]
+pub struct EpochGuard {
+    /// The user's epoch key (`session::index::epoch_key`).
+    pub key: String,
+    /// The epoch the session was created in: the write is refused if the user's is higher.
+    pub session_epoch: i64,
+}
+
+/// One line of a cart: product id and quantity, in product id order.
+pub type Lines = Vec<(i64, u32)>;
 
 /// A product id from a form that names a product in the catalog.
 pub fn product_from_form<'c>(
