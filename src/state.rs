@@ -15,11 +15,11 @@ use crate::session::{Lifetimes, SessionIndex, SessionStore};
 /// The application's shared state. Every middleware and handler that asks for it
 /// clones it, several times per request: one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState(Arc<Parts>);
+pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(parts: Parts) -> Self {
-        AppState(Arc::new(parts))
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
     }
 }
 
@@ -31,15 +31,15 @@ impl axum::extract::FromRef<AppState> for SessionIndex {
 }
 
 impl Deref for AppState {
-    type Target = Parts;
+    type Target = Shared;
 
-    fn deref(&self) -> &Parts {
+    fn deref(&self) -> &Shared {
         &self.0
     }
 }
 
 /// What [`AppState`] holds.
-pub struct Parts {
+pub struct Shared {
     pub config: Arc<Config>,
     /// SQLite or Postgres, by `DATABASE_URL` (src/db.rs).
     pub db: crate::db::Db,

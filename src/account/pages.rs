@@ -22,9 +22,9 @@ use crate::state::AppState;
 use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
-use crate::web::page::{Chrome, LoggedIn};
+use crate::web::page::{Layout, LoggedIn};
 
-/// The routes of this feature, merged into the app's router (`web::router`).
+/// The routes of this feature, merged into the app's router (`router::build`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/account", get(account_page))
@@ -43,7 +43,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Template, WebTemplate)]
 #[template(path = "account.html")]
 pub struct AccountTemplate {
-    chrome: Chrome,
+    layout: Layout,
     username: String,
     member_since: String,
     error: Option<String>,
@@ -51,13 +51,13 @@ pub struct AccountTemplate {
 
 async fn account_template(
     state: &AppState,
-    chrome: Chrome,
+    layout: Layout,
     user: &SessionUser,
     error: Option<String>,
 ) -> Result<AccountTemplate> {
     let created = users::created_at(&state.db, user.id).await?;
     Ok(AccountTemplate {
-        chrome,
+        layout,
         username: user.name.clone(),
         member_since: created.map_or_else(|| "unknown".to_owned(), crate::web::format::date),
         error,
@@ -68,7 +68,7 @@ pub async fn account_page(
     State(state): State<AppState>,
     LoggedIn { page, user }: LoggedIn,
 ) -> Result<Response> {
-    Ok(account_template(&state, page.chrome, &user, None)
+    Ok(account_template(&state, page.layout, &user, None)
         .await?
         .into_response())
 }
@@ -89,7 +89,7 @@ pub struct SessionRow {
 #[derive(Template, WebTemplate)]
 #[template(path = "account_sessions.html")]
 pub struct SessionsTemplate {
-    chrome: Chrome,
+    layout: Layout,
     rows: Vec<SessionRow>,
     /// How fine "last active" is: the keep-alive interval, in minutes.
     granularity_minutes: u64,
@@ -126,7 +126,7 @@ pub async fn sessions_page(
         .collect();
     let granularity_minutes = state.lifetimes.keep_alive_interval().as_secs().div_ceil(60);
     Ok(SessionsTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         rows,
         granularity_minutes,
     }
@@ -236,14 +236,14 @@ async fn reauthenticate(
 #[derive(Template, WebTemplate)]
 #[template(path = "account_password.html")]
 pub struct PasswordTemplate {
-    chrome: Chrome,
+    layout: Layout,
     error: Option<String>,
     submission: String,
 }
 
 pub async fn password_page(LoggedIn { page, .. }: LoggedIn) -> Result<Response> {
     Ok(PasswordTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         error: None,
         submission: token::random(),
     }
@@ -275,11 +275,11 @@ pub async fn change_password(
         }
     }
     let form_id = submission.clone().unwrap_or_else(token::random);
-    let again = |status: StatusCode, error: &str, chrome: Chrome| {
+    let again = |status: StatusCode, error: &str, layout: Layout| {
         (
             status,
             PasswordTemplate {
-                chrome,
+                layout,
                 error: Some(error.to_owned()),
                 submission: form_id.clone(),
             },
@@ -293,26 +293,26 @@ pub async fn change_password(
         return Ok(again(
             StatusCode::BAD_REQUEST,
             "Please fill in your current password and the new one twice.",
-            page.chrome,
+            page.layout,
         ));
     };
     if current.len() > Password::MAX_BYTES {
         return Ok(again(
             StatusCode::BAD_REQUEST,
             "Passwords are at most 128 bytes long.",
-            page.chrome,
+            page.layout,
         ));
     }
     let new = match Password::parse(new) {
         Ok(new) => new,
-        Err(message) => return Ok(again(StatusCode::BAD_REQUEST, message, page.chrome)),
+        Err(message) => return Ok(again(StatusCode::BAD_REQUEST, message, page.layout)),
     };
     let new = new.into_inner();
     if confirm != new {
         return Ok(again(
             StatusCode::BAD_REQUEST,
             "The two new passwords do not match.",
-            page.chrome,
+            page.layout,
         ));
     }
     if reauthenticate(&state, &user, client, current)
@@ -322,7 +322,7 @@ pub async fn change_password(
         return Ok(again(
             StatusCode::UNAUTHORIZED,
             "Your current password is not right. Nothing was changed.",
-            page.chrome,
+            page.layout,
         ));
     }
 
@@ -372,7 +372,7 @@ pub async fn delete_account(
     LoggedIn { page, user }: LoggedIn,
     FormData(form): FormData<DeleteForm>,
 ) -> Result<Response> {
-    let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
+    let refuse = |status: StatusCode, error: &str, layout: Layout| {
         let state = state.clone();
         let user = user.clone();
         let error = error.to_owned();
@@ -380,7 +380,7 @@ pub async fn delete_account(
             Ok::<_, AppError>(
                 (
                     status,
-                    account_template(&state, chrome, &user, Some(error)).await?,
+                    account_template(&state, layout, &user, Some(error)).await?,
                 )
                     .into_response(),
             )
@@ -390,7 +390,7 @@ pub async fn delete_account(
         return refuse(
             StatusCode::BAD_REQUEST,
             "Please enter your password to delete your account.",
-            page.chrome,
+            page.layout,
         )
         .await;
     };
@@ -398,7 +398,7 @@ pub async fn delete_account(
         return refuse(
             StatusCode::BAD_REQUEST,
             "Passwords are at most 128 bytes long.",
-            page.chrome,
+            page.layout,
         )
         .await;
     }
@@ -409,7 +409,7 @@ pub async fn delete_account(
         return refuse(
             StatusCode::UNAUTHORIZED,
             "That password is not right. Your account was not deleted.",
-            page.chrome,
+            page.layout,
         )
         .await;
     }

@@ -32,9 +32,9 @@ use crate::state::AppState;
 use crate::token;
 use crate::web::agent;
 use crate::web::client_ip::ClientIp;
-use crate::web::{form::FormData, page::Chrome, page::Page};
+use crate::web::{form::FormData, page::Layout, page::Page};
 
-/// The routes of this feature, merged into the app's router (`web::router`).
+/// The routes of this feature, merged into the app's router (`router::build`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(log_in))
@@ -45,7 +45,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Template, WebTemplate)]
 #[template(path = "login.html")]
 pub struct LoginTemplate {
-    chrome: Chrome,
+    layout: Layout,
     username: String,
     next: String,
     remember: bool,
@@ -58,9 +58,9 @@ pub struct LoginTemplate {
 }
 
 impl LoginTemplate {
-    fn new(chrome: Chrome, username: String, next: String, remember_days: u32) -> Self {
+    fn new(layout: Layout, username: String, next: String, remember_days: u32) -> Self {
         LoginTemplate {
-            chrome,
+            layout,
             username,
             next,
             remember: false,
@@ -86,7 +86,7 @@ pub async fn login_page(
     // the login form: it goes back to the home page instead.
     let next = query.ok().and_then(|Query(query)| query.next);
     LoginTemplate::new(
-        page.chrome,
+        page.layout,
         String::new(),
         safe_next(next.as_deref()),
         state.config.remember_me_days,
@@ -116,9 +116,9 @@ pub async fn log_in(
     let remember = form.remember.is_some();
     let typed_username = form.username.clone().unwrap_or_default();
     let remember_days = state.config.remember_me_days;
-    let again = |status: StatusCode, error: &str, chrome: Chrome| {
+    let again = |status: StatusCode, error: &str, layout: Layout| {
         let username: String = typed_username.chars().take(64).collect();
-        let mut page = LoginTemplate::new(chrome, username, next.clone(), remember_days);
+        let mut page = LoginTemplate::new(layout, username, next.clone(), remember_days);
         page.remember = remember;
         page.error = Some(error.to_owned());
         (status, page).into_response()
@@ -128,7 +128,7 @@ pub async fn log_in(
         return Ok(again(
             StatusCode::BAD_REQUEST,
             "Please enter your username and password.",
-            page.chrome,
+            page.layout,
         ));
     };
     // Too long is refused before any hashing.
@@ -136,7 +136,7 @@ pub async fn log_in(
         return Ok(again(
             StatusCode::BAD_REQUEST,
             "Passwords are at most 128 bytes long.",
-            page.chrome,
+            page.layout,
         ));
     }
     // A name that cannot exist is a failed login like any other; it is counted
@@ -174,7 +174,7 @@ pub async fn log_in(
         return Ok(again(
             StatusCode::UNAUTHORIZED,
             WRONG_CREDENTIALS,
-            page.chrome,
+            page.layout,
         ));
     };
 
@@ -276,7 +276,7 @@ pub async fn log_out(
 #[derive(Template, WebTemplate)]
 #[template(path = "register.html")]
 pub struct RegisterTemplate {
-    chrome: Chrome,
+    layout: Layout,
     username: String,
     error: Option<String>,
     submission: String,
@@ -284,7 +284,7 @@ pub struct RegisterTemplate {
 
 pub async fn register_page(page: Page) -> RegisterTemplate {
     RegisterTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         username: String::new(),
         error: None,
         submission: token::random(),
@@ -302,13 +302,13 @@ pub struct RegisterForm {
 /// The login page for an account that exists, with a note instead of an error.
 fn account_exists(
     state: &AppState,
-    chrome: Chrome,
+    layout: Layout,
     username: &str,
     status: StatusCode,
     note: &str,
 ) -> Response {
     let mut page = LoginTemplate::new(
-        chrome,
+        layout,
         username.to_owned(),
         "/".to_owned(),
         state.config.remember_me_days,
@@ -335,11 +335,11 @@ pub async fn register(
         SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
     // A retried form keeps its id, so the page it shows again keeps it too.
     let form_id = submission.clone().unwrap_or_else(token::random);
-    let refuse = |status: StatusCode, error: &str, chrome: Chrome| {
+    let refuse = |status: StatusCode, error: &str, layout: Layout| {
         (
             status,
             RegisterTemplate {
-                chrome,
+                layout,
                 username: typed.clone(),
                 error: Some(error.to_owned()),
                 submission: form_id.clone(),
@@ -350,17 +350,17 @@ pub async fn register(
 
     let username = match Username::parse(form.username.as_deref().unwrap_or_default()) {
         Ok(username) => username,
-        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.chrome)),
+        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.layout)),
     };
     let password = match Password::parse(form.password.unwrap_or_default()) {
         Ok(password) => password,
-        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.chrome)),
+        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.layout)),
     };
     if form.password_confirm.as_deref() != Some(password.0.as_str()) {
         return Ok(refuse(
             StatusCode::BAD_REQUEST,
             "The two passwords do not match.",
-            page.chrome,
+            page.layout,
         ));
     }
 
@@ -393,7 +393,7 @@ pub async fn register(
                     tracing::info!(username = %name, "registration replayed");
                     return Ok(account_exists(
                         &state,
-                        page.chrome,
+                        page.layout,
                         &name,
                         StatusCode::OK,
                         "Your account exists: it was created when you first sent this form. Please log in.",
@@ -403,7 +403,7 @@ pub async fn register(
             return Ok(refuse(
                 StatusCode::CONFLICT,
                 "That username is taken. Please choose another.",
-                page.chrome,
+                page.layout,
             ));
         }
         Err(users::CreateUserError::Database(e)) => return Err(e.into()),
@@ -446,7 +446,7 @@ pub async fn register(
         // A 5xx: the session layer leaves the unsaved session alone.
         return Ok(account_exists(
             &state,
-            Chrome::bare(state.replica.clone()),
+            Layout::bare(state.replica.clone()),
             &user.username,
             StatusCode::SERVICE_UNAVAILABLE,
             "Your account was created, but you could not be logged in just now. Please log in.",

@@ -24,9 +24,10 @@ use crate::error::{AppError, Result};
 use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
 use crate::web::form::FormData;
-use crate::web::page::{Chrome, Page, WriteNotes};
+use crate::web::notes::WriteNotes;
+use crate::web::page::{Layout, Page};
 
-/// The routes of this feature, merged into the app's router (`web::router`).
+/// The routes of this feature, merged into the app's router (`router::build`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/cart", get(cart_page))
@@ -43,7 +44,7 @@ pub struct CartLine {
 #[derive(Template, WebTemplate)]
 #[template(path = "cart.html")]
 pub struct CartTemplate {
-    chrome: Chrome,
+    layout: Layout,
     lines: Vec<CartLine>,
     total: Money,
     max_quantity: u32,
@@ -66,7 +67,7 @@ pub async fn cart_page(State(state): State<AppState>, page: Page) -> CartTemplat
         .collect();
     let total = Money(lines.iter().map(|line| line.total.0).sum());
     CartTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         lines,
         total,
         max_quantity: MAX_QUANTITY,

@@ -15,9 +15,9 @@ use super::{category_name, Product, CATEGORIES, MAX_SEARCH};
 use crate::domain::MAX_QUANTITY;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
-use crate::web::page::{Chrome, Page};
+use crate::web::page::{Layout, Page};
 
-/// The routes of this feature, merged into the app's router (`web::router`).
+/// The routes of this feature, merged into the app's router (`router::build`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(catalog_page))
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Template, WebTemplate)]
 #[template(path = "catalog.html")]
 pub struct CatalogTemplate {
-    chrome: Chrome,
+    layout: Layout,
     products: Vec<Arc<Product>>,
     /// The search as typed (trimmed, bounded); empty when there is none.
     q: String,
@@ -125,7 +125,7 @@ pub async fn catalog_page(
     // An add from search results comes back to the same results.
     let back = link(category);
     CatalogTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         products,
         clear_search,
         search_everywhere,
@@ -157,7 +157,7 @@ fn query_escape(value: &str) -> String {
 #[derive(Template, WebTemplate)]
 #[template(path = "product.html")]
 pub struct ProductTemplate {
-    chrome: Chrome,
+    layout: Layout,
     product: Arc<Product>,
     max_quantity: u32,
     submission: String,
@@ -174,7 +174,7 @@ pub async fn product_page(
         .ok_or(AppError::NotFound)?
         .clone();
     Ok(ProductTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         product,
         max_quantity: MAX_QUANTITY,
         submission: page.submission,

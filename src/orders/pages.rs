@@ -23,9 +23,9 @@ use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::token;
 use crate::web::form::FormData;
-use crate::web::page::{Chrome, LoggedIn};
+use crate::web::page::{Layout, LoggedIn};
 
-/// The routes of this feature, merged into the app's router (`web::router`).
+/// The routes of this feature, merged into the app's router (`router::build`).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/checkout", get(checkout_page).post(place_order))
@@ -36,7 +36,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Template, WebTemplate)]
 #[template(path = "checkout.html")]
 pub struct CheckoutTemplate {
-    chrome: Chrome,
+    layout: Layout,
     lines: Vec<PricedLine>,
     total: Money,
     item_count: u32,
@@ -56,9 +56,9 @@ pub struct CheckoutTemplate {
 }
 
 impl CheckoutTemplate {
-    fn new(chrome: Chrome, lines: Vec<PricedLine>, shipping: Shipping, submission: String) -> Self {
+    fn new(layout: Layout, lines: Vec<PricedLine>, shipping: Shipping, submission: String) -> Self {
         CheckoutTemplate {
-            chrome,
+            layout,
             total: total(&lines),
             item_count: item_count(&lines),
             cart: fingerprint(&lines),
@@ -90,7 +90,7 @@ pub async fn checkout_page(
     let shipping = store::latest_shipping(&state.db, user.id)
         .await?
         .unwrap_or_default();
-    Ok(CheckoutTemplate::new(page.chrome, lines, shipping, token::random()).into_response())
+    Ok(CheckoutTemplate::new(page.layout, lines, shipping, token::random()).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,7 +134,7 @@ pub async fn place_order(
     let Some(submission) =
         SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string)
     else {
-        let mut again = CheckoutTemplate::new(page.chrome, lines, typed, token::random());
+        let mut again = CheckoutTemplate::new(page.layout, lines, typed, token::random());
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),
@@ -144,7 +144,7 @@ pub async fn place_order(
 
     // 1. Already placed (a double click, a retry after a lost answer)?
     if let Some(order) = store::find_by_key(&state.db, &submission).await? {
-        return already_placed(&state, &session, &user, order, page.chrome, lines, typed).await;
+        return already_placed(&state, &session, &user, order, page.layout, lines, typed).await;
     }
 
     // 2. Everything checked before anything is written.
@@ -175,7 +175,7 @@ pub async fn place_order(
     let shipping = match (parsed, notice) {
         (Ok(shipping), None) => shipping,
         (parsed, notice) => {
-            let mut again = CheckoutTemplate::new(page.chrome, lines, typed, submission);
+            let mut again = CheckoutTemplate::new(page.layout, lines, typed, submission);
             let mut status = StatusCode::BAD_REQUEST;
             if let Some((notice_status, text)) = notice {
                 status = notice_status;
@@ -201,7 +201,7 @@ pub async fn place_order(
                 .ok_or_else(|| {
                     AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
                 })?;
-            return already_placed(&state, &session, &user, order, page.chrome, lines, typed).await;
+            return already_placed(&state, &session, &user, order, page.layout, lines, typed).await;
         }
     };
     tracing::info!(
@@ -237,13 +237,13 @@ async fn already_placed(
     session: &ShopSession,
     user: &SessionUser,
     order: Order,
-    chrome: Chrome,
+    layout: Layout,
     lines: Vec<PricedLine>,
     typed: Shipping,
 ) -> Result<Response> {
     if order.user_id != user.id {
         // Someone else's id (it cannot happen by chance: 128 random bits).
-        let mut again = CheckoutTemplate::new(chrome, lines, typed, token::random());
+        let mut again = CheckoutTemplate::new(layout, lines, typed, token::random());
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),
@@ -277,7 +277,7 @@ fn keep_typed(raw: Option<&str>, max: usize) -> String {
 #[derive(Template, WebTemplate)]
 #[template(path = "orders.html")]
 pub struct OrdersTemplate {
-    chrome: Chrome,
+    layout: Layout,
     orders: Vec<OrderSummary>,
 }
 
@@ -288,7 +288,7 @@ pub async fn orders_page(
 ) -> Result<Response> {
     let orders = store::list_for_user(&state.db, user.id).await?;
     Ok(OrdersTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         orders,
     }
     .into_response())
@@ -297,7 +297,7 @@ pub async fn orders_page(
 #[derive(Template, WebTemplate)]
 #[template(path = "order.html")]
 pub struct OrderTemplate {
-    chrome: Chrome,
+    layout: Layout,
     order: Order,
     lines: Vec<OrderLine>,
 }
@@ -315,7 +315,7 @@ pub async fn order_page(
         .ok_or(AppError::NotFound)?;
     let lines = store::lines(&state.db, order.id).await?;
     Ok(OrderTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         order,
         lines,
     }

@@ -11,12 +11,12 @@ use time::OffsetDateTime;
 use crate::cart::CartOwner;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
-use crate::web::page::{Chrome, Page};
+use crate::web::page::{Layout, Page};
 
 #[derive(Template, WebTemplate)]
 #[template(path = "session.html")]
 pub struct SessionTemplate {
-    chrome: Chrome,
+    layout: Layout,
     backend: &'static str,
     /// `None`: this browser has no session on the server.
     rows: Option<Vec<(&'static str, String)>>,
@@ -33,12 +33,12 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         "in-memory (dev mode)"
     };
     let session = &page.session;
-    let user = page.chrome.user.clone();
+    let user = page.layout.user.clone();
     // Degraded (Redis unreachable): the banner says so; the session cannot be read.
-    let id = session.inner().id().filter(|_| !page.chrome.degraded);
+    let id = session.inner().id().filter(|_| !page.layout.degraded);
     let Some(id) = id else {
         return Ok(SessionTemplate {
-            chrome: page.chrome,
+            layout: page.layout,
             backend,
             rows: None,
         });
@@ -116,7 +116,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         ));
     }
     Ok(SessionTemplate {
-        chrome: page.chrome,
+        layout: page.layout,
         backend,
         rows: Some(rows),
     })

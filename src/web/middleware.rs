@@ -20,7 +20,8 @@ use crate::error::{
 use crate::session;
 use crate::shutdown::Peer;
 use crate::state::AppState;
-use crate::web::page::{Chrome, Page, RequestNotes};
+use crate::web::notes::RequestNotes;
+use crate::web::page::{Layout, Page};
 
 /// Every request's log span carries the replica and the request id (nginx's
 /// `X-Request-Id` when behind it, 32 fresh hex digits otherwise), so one click can be
@@ -173,7 +174,7 @@ pub async fn connection_upkeep(
 #[derive(Template, WebTemplate)]
 #[template(path = "error.html")]
 struct ErrorTemplate {
-    chrome: Chrome,
+    layout: Layout,
     status: u16,
     title: String,
     message: String,
@@ -242,9 +243,9 @@ pub async fn html_errors(
         status
     };
     let page = ErrorTemplate {
-        chrome: notes
-            .chrome()
-            .unwrap_or_else(|| Chrome::bare(state.replica.clone())),
+        layout: notes
+            .layout()
+            .unwrap_or_else(|| Layout::bare(state.replica.clone())),
         status: status.as_u16(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: message.unwrap_or_else(|| default_message(status).to_owned()),

@@ -6,105 +6,18 @@
 //! are still drawn, in a degraded, read-only mode: a banner says the cart and the
 //! account are unavailable for now, and nothing about the visitor is shown.
 
-use std::sync::{Arc, Mutex};
-
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::cart::{CartOwner, Lines};
 use crate::error::{AppError, Dependency};
-use crate::session::{Flash, SessionUser, ShopSession};
+use crate::session::{SessionUser, ShopSession};
 use crate::state::AppState;
 use tower_sessions::SessionStore as _;
 
-/// The layout's data (`templates/base.html`).
-#[derive(Debug, Clone)]
-pub struct Chrome {
-    pub user: Option<SessionUser>,
-    pub cart_count: u32,
-    pub flashes: Vec<Flash>,
-    pub replica: Arc<str>,
-    /// False on error pages drawn without knowing the visitor.
-    pub show_account: bool,
-    /// Redis is unreachable: the visitor's cart and account are not shown.
-    pub degraded: bool,
-}
-
-impl Chrome {
-    /// The layout for pages drawn without the session.
-    pub fn bare(replica: Arc<str>) -> Self {
-        Chrome {
-            user: None,
-            cart_count: 0,
-            flashes: Vec::new(),
-            replica,
-            show_account: false,
-            degraded: false,
-        }
-    }
-
-    /// The layout while Redis is unreachable: links to log in and to the cart stay
-    /// (they lead to pages that say what is going on), the visitor's details do not.
-    pub fn degraded(replica: Arc<str>) -> Self {
-        Chrome {
-            show_account: true,
-            degraded: true,
-            ..Chrome::bare(replica)
-        }
-    }
-}
-
-/// What one request's layers tell each other: put in the request's extensions by
-/// the outermost page middleware (`html_errors`), filled in on the way.
-#[derive(Debug, Default)]
-pub struct RequestNotes {
-    /// The layout data as the page extractor found it, so an error page drawn
-    /// later keeps the whole header.
-    pub chrome: Mutex<Option<Chrome>>,
-    /// Set when a write was applied: where its success redirect goes. If saving the
-    /// session fails afterwards, the visitor is still sent there, not told to retry.
-    pub applied: Mutex<Option<String>>,
-}
-
-impl RequestNotes {
-    pub fn of(parts: &Parts) -> Option<Arc<RequestNotes>> {
-        parts.extensions.get::<Arc<RequestNotes>>().cloned()
-    }
-
-    pub fn chrome(&self) -> Option<Chrome> {
-        self.chrome.lock().expect("notes lock").clone()
-    }
-
-    pub fn is_degraded(&self) -> bool {
-        self.chrome().is_some_and(|c| c.degraded)
-    }
-
-    pub fn applied(&self) -> Option<String> {
-        self.applied.lock().expect("notes lock").clone()
-    }
-}
-
-/// Records, for the error layer, that a write was applied and where its success
-/// redirect goes (see [`RequestNotes::applied`]).
-#[derive(Debug, Clone, Default)]
-pub struct WriteNotes(Option<Arc<RequestNotes>>);
-
-impl<S: Send + Sync> FromRequestParts<S> for WriteNotes {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(WriteNotes(RequestNotes::of(parts)))
-    }
-}
-
-impl WriteNotes {
-    pub fn applied(&self, location: &str) {
-        if let Some(notes) = &self.0 {
-            *notes.applied.lock().expect("notes lock") = Some(location.to_owned());
-        }
-    }
-}
+pub use super::layout::Layout;
+use super::notes::RequestNotes;
 
 /// Extractor for page handlers: the session, the visitor's cart and the layout data.
 ///
@@ -115,7 +28,7 @@ pub struct Page {
     pub session: ShopSession,
     /// The cart's lines, in product id order; empty for a visitor with no cart.
     pub cart: Lines,
-    pub chrome: Chrome,
+    pub layout: Layout,
     /// A fresh one-time id for the forms this page renders (`submission` field).
     pub submission: String,
 }
@@ -136,13 +49,13 @@ impl FromRequestParts<AppState> for LoggedIn {
         let page = Page::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        if page.chrome.degraded {
+        if page.layout.degraded {
             return Err(AppError::session_store_unavailable(anyhow::anyhow!(
                 "the session store is unavailable: this page needs to know the user"
             ))
             .into_response());
         }
-        match page.chrome.user.clone() {
+        match page.layout.user.clone() {
             Some(user) => Ok(LoggedIn { page, user }),
             None => {
                 let next = form_page(parts.uri.path());
@@ -168,36 +81,36 @@ impl FromRequestParts<AppState> for Page {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let session = ShopSession::from_request_parts(parts, state).await?;
         let read_only = matches!(parts.method, Method::GET | Method::HEAD);
-        let chrome = match visitor(&session, state).await {
-            Ok((chrome, cart)) => Ok((chrome, cart)),
+        let layout = match visitor(&session, state).await {
+            Ok((layout, cart)) => Ok((layout, cart)),
             // A page that only reads is drawn without the visitor's details.
             Err(AppError::Unavailable(Dependency::SessionStore, cause)) if read_only => {
                 tracing::warn!(error = %format!("{cause:#}"), "Redis unavailable: read-only page");
-                Ok((Chrome::degraded(state.replica.clone()), Lines::new()))
+                Ok((Layout::degraded(state.replica.clone()), Lines::new()))
             }
             Err(err) => Err(err),
         };
-        let (chrome, cart) = chrome?;
+        let (layout, cart) = layout?;
         if let Some(notes) = RequestNotes::of(parts) {
-            *notes.chrome.lock().expect("notes lock") = Some(chrome.clone());
+            *notes.layout.lock().expect("notes lock") = Some(layout.clone());
         }
         Ok(Page {
             session,
             cart,
-            chrome,
+            layout,
             submission: crate::token::random(),
         })
     }
 }
 
 /// The visitor as the layout shows them, and their cart's lines.
-async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Chrome, Lines), AppError> {
+async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Layout, Lines), AppError> {
     // Reads the cart and checks the user's credential epoch in one command (account/).
     let cart = page_cart(state, session).await?;
     let user = session.user().await?;
     let cart_count = cart.iter().map(|(_, quantity)| quantity).sum();
     let flashes = session.take_flashes().await?;
-    let chrome = Chrome {
+    let layout = Layout {
         user,
         cart_count,
         flashes,
@@ -205,7 +118,7 @@ async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Chrome, Lin
         show_account: true,
         degraded: false,
     };
-    Ok((chrome, cart))
+    Ok((layout, cart))
 }
 
 /// The cart lines a page shows, with the session's user checked on the way.

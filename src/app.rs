@@ -1,0 +1,213 @@
+//! The application: built once at start (the database, and Redis or the
+//! in-memory stand-ins — the one place that chooses), then served until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::ClientLike;
+use tokio::net::TcpListener;
+
+use crate::auth::{throttle::Limits, LoginThrottle};
+use crate::cart::CartStore;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::session::{Lifetimes, SessionIndex, SessionStore};
+use crate::state::AppState;
+
+/// A built application: bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to SQLite (migrating it) and Redis (or sets up the in-memory
+    /// stores), and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let replica: Arc<str> = config.replica().into();
+
+        let db = crate::db::connect(&config.database_url).await?;
+        crate::db::migrate(&db).await?;
+        if config.demo_user {
+            crate::auth::users::ensure_demo_user(&db).await?;
+        }
+        let catalog = Arc::new(Catalog::load(&db).await.context("loading the catalog")?);
+        crate::assets::init();
+        crate::auth::password::warm_up();
+
+        let lifetimes = Lifetimes {
+            idle: config.session_idle_timeout,
+            remember: config.remember_me(),
+            max: config.session_max_lifetime,
+            remember_max: config.remember_me_max_lifetime,
+            anonymous: config.anon_cart_ttl,
+        };
+        let limits = Limits {
+            per_user: config.login_max_failures_per_user,
+            per_client: config.login_max_failures_per_client,
+            per_user_total: config.login_max_failures_per_user_total,
+            window: config.login_throttle_window,
+            register_per_client: config.register_max_per_client,
+            register_window: config.register_throttle_window,
+        };
+
+        let longest_login = config.longest_login();
+        let (redis, sessions, carts, throttle, index) = match &config.redis_url {
+            Some(url) => {
+                let pool = crate::redis::connect(url, config.redis_timeout).await?;
+                crate::redis::refuse_evicting(&pool, config.allow_evicting_redis).await?;
+                let mode = crate::redis::topology::Mode::of_url(url);
+                tracing::info!(
+                    replica = %replica,
+                    redis = %redact(url),
+                    connected = %crate::redis::topology::describe(&pool, mode),
+                    "sessions and carts are kept in Redis"
+                );
+                let index = SessionIndex::redis(pool.clone(), longest_login);
+                (
+                    Some(pool.clone()),
+                    SessionStore::redis(pool.clone(), lifetimes.clone(), index.clone()),
+                    CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
+                    LoginThrottle::redis(pool, limits),
+                    index,
+                )
+            }
+            None => {
+                tracing::warn!(
+                    replica = %replica,
+                    "REDIS_URL is not set: sessions and carts are kept in this process's memory \
+                     (lost on restart, not shared between replicas). \
+                     Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
+                );
+                let index = SessionIndex::memory(longest_login);
+                (
+                    None,
+                    SessionStore::memory(lifetimes.clone(), index.clone()),
+                    CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
+                    LoginThrottle::memory(limits),
+                    index,
+                )
+            }
+        };
+
+        let state = AppState::new(crate::state::Shared {
+            config: config.clone(),
+            db,
+            redis,
+            carts,
+            throttle,
+            index,
+            sessions: sessions.clone(),
+            catalog,
+            lifetimes,
+            replica,
+            user_hints: Arc::default(),
+            draining: Arc::default(),
+        });
+        let router = crate::router::build(state.clone(), sessions);
+        let address = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish (bounded by the request timeout) and closes the pools.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            router,
+            state,
+        } = self;
+        let address = listener.local_addr()?;
+        tracing::info!(replica = %state.replica, "listening on http://{address}");
+        let service = router.into_make_service_with_connect_info::<crate::shutdown::Peer>();
+        let drain_limit = state.config.request_timeout + Duration::from_secs(1);
+        let limits = crate::shutdown::ConnectionLimits {
+            header_read: state.config.header_read_timeout,
+            idle: state.config.idle_timeout,
+        };
+        // See shutdown.rs: drain, then stop accepting, then let connections finish.
+        let (accepting_tx, accepting_rx) = tokio::sync::watch::channel(false);
+        let (listener, settled) =
+            crate::shutdown::DrainingListener::new(listener, accepting_rx, limits)?;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = state.draining.clone();
+        let drain_window = state.config.shutdown_drain;
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(?drain_window, "shutting down: draining connections");
+            draining.store(true, std::sync::atomic::Ordering::Release);
+            tokio::time::sleep(drain_window).await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = accepting_tx.send(true);
+            settled.wait(crate::shutdown::SETTLE_LIMIT).await;
+            let _ = stopping_tx.send(());
+        });
+        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        tokio::select! {
+            result = &mut server => result?,
+            () = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(drain_limit).await;
+            } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+        }
+        state.db.close().await;
+        if let Some(redis) = &state.redis {
+            let _ = redis.quit().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+use crate::db::redact;
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

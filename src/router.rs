@@ -1,0 +1,156 @@
+//! The whole application as one router: the feature pages (behind the session
+//! layer), static files, health checks, and the layers around every request.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::routing::get;
+use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::SessionManagerLayer;
+
+use crate::session::{cookie_name, secure_cookie_removal, SessionStore};
+use crate::state::AppState;
+use crate::web;
+
+/// Largest request body accepted: every form here is far smaller.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// On every response, with the other security headers (set as plain header
+/// layers, no per-request middleware future).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+    style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'; object-src 'none'";
+
+/// The whole application: pages (with sessions), static files, health checks.
+///
+/// Each group's middleware wraps the group once, as one service (`ServiceBuilder`
+/// around a router), not each of its routes: `Router::layer` would box every
+/// layer around every route, and every request would clone that whole chain of
+/// boxes (40-odd allocations a page view, measured in docs/PERFORMANCE.md).
+pub fn build(state: AppState, sessions: SessionStore) -> Router {
+    let session_layer = SessionManagerLayer::new(sessions)
+        .with_name(cookie_name(state.config.cookie_secure))
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_path("/")
+        .with_secure(state.config.cookie_secure);
+
+    // Only pages go through the session layer: static files and health checks
+    // never look up a session.
+    let page_routes = Router::new()
+        .merge(crate::catalog::pages::router())
+        .merge(crate::cart::pages::router())
+        .merge(crate::auth::pages::router())
+        .merge(crate::account::pages::router())
+        .merge(crate::orders::pages::router())
+        .route("/session", get(web::inspector::session_page))
+        .fallback(web::middleware::not_found)
+        .with_state(state.clone());
+    let pages = ServiceBuilder::new()
+        // Pages show who is logged in: no shared cache, no back-button copy after logout.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        // Only over HTTPS (a `__Host-` cookie): plain HTTP skips the extra layer.
+        .option_layer(
+            state
+                .config
+                .cookie_secure
+                .then(|| from_fn(secure_cookie_removal)),
+        )
+        .layer(session_layer)
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::middleware::session_upkeep,
+        ))
+        .service(page_routes);
+
+    let static_files = ServiceBuilder::new()
+        // Outermost: `style.<hash>.css` is style.css, cached for good.
+        .layer(from_fn(crate::assets::serve_fingerprinted))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=604800"),
+        ))
+        .service(ServeDir::new(crate::assets::static_dir()));
+
+    let replica = HeaderValue::from_str(&state.replica)
+        .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
+
+    // For people: every error becomes a page in the site's layout, requests are
+    // bounded in time and size, and cross-site forms are refused.
+    let site = ServiceBuilder::new()
+        // Outermost, so error pages are compressed too: gzip or brotli as the
+        // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
+        .layer(CompressionLayer::new())
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::middleware::html_errors,
+        ))
+        .layer(from_fn(web::middleware::cross_origin_protection))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .service(
+            Router::new()
+                .nest_service("/static", static_files)
+                .fallback_service(pages),
+        );
+
+    // For machines (load balancer, compose): plain-text health checks. The layers
+    // below wrap both: request ids, the request log line, the replica's name and
+    // the security headers are on every response.
+    let everything = Router::new()
+        .route("/healthz", get(web::health::healthz))
+        .route("/readyz", get(web::health::readyz))
+        .fallback_service(site)
+        .with_state(state.clone());
+    let outer = ServiceBuilder::new()
+        // Listed outermost first.
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::middleware::connection_upkeep,
+        ))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            web::middleware::MakeRequestId,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(web::middleware::RequestSpan::new(state.replica.clone()))
+                // One line per request, in the span with the replica and request id.
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
+        // The CSP allows only this site's own files: there is no inline script
+        // anywhere, and no page may be framed (clickjacking).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .service(everything);
+    Router::new().fallback_service(outer)
+}
