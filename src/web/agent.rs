@@ -15,15 +15,15 @@ pub fn describe(user_agent: Option<&str>) -> String {
 }
 
 fn browser(ua: &str) -> &'static str {
-    // Order matters: Edge and Opera say "Layout", Layout says "Safari".
+    // Order matters: Edge and Opera say "Chrome", Chrome says "Safari".
     const BROWSERS: [(&str, &str); 9] = [
         ("Edg/", "Edge"),
         ("OPR/", "Opera"),
         ("SamsungBrowser/", "Samsung Internet"),
         ("Firefox/", "Firefox"),
         ("FxiOS/", "Firefox"),
-        ("CriOS/", "Layout"),
-        ("Layout/", "Layout"),
+        ("CriOS/", "Chrome"),
+        ("Chrome/", "Chrome"),
         ("Safari/", "Safari"),
         ("curl/", "curl"),
     ];
@@ -58,10 +58,10 @@ mod tests {
     fn common_browsers_are_named() {
         let cases = [
             ("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0", "Firefox on Linux"),
-            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Layout/131.0.0.0 Safari/537.36 Edg/131.0.0.0", "Edge on Windows"),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0", "Edge on Windows"),
             ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15", "Safari on macOS"),
             ("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1", "Safari on iOS"),
-            ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Layout/131.0.0.0 Mobile Safari/537.36", "Layout on Android"),
+            ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36", "Chrome on Android"),
             ("curl/8.5.0", "curl"),
         ];
         for (ua, expected) in cases {
