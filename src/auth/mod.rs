@@ -1,4 +1,4 @@
-//! SessionIndex: registration, login, logout, and the checked types a form's strings
+//! Accounts: registration, login, logout, and the checked types a form's strings
 //! become (`Username`, `Password`) before any query or hash sees them.
 
 pub mod pages;

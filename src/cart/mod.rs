@@ -1,5 +1,5 @@
-//! The cart: where it is stored (`store`), the pages and forms (`handlers`), and
-//! the checked types that a form's strings become before anything touches a cart.
+//! The cart: its types, where it is stored (`store`, with its Lua scripts in
+//! `redis` and the dev stand-in in `memory`), and its pages and forms (`pages`).
 
 mod memory;
 pub mod pages;
@@ -78,6 +78,17 @@ pub enum Updated {
     NotInCart,
     AlreadyApplied,
     CartRetired,
+}
+
+/// What emptying the cart after an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleared {
+    /// The cart held exactly the ordered lines: it is empty now.
+    Emptied,
+    /// The cart changed while the order was being placed: it was kept as it is.
+    Kept,
+    /// Done before for this order (a replay of its form): the cart was not touched.
+    AlreadyDone,
 }
 
 /// A cart change sent with an [`EpochGuard`]: done (with the change's own answer),

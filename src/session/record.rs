@@ -17,7 +17,7 @@ pub(crate) mod key {
     pub const CREATED_BY: &str = "by";
     /// Only in a tombstone: this session was ended (logout, or replaced at login).
     pub const ENDED: &str = "ended";
-    /// The user's credential epoch when this login started (`account::SessionIndex`).
+    /// The user's credential epoch when this login started (`session::index`).
     pub const EPOCH: &str = "ep";
     /// The opaque handle that names this session on the sessions page and in the
     /// logout form (never the session id).

@@ -141,7 +141,7 @@ impl tower_sessions::SessionStore for SessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        // Read already, together with the cart (`account::page_cart`)?
+        // Read already, together with the cart (`web::page`)?
         if let Some(record) = take_prefetched(id) {
             return Ok(record);
         }

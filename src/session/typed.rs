@@ -134,7 +134,7 @@ impl ShopSession {
     /// The logged-in user, checked: a session from before the user's last password
     /// change, account deletion or "sign out everywhere" is ended here and the
     /// visitor is anonymous. The check reads the user's credential epoch once per
-    /// request (page views read it together with the cart: `account::page_cart`).
+    /// request (page views read it together with the cart: `web::page`).
     pub async fn user(&self) -> SessionResult<Option<SessionUser>> {
         if let Some(verdict) = self.known_verdict() {
             return Ok(verdict);
