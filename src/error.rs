@@ -36,9 +36,10 @@ pub enum AppError {
     /// Redis (sessions, carts) or the database cannot be reached right now: nothing changed.
     #[error("{0} unavailable: {1:#}")]
     Unavailable(Dependency, anyhow::Error),
-    /// A write was sent but no answer came back: it may or may not have been applied.
-    #[error("outcome unknown: {0:#}")]
-    OutcomeUnknown(anyhow::Error),
+    /// A write was sent but no answer came back: it may or may not have been
+    /// applied. The page says where to look before trying again.
+    #[error("outcome unknown: {1:#}")]
+    OutcomeUnknown(LookAt, anyhow::Error),
     /// Redis (`maxmemory`, `noeviction`) or the database's disk refused a write
     /// for want of room: nothing changed.
     #[error("{0} full: {1:#}")]
@@ -69,9 +70,27 @@ impl std::fmt::Display for Dependency {
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
 
-/// Marks a response whose write may or may not have been applied (for `html_errors`).
+/// Marks a response whose write may or may not have been applied (for
+/// `html_errors`), with where the visitor can see whether it was.
 #[derive(Debug, Clone, Copy)]
-pub struct OutcomeUnknown;
+pub struct OutcomeUnknown(pub LookAt);
+
+/// Where a visitor sees whether a write whose answer was lost was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookAt {
+    Cart,
+    Orders,
+}
+
+impl LookAt {
+    /// The page, and the link's words.
+    pub fn link(self) -> (&'static str, &'static str) {
+        match self {
+            LookAt::Cart => ("/cart", "Look at your cart"),
+            LookAt::Orders => ("/orders", "Look at your orders"),
+        }
+    }
+}
 
 /// How long a client should wait before retrying after a 503.
 pub const UNAVAILABLE_RETRY_AFTER: &str = "5";
@@ -84,7 +103,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(..) | AppError::Full(..) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,7 +115,8 @@ impl AppError {
             AppError::BadRequest(msg) | AppError::Forbidden(msg) | AppError::Conflict(msg) => {
                 msg.clone()
             }
-            AppError::OutcomeUnknown(_) => OUTCOME_UNKNOWN.to_owned(),
+            AppError::OutcomeUnknown(LookAt::Cart, _) => OUTCOME_UNKNOWN.to_owned(),
+            AppError::OutcomeUnknown(LookAt::Orders, _) => ORDER_OUTCOME_UNKNOWN.to_owned(),
             AppError::Unavailable(Dependency::Database, _) => DATABASE_UNAVAILABLE.to_owned(),
             AppError::Full(Dependency::Database, _) => DATABASE_FULL.to_owned(),
             AppError::Full(Dependency::SessionStore, _) => STORE_FULL.to_owned(),
@@ -128,6 +148,10 @@ was changed. Browsing and your cart still work; please try again in a few second
 pub const OUTCOME_UNKNOWN: &str =
     "We could not confirm whether your change was saved: the session store \
 did not answer in time. Please look at your cart before trying again.";
+
+/// An order whose database COMMIT was sent but never answered: it may exist.
+pub const ORDER_OUTCOME_UNKNOWN: &str = "We could not confirm whether your order was placed: the \
+database did not answer in time. Please look at your orders before trying again.";
 
 /// Redis is full and refuses writes (it must not evict sessions and carts instead).
 pub const STORE_FULL: &str = "The shop cannot save changes right now: its session store is full. \
@@ -170,7 +194,7 @@ impl From<tower_sessions::session_store::Error> for AppError {
 impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unknown(_) => AppError::OutcomeUnknown(err.into()),
+            StoreError::Unknown(_) => AppError::OutcomeUnknown(LookAt::Cart, err.into()),
             StoreError::Full(_) => AppError::Full(Dependency::SessionStore, err.into()),
             StoreError::Unavailable(_) => AppError::session_store_unavailable(err),
         }
@@ -193,7 +217,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         match &self {
-            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(..) | AppError::Full(..) => {
                 tracing::warn!(error = %self, "dependency unavailable")
             }
             AppError::Internal(cause) => {
@@ -205,8 +229,8 @@ impl IntoResponse for AppError {
         response
             .extensions_mut()
             .insert(ErrorMessage(self.user_message()));
-        if matches!(self, AppError::OutcomeUnknown(_)) {
-            response.extensions_mut().insert(OutcomeUnknown);
+        if let AppError::OutcomeUnknown(look_at, _) = &self {
+            response.extensions_mut().insert(OutcomeUnknown(*look_at));
         }
         let headers = response.headers_mut();
         match &self {
@@ -217,7 +241,7 @@ impl IntoResponse for AppError {
                     HeaderValue::from_str(&secs).expect("digits"),
                 );
             }
-            AppError::Unavailable(..) | AppError::OutcomeUnknown(_) | AppError::Full(..) => {
+            AppError::Unavailable(..) | AppError::OutcomeUnknown(..) | AppError::Full(..) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),

@@ -819,6 +819,16 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     let app = TestApp::spawn_full(Some(redis), db_dir, database_url, "full-disk", |_| {}).await;
     let users_before = app.user_count().await;
 
+    // A shopper with a cart and a checkout page, before the disk fills up.
+    let shopper = app.browser();
+    shopper
+        .register("shopper", "shopper-pass-123")
+        .await
+        .assert_redirect("/");
+    shopper.add_to_cart("1", "1").await;
+    let form = checkout_form(&shopper).await;
+    let users_before = users_before + 1;
+
     // The disk fills up: the registration is refused, and nobody is logged in.
     disk.fill();
     let mallory = app.browser();
@@ -839,8 +849,24 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     assert_eq!(app.user_count().await, users_before, "no row was stored");
     assert_eq!(mallory.get("/").await.logged_in_as(), None);
 
+    // An order on the full disk: the 503 page, nothing saved, the cart kept.
+    let page = place_order(&shopper, &form).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    page.assert_contains("nothing was saved");
+    assert_eq!(order_count(&app).await, 0);
+    assert_eq!(shopper.get("/cart").await.cart_lines().len(), 1);
+
     // Space comes back; the next registration is a different person's account.
     disk.free();
+    // The same form now places the order, once.
+    let placed = place_order(&shopper, &form).await;
+    assert_eq!(placed.status, StatusCode::SEE_OTHER, "{}", placed.body);
+    assert_eq!(order_count(&app).await, 1);
     let alice = app.browser();
     alice
         .register("alice", "alice-pass-123")
@@ -905,4 +931,221 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     let erin_line = erin.get("/cart").await.cart_lines()[0].0.clone();
     sees_nothing_of(&dave, "erin", &erin_line).await;
     assert_eq!(erin.get("/").await.logged_in_as().as_deref(), Some("erin"));
+}
+
+// ---- Orders: the answer after a commit is the order.
+
+/// The checkout form as the page rendered it, with a shipping address: its fields.
+async fn checkout_form(shopper: &Browser) -> Vec<(String, String)> {
+    let page = shopper.get("/checkout").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The header's logout form has a `submission` field too: read the checkout form's.
+    let form = &page.body[page
+        .body
+        .find("action=\"/checkout\"")
+        .expect("checkout form")..];
+    let hidden = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = form.find(&marker).expect("hidden field") + marker.len();
+        form[start..start + form[start..].find('"').unwrap()].to_owned()
+    };
+    [
+        ("name", "Ada Lovelace"),
+        ("address", "12 St James's Square"),
+        ("city", "London"),
+        ("postcode", "SW1Y 4JH"),
+        ("country", "GB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain([
+        ("submission".to_owned(), hidden("submission")),
+        ("cart".to_owned(), hidden("cart")),
+    ])
+    .collect()
+}
+
+async fn place_order(shopper: &Browser, form: &[(String, String)]) -> Page {
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    shopper.post("/checkout", &fields).await
+}
+
+async fn order_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
+/// A TCP proxy in front of Redis that stalls both directions from the moment the
+/// replica sends the n-th command holding some bytes until the test lets it go:
+/// Redis hanging at exactly one chosen command.
+struct StallProxy {
+    port: u16,
+    /// The bytes, and how many more commands holding them pass before the stall.
+    trigger: Arc<Mutex<Option<(Vec<u8>, usize)>>>,
+    stalled: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallProxy {
+    async fn start(target: u16) -> StallProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let trigger: Arc<Mutex<Option<(Vec<u8>, usize)>>> = Arc::default();
+        let (stalled, _) = tokio::sync::watch::channel(false);
+        let (trigger_in, stalled_in) = (trigger.clone(), stalled.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (trigger, up) = (trigger_in.clone(), stalled_in.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let hit = match trigger.lock().unwrap().as_mut() {
+                            Some((bytes, before))
+                                if buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice()) =>
+                            {
+                                let hit = *before == 0;
+                                *before = before.saturating_sub(1);
+                                hit
+                            }
+                            _ => false,
+                        };
+                        if hit {
+                            up.send_replace(true);
+                        }
+                        let mut watch = up.subscribe();
+                        let _ = watch.wait_for(|stalled| !stalled).await;
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let down = stalled_in.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut watch = down.subscribe();
+                        let _ = watch.wait_for(|stalled| !stalled).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        StallProxy {
+            port,
+            trigger,
+            stalled,
+            task,
+        }
+    }
+
+    /// Stall at the command that holds `bytes` after `passing` others that do.
+    fn stall_at(&self, bytes: &str, passing: usize) {
+        *self.trigger.lock().unwrap() = Some((bytes.as_bytes().to_vec(), passing));
+    }
+
+    fn release(&self) {
+        *self.trigger.lock().unwrap() = None;
+        self.stalled.send_replace(false);
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
+    let redis = Arc::new(RedisServer::start().await);
+    let proxy = StallProxy::start(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let app = TestApp::spawn_sharing(
+        Some(redis),
+        Arc::new(tempfile::tempdir().unwrap()),
+        "stalling",
+        |config| {
+            config.redis_url = Some(url);
+            config.redis_timeout = Duration::from_millis(300);
+        },
+    )
+    .await;
+    let shopper = app.browser();
+    shopper
+        .register("stalled-shopper", "stalled-pass-123")
+        .await
+        .assert_redirect("/");
+    shopper.add_to_cart("2", "1").await;
+    let form = checkout_form(&shopper).await;
+    let cart_key = format!(
+        "cart:{{u{}}}",
+        user_id(&app, "stalled-shopper").await.unwrap()
+    );
+
+    // Redis hangs when the cart is emptied after the commit: the second command
+    // that names the cart (the first reads it for the page), and so does the
+    // session save after it.
+    proxy.stall_at(&cart_key, 1);
+    let page = place_order(&shopper, &form).await;
+    proxy.release();
+    assert_eq!(order_count(&app).await, 1, "the order was committed");
+    let order_id: i64 = sqlx::query_scalar("SELECT id FROM orders")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    page.assert_redirect(&format!("/orders/{order_id}"));
+    assert!(!page.body.contains("nothing was changed"), "{}", page.body);
+
+    // The order page shows it; sending the form again changes nothing.
+    let order = shopper.get(&format!("/orders/{order_id}")).await;
+    assert_eq!(order.status, StatusCode::OK, "{}", order.body);
+    place_order(&shopper, &form)
+        .await
+        .assert_redirect(&format!("/orders/{order_id}"));
+    assert_eq!(order_count(&app).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_replay_of_a_checkout_form_never_empties_a_refilled_cart() {
+    for backend in [Backend::Redis, Backend::Memory] {
+        let app = TestApp::spawn(backend).await;
+        let shopper = app.browser();
+        shopper
+            .register("replayer", "replayer-pass-1")
+            .await
+            .assert_redirect("/");
+        shopper.add_to_cart("2", "1").await;
+        let form = checkout_form(&shopper).await;
+        let placed = place_order(&shopper, &form).await;
+        assert_eq!(placed.status, StatusCode::SEE_OTHER, "{}", placed.body);
+        assert!(shopper.get("/cart").await.cart_lines().is_empty());
+
+        // The same kettle again, acknowledged; then the old form arrives once more.
+        shopper.add_to_cart("2", "1").await;
+        let replay = place_order(&shopper, &form).await;
+        assert_eq!(replay.location(), placed.location(), "{backend:?}");
+        assert_eq!(order_count(&app).await, 1, "{backend:?}");
+        let lines = shopper.get("/cart").await.cart_lines();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{backend:?}: the new line was emptied: {lines:?}"
+        );
+        assert_eq!(lines[0].1, 1, "{backend:?}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Added, CartOwner, Updated, MAX_QUANTITY};
+use super::{Added, CartOwner, Cleared, Updated, MAX_QUANTITY};
 
 /// Why the in-memory carts refuse a change before looking at it (what
 /// `GUARD_LUA`'s -1 and -2 say in Redis); both changes answer it the same way.
@@ -94,6 +94,38 @@ impl MemoryCarts {
         };
         self.remember(owner, submission);
         outcome
+    }
+
+    /// [`CartStore::clear_for_order`](super::CartStore::clear_for_order) in memory.
+    pub(super) fn clear_for_order(
+        &mut self,
+        owner: &CartOwner,
+        submission: &str,
+        expected: &[(i64, u32)],
+    ) -> Cleared {
+        let key = owner.redis_key();
+        if self
+            .submissions
+            .get(&key)
+            .is_some_and(|s| s.contains(submission))
+        {
+            return Cleared::AlreadyDone;
+        }
+        let current: Vec<(i64, u32)> = self
+            .carts
+            .get(&key)
+            .map(|cart| cart.iter().map(|(p, q)| (*p, *q)).collect())
+            .unwrap_or_default();
+        let mut wanted = expected.to_vec();
+        wanted.sort_unstable();
+        let cleared = if current == wanted {
+            self.carts.remove(&key);
+            Cleared::Emptied
+        } else {
+            Cleared::Kept
+        };
+        self.remember(owner, Some(submission));
+        cleared
     }
 
     /// The in-memory twin of `GUARD_LUA`: why a change is refused, if it is.

@@ -144,23 +144,37 @@ pub(super) static LINES_AND_COUNTER_SCRIPT: LazyLock<Script> =
 
 // ---- Checkout (orders): empty the cart once its order is placed. ----
 
-/// Deletes the cart only if it holds exactly the expected lines: an order empties
-/// the cart it was placed from, never lines added after (another tab, another
-/// device). Repeating it is harmless, so a retried checkout can call it again.
-/// KEYS[1] cart; ARGV: product id, quantity, product id, quantity, …
-/// Returns 1 deleted, 0 the cart differs (left alone).
-const CLEAR_IF_UNCHANGED_LUA: &str = r#"
-if redis.call('HLEN', KEYS[1]) ~= #ARGV / 2 then
-  return 0
+/// Empties the cart an order was placed from, once per order: the order's
+/// submission id is remembered with the cart's others, in the same step, so a late
+/// replay of the same checkout form never touches lines added after the order
+/// (the same products added again). The cart is emptied only if it still holds
+/// exactly the ordered lines: lines added meanwhile (another tab, another device)
+/// are kept. KEYS[1] cart, KEYS[2] submissions; ARGV[1] the order's submission id,
+/// ARGV[2..4] as REMEMBER_LUA's; ARGV[5..] product id, quantity, product id, …
+/// Returns 1 emptied, 0 kept (it had changed), 2 done before for this order.
+const CLEAR_FOR_ORDER_BODY_LUA: &str = r#"
+if redis.call('ZSCORE', KEYS[2], submission) then
+  return 2
 end
-for i = 1, #ARGV, 2 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
-    return 0
+local same = redis.call('HLEN', KEYS[1]) == (#ARGV - 4) / 2
+if same then
+  for i = 5, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
+      same = false
+      break
+    end
   end
 end
-redis.call('DEL', KEYS[1])
-return 1
+if same then
+  redis.call('DEL', KEYS[1])
+end
+remember()
+if same then return 1 end
+return 0
 "#;
 
-pub(super) static CLEAR_IF_UNCHANGED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::from_lua(CLEAR_IF_UNCHANGED_LUA));
+pub(super) static CLEAR_FOR_ORDER_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(format!(
+        "local submission = ARGV[1]\n{REMEMBER_LUA}{CLEAR_FOR_ORDER_BODY_LUA}"
+    ))
+});

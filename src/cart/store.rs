@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use super::memory::MemoryCarts;
 use super::redis;
-use super::{Added, CartOwner, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
+use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
 use crate::redis::{connected, StoreError};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
@@ -332,41 +332,47 @@ impl CartStore {
         Ok(())
     }
 
-    /// Empties the cart if its lines are still exactly `expected`; true when it did
-    /// (or when both are empty). One key, so one hash slot.
-    pub async fn clear_if_unchanged(
+    /// Empties the cart an order was placed from, if its lines are still exactly
+    /// `expected`, and at most once per order (`submission`, the checkout form's
+    /// id, remembered in the same step): a late replay of the form never empties
+    /// lines added after the order. One hash slot.
+    pub async fn clear_for_order(
         &self,
         owner: &CartOwner,
+        submission: &str,
         expected: &[(i64, u32)],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Cleared, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let args: Vec<String> = expected
-                    .iter()
-                    .flat_map(|(product, quantity)| [product.to_string(), quantity.to_string()])
-                    .collect();
-                let cleared: i64 = redis::CLEAR_IF_UNCHANGED_SCRIPT
-                    .evalsha_with_reload(connected(pool)?, owner.redis_key(), args)
+                let mut args = vec![
+                    submission.to_owned(),
+                    now_unix().to_string(),
+                    SUBMISSION_MEMORY.as_secs().to_string(),
+                    SUBMISSIONS_KEPT.to_string(),
+                ];
+                args.extend(
+                    expected.iter().flat_map(|(product, quantity)| {
+                        [product.to_string(), quantity.to_string()]
+                    }),
+                );
+                let cleared: i64 = redis::CLEAR_FOR_ORDER_SCRIPT
+                    .evalsha_with_reload(
+                        connected(pool)?,
+                        vec![owner.redis_key(), owner.submissions_key()],
+                        args,
+                    )
                     .await
                     .map_err(StoreError::write)?;
-                Ok(cleared == 1)
+                Ok(match cleared {
+                    1 => Cleared::Emptied,
+                    2 => Cleared::AlreadyDone,
+                    _ => Cleared::Kept,
+                })
             }
-            Backend::Memory(carts) => {
-                let mut carts = carts.lock().expect("cart lock");
-                let key = owner.redis_key();
-                let current: Vec<(i64, u32)> = carts
-                    .carts
-                    .get(&key)
-                    .map(|cart| cart.iter().map(|(p, q)| (*p, *q)).collect())
-                    .unwrap_or_default();
-                let mut wanted = expected.to_vec();
-                wanted.sort_unstable();
-                if current != wanted {
-                    return Ok(false);
-                }
-                carts.carts.remove(&key);
-                Ok(true)
-            }
+            Backend::Memory(carts) => Ok(carts
+                .lock()
+                .expect("cart lock")
+                .clear_for_order(owner, submission, expected)),
         }
     }
 }

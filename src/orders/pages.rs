@@ -15,14 +15,16 @@ use super::{
     fingerprint, item_count, price_lines, total, PricedLine, RawShipping, Shipping, ShippingErrors,
     COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_NAME, MAX_POSTCODE,
 };
-use crate::cart::CartOwner;
+use crate::cart::{CartOwner, Cleared};
 use crate::catalog::Money;
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
+use crate::redis::StoreError;
 use crate::session::{Flash, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::token;
 use crate::web::form::FormData;
+use crate::web::notes::WriteNotes;
 use crate::web::page::{Layout, LoggedIn};
 
 /// The routes of this feature, merged into the app's router (`router::build`).
@@ -118,6 +120,7 @@ pub struct CheckoutForm {
 pub async fn place_order(
     State(state): State<AppState>,
     LoggedIn { page, user }: LoggedIn,
+    notes: WriteNotes,
     FormData(form): FormData<CheckoutForm>,
 ) -> Result<Response> {
     let session = page.session.clone();
@@ -144,7 +147,18 @@ pub async fn place_order(
 
     // 1. Already placed (a double click, a retry after a lost answer)?
     if let Some(order) = store::find_by_key(&state.db, &submission).await? {
-        return already_placed(&state, &session, &user, order, page.layout, lines, typed).await;
+        return already_placed(
+            &state,
+            &session,
+            &notes,
+            &user,
+            &submission,
+            order,
+            page.layout,
+            lines,
+            typed,
+        )
+        .await;
     }
 
     // 2. Everything checked before anything is written.
@@ -190,20 +204,30 @@ pub async fn place_order(
 
     // 3. Write it, once.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let order_id = match store::place(&state.db, user.id, &submission, &shipping, &lines, now)
-        .await?
-    {
-        Placed::New(id) => id,
-        Placed::AlreadyExists => {
-            // Another attempt with this id committed first: its order is the answer.
-            let order = store::find_by_key(&state.db, &submission)
-                .await?
-                .ok_or_else(|| {
-                    AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
-                })?;
-            return already_placed(&state, &session, &user, order, page.layout, lines, typed).await;
-        }
-    };
+    let order_id =
+        match store::place(&state.db, user.id, &submission, &shipping, &lines, now).await? {
+            Placed::New(id) => id,
+            Placed::AlreadyExists => {
+                // Another attempt with this id committed first: its order is the answer.
+                let order = store::find_by_key(&state.db, &submission)
+                    .await?
+                    .ok_or_else(|| {
+                        AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
+                    })?;
+                return already_placed(
+                    &state,
+                    &session,
+                    &notes,
+                    &user,
+                    &submission,
+                    order,
+                    page.layout,
+                    lines,
+                    typed,
+                )
+                .await;
+            }
+        };
     tracing::info!(
         order_id,
         user_id = user.id,
@@ -211,31 +235,59 @@ pub async fn place_order(
         "order placed"
     );
 
+    // The order is placed: from here on nothing can turn the answer into a
+    // failure. Whatever happens next (Redis stalls while the cart is emptied, the
+    // session cannot be saved), the shopper is sent to the order (`html_errors`).
+    let order_page = format!("/orders/{order_id}");
+    notes.applied(&order_page);
+
     // 4. Empty the cart, unless it changed since it was read.
     let owner = CartOwner::User(user.id);
-    let cleared = state.carts.clear_if_unchanged(&owner, &page.cart).await?;
-    session
-        .push_flash(Flash::success(format!(
-            "Thank you! Your order #{order_id} is placed."
-        )))
-        .await?;
-    if !cleared {
-        session
-            .push_flash(Flash::info(
-                "Your cart changed while the order was being placed, so it was kept as it is now.",
-            ))
-            .await?;
+    let mut flashes = vec![Flash::success(format!(
+        "Thank you! Your order #{order_id} is placed."
+    ))];
+    flashes.extend(cart_note(
+        state
+            .carts
+            .clear_for_order(&owner, &submission, &page.cart)
+            .await,
+    ));
+    for flash in flashes {
+        if let Err(err) = session.push_flash(flash).await {
+            tracing::warn!(order_id, error = %err, "order placed, message not kept");
+            break;
+        }
     }
-    Ok(Redirect::to(&format!("/orders/{order_id}")).into_response())
+    Ok(Redirect::to(&order_page).into_response())
+}
+
+/// What the shopper is told about their cart after an order, if anything.
+fn cart_note(cleared: std::result::Result<Cleared, StoreError>) -> Option<Flash> {
+    match cleared {
+        Ok(Cleared::Emptied | Cleared::AlreadyDone) => None,
+        Ok(Cleared::Kept) => Some(Flash::info(
+            "Your cart changed while the order was being placed, so it was kept as it is now.",
+        )),
+        Err(err) => {
+            tracing::warn!(error = %err, "order placed, cart not emptied");
+            Some(Flash::info(
+                "Your cart could not be emptied just now, so it still holds what you \
+                 ordered: there is no need to order it again.",
+            ))
+        }
+    }
 }
 
 /// The answer to a repeated submission id: the order it placed, if it is this
 /// user's. Empties the cart if it still holds exactly what was ordered, so a
 /// retry after a crash between "order written" and "cart emptied" finishes the job.
+#[allow(clippy::too_many_arguments)]
 async fn already_placed(
     state: &AppState,
     session: &ShopSession,
+    notes: &WriteNotes,
     user: &SessionUser,
+    submission: &str,
     order: Order,
     layout: Layout,
     lines: Vec<PricedLine>,
@@ -250,22 +302,30 @@ async fn already_placed(
         );
         return Ok((StatusCode::BAD_REQUEST, again).into_response());
     }
+    // Placed before: the answer is the order, whatever follows.
+    let order_page = format!("/orders/{}", order.id);
+    notes.applied(&order_page);
     let ordered: Vec<(i64, u32)> = store::lines(&state.db, order.id)
         .await?
         .iter()
         .map(|line| (line.product_id, u32::try_from(line.quantity).unwrap_or(0)))
         .collect();
-    state
-        .carts
-        .clear_if_unchanged(&CartOwner::User(user.id), &ordered)
-        .await?;
-    session
-        .push_flash(Flash::info(format!(
-            "Already placed: this is your order #{}.",
-            order.id
-        )))
-        .await?;
-    Ok(Redirect::to(&format!("/orders/{}", order.id)).into_response())
+    let mut flashes = vec![Flash::info(format!(
+        "Already placed: this is your order #{}.",
+        order.id
+    ))];
+    flashes.extend(cart_note(
+        state
+            .carts
+            .clear_for_order(&CartOwner::User(user.id), submission, &ordered)
+            .await,
+    ));
+    for flash in flashes {
+        if session.push_flash(flash).await.is_err() {
+            break;
+        }
+    }
+    Ok(Redirect::to(&order_page).into_response())
 }
 
 /// What the shopper typed, kept for the form shown again (bounded, so a huge value

@@ -1,7 +1,8 @@
 //! The orders tables. Every query is portable SQL with `$N` placeholders, so the
 //! same text runs on SQLite and Postgres.
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
+use crate::error::{AppError, LookAt};
 
 use super::{PricedLine, Shipping};
 use crate::catalog::Money;
@@ -97,7 +98,7 @@ pub async fn place(
     shipping: &Shipping,
     lines: &[PricedLine],
     now: i64,
-) -> sqlx::Result<Placed> {
+) -> Result<Placed, AppError> {
     let item_count: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
     let total_cents = super::total(lines).0;
     let mut tx = db.begin().await?;
@@ -125,7 +126,7 @@ pub async fn place(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Ok(Placed::AlreadyExists)
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     for line in lines {
         sqlx::query(
@@ -143,8 +144,16 @@ pub async fn place(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(Placed::New(order_id))
+    match tx.commit().await {
+        Ok(()) => Ok(Placed::New(order_id)),
+        // The COMMIT was sent to Postgres and the connection failed before its
+        // answer came: the order may exist. Never "nothing was changed". (SQLite
+        // runs in this process: a failed commit there is rolled back.)
+        Err(e) if Backend::of(db) == Backend::Postgres && crate::db::is_unavailable(&e) => {
+            Err(AppError::OutcomeUnknown(LookAt::Orders, e.into()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The order written for a submission id, whoever placed it.

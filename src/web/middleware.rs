@@ -15,7 +15,7 @@ use tower_http::trace::MakeSpan;
 use tower_sessions::Session;
 
 use crate::error::{
-    default_message, AppError, ErrorMessage, OutcomeUnknown, UNAVAILABLE_RETRY_AFTER,
+    default_message, AppError, ErrorMessage, LookAt, OutcomeUnknown, UNAVAILABLE_RETRY_AFTER,
 };
 use crate::session;
 use crate::shutdown::Peer;
@@ -179,7 +179,8 @@ struct ErrorTemplate {
     title: String,
     message: String,
     /// The write may or may not have been applied: point at the cart, not at a retry.
-    unknown_outcome: bool,
+    /// Where to see whether a write whose answer was lost was applied: path, words.
+    look_at: Option<(&'static str, &'static str)>,
 }
 
 /// Turns every error response that is not already a page into one, in the site's
@@ -226,14 +227,17 @@ pub async fn html_errors(
         _ if timed_out => Some(TIMED_OUT_PAGE.to_owned()),
         message => message,
     };
-    if session_save_failed || timed_out {
-        if let Some(location) = notes.applied() {
-            tracing::warn!(
-                timed_out,
-                "write applied, but the session was not saved (failed or out of time); redirecting anyway"
-            );
-            return Redirect::to(&location).into_response();
-        }
+    // A write that was applied is the answer, whatever failed after it (emptying
+    // the cart after an order, the flash, the session save, the time running out):
+    // the visitor goes where its success leads, never to "nothing was changed".
+    if let Some(location) = notes.applied() {
+        tracing::warn!(
+            %status,
+            timed_out,
+            session_save_failed,
+            "write applied, then something failed; redirecting to its success page anyway"
+        );
+        return Redirect::to(&location).into_response();
     }
     let (parts, _) = response.into_parts();
     let status = if session_save_failed {
@@ -249,8 +253,12 @@ pub async fn html_errors(
         status: status.as_u16(),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         message: message.unwrap_or_else(|| default_message(status).to_owned()),
-        unknown_outcome: status == StatusCode::SERVICE_UNAVAILABLE
-            && (parts.extensions.get::<OutcomeUnknown>().is_some() || cut_off_write),
+        look_at: match parts.extensions.get::<OutcomeUnknown>() {
+            Some(OutcomeUnknown(look_at)) => Some(look_at.link()),
+            None if cut_off_write => Some(LookAt::Cart.link()),
+            None => None,
+        }
+        .filter(|_| status == StatusCode::SERVICE_UNAVAILABLE),
     };
     let mut rendered = (status, page).into_response();
     // Keep Retry-After and the like; the body and its type are new.
