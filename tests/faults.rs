@@ -977,13 +977,16 @@ async fn order_count(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// The bytes a [`StallProxy`] waits for, and how many commands holding them
+/// pass before it stalls.
+type Trigger = Arc<Mutex<Option<(Vec<u8>, usize)>>>;
+
 /// A TCP proxy in front of Redis that stalls both directions from the moment the
 /// replica sends the n-th command holding some bytes until the test lets it go:
 /// Redis hanging at exactly one chosen command.
 struct StallProxy {
     port: u16,
-    /// The bytes, and how many more commands holding them pass before the stall.
-    trigger: Arc<Mutex<Option<(Vec<u8>, usize)>>>,
+    trigger: Trigger,
     stalled: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -992,7 +995,7 @@ impl StallProxy {
     async fn start(target: u16) -> StallProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let trigger: Arc<Mutex<Option<(Vec<u8>, usize)>>> = Arc::default();
+        let trigger: Trigger = Arc::default();
         let (stalled, _) = tokio::sync::watch::channel(false);
         let (trigger_in, stalled_in) = (trigger.clone(), stalled.clone());
         let task = tokio::spawn(async move {
