@@ -1,8 +1,15 @@
 //! `scripts/hosts`, for real: every part of the shop on its own "host" (a Linux
 //! network namespace on a private bridge the script creates), a shopper's journey
 //! through nginx across the replicas, one replica host and then the Redis primary
-//! host killed, and Ctrl-C (SIGINT) leaving no namespace, veth, bridge or process
-//! behind.
+//! host killed, and the script's stop leaving no namespace, veth, bridge, process
+//! or lock file behind.
+//!
+//! The test stops the script with SIGTERM (what `kill` sends), not SIGINT: a test
+//! run started in the background by a script (`scripts/test &`, nohup, CI) starts
+//! every process with SIGINT ignored, and a non-interactive bash cannot trap a
+//! signal it was started with ignored. The script takes Ctrl-C (SIGINT), SIGTERM
+//! and SIGHUP the same way out (one handler), so this also covers Ctrl-C from a
+//! terminal.
 //!
 //! The test picks its own subnet (10.77.N.0/24), namespace prefix and run directory,
 //! so it cannot clash with a developer's `scripts/hosts` run. It needs root (as
@@ -24,7 +31,7 @@ const READY_LIMIT: Duration = Duration::from_secs(90);
 /// How long the shop may serve its degraded/503 pages after the primary dies
 /// (`down-after-milliseconds 1000` + the sentinels' election + the replicas reconnecting).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
-/// Ctrl-C to a clean exit (nginx, replicas draining, Postgres, Redis, namespaces).
+/// SIGTERM to a clean exit (nginx, replicas draining, Postgres, Redis, namespaces).
 const EXIT_LIMIT: Duration = Duration::from_secs(40);
 
 fn repo() -> PathBuf {
@@ -87,8 +94,18 @@ fn running(pid: u32) -> bool {
     }
 }
 
-/// The running script; on drop (a failed assertion), SIGINT and, as a last resort,
-/// `scripts/hosts cleanup`, so a failing test leaves nothing behind either.
+/// The lock file of a `scripts/hosts` run with this prefix (the script's `LOCK_FILE`).
+fn lock_file(prefix: &str) -> PathBuf {
+    let dir = if Path::new("/run/lock").is_dir() {
+        "/run/lock"
+    } else {
+        "/run"
+    };
+    Path::new(dir).join(format!("storefront-hosts-{prefix}.lock"))
+}
+
+/// The running script; on drop (a failed assertion), SIGTERM and, as a last resort,
+/// SIGKILL and `scripts/hosts cleanup`, so a failing test leaves nothing behind either.
 struct Hosts {
     child: Child,
     prefix: String,
@@ -114,12 +131,12 @@ impl Hosts {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGINT, then wait (bounded) for the script to exit; its exit status.
-    async fn interrupt(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then wait (bounded) for the script to exit; its exit status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         if let Some(status) = self.child.try_wait().unwrap() {
             return status;
         }
-        send_signal(self.child.id(), "INT");
+        send_signal(self.child.id(), "TERM");
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -127,7 +144,7 @@ impl Hosts {
             }
             assert!(
                 started.elapsed() < EXIT_LIMIT,
-                "scripts/hosts did not exit within {EXIT_LIMIT:?} of SIGINT:\n{}",
+                "scripts/hosts did not exit within {EXIT_LIMIT:?} of SIGTERM:\n{}",
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -139,7 +156,7 @@ impl Drop for Hosts {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = Command::new("kill")
-                .args(["-s", "INT", &self.child.id().to_string()])
+                .args(["-s", "TERM", &self.child.id().to_string()])
                 .status();
             let started = Instant::now();
             while self.child.try_wait().ok().flatten().is_none() && started.elapsed() < EXIT_LIMIT {
@@ -287,10 +304,12 @@ async fn every_part_on_its_own_host_survives_losing_a_replica_and_the_redis_prim
     user.add_to_cart("3", "1").await.assert_redirect("/cart");
     assert_eq!(user.get("/").await.cart_badge(), 3);
 
-    // Ctrl-C: everything stops, and every namespace, veth and the bridge is gone.
+    // SIGTERM (Ctrl-C takes the same way): everything stops, and every namespace,
+    // veth, the bridge and the lock file are gone.
     let pids = host_processes(&prefix);
     assert!(!pids.is_empty());
-    let status = hosts.interrupt().await;
+    assert!(lock_file(&prefix).exists());
+    let status = hosts.terminate().await;
     assert!(status.success(), "exit {status}:\n{}", hosts.log_text());
     assert_eq!(namespaces(&prefix), Vec::<String>::new());
     assert_eq!(links(&prefix), Vec::<String>::new());
@@ -300,6 +319,7 @@ async fn every_part_on_its_own_host_survives_losing_a_replica_and_the_redis_prim
         !Path::new(&format!("/run/netns/{prefix}-nginx")).exists(),
         "namespace file left"
     );
+    assert!(!lock_file(&prefix).exists(), "lock file left");
     let pg_dirs: Vec<_> = std::fs::read_dir("/tmp")
         .unwrap()
         .filter_map(|e| e.ok())
@@ -315,4 +335,101 @@ async fn every_part_on_its_own_host_survives_losing_a_replica_and_the_redis_prim
          and recovered after {failover:?}, total {:?}",
         started.elapsed()
     );
+}
+
+/// A process that holds a lock file's flock, as a child that inherited the lock's
+/// file descriptor from a `scripts/hosts` run holds it after the run was killed.
+/// Killed on drop.
+struct LockHolder(Child);
+
+impl LockHolder {
+    fn start(lock: &Path) -> LockHolder {
+        // --no-fork: the sleep itself holds the lock, so killing it frees it.
+        let child = Command::new("flock")
+            .arg("--no-fork")
+            .arg(lock)
+            .args(["sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let holder = LockHolder(child);
+        // Ready once a non-blocking attempt of our own fails.
+        let t = Instant::now();
+        while Command::new("flock")
+            .args(["-n"])
+            .arg(lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "flock never took {lock:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holder
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `scripts/hosts cleanup` with the run's lock still taken: refused while the pid
+/// in the lock file (the run) lives, done at once when that pid is gone and what
+/// holds the lock is only a process the killed run left behind; the lock file
+/// is removed either way once the cleanup is done.
+#[test]
+fn cleanup_works_when_a_killed_runs_leftover_holds_the_lock() {
+    let prefix = format!("k{}", std::process::id() % 100_000);
+    let lock = lock_file(&prefix);
+    let cleanup = || {
+        Command::new(repo().join("scripts/hosts"))
+            .args(["cleanup", "--prefix", &prefix])
+            .env("HOSTS_LOCK_WAIT", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let holder = LockHolder::start(&lock);
+
+    // The recorded run lives (here: the holder itself): a live run is never torn down.
+    std::fs::write(&lock, format!("{}\n", holder.0.id())).unwrap();
+    let out = cleanup();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("is active (pid {})", holder.0.id())),
+        "{stderr}"
+    );
+    assert!(lock.exists());
+
+    // The recorded run has ended (a pid that has exited and been reaped): the
+    // cleanup takes the lock over without waiting, and removes the file.
+    let mut ended = Command::new("true").spawn().unwrap();
+    let ended_pid = ended.id();
+    ended.wait().unwrap();
+    std::fs::write(&lock, format!("{ended_pid}\n")).unwrap();
+    let t = Instant::now();
+    let out = cleanup();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "took over the lock of an ended run (pid {ended_pid}"
+        )),
+        "{stderr}"
+    );
+    assert!(!lock.exists(), "lock file left");
+    drop(holder);
 }
