@@ -60,6 +60,18 @@ impl Application {
             Some(url) => {
                 let pool = crate::redis::connect(url, config.redis_timeout).await?;
                 crate::redis::refuse_evicting(&pool, config.allow_evicting_redis).await?;
+                match crate::redis::checks::clock_skew(&pool).await {
+                    Ok(skew)
+                        if skew.abs() > crate::redis::checks::CLOCK_SKEW_LIMIT.as_secs_f64() =>
+                    {
+                        tracing::warn!(
+                            clock = %crate::redis::checks::describe_skew(skew),
+                            "this host's clock differs from Redis's: dates shown and logged are off"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "could not read Redis's clock"),
+                }
                 let mode = crate::redis::topology::Mode::of_url(url);
                 tracing::info!(
                     replica = %replica,

@@ -26,50 +26,52 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 "#;
 
-// Remembers the submission id (ARGV[1]) with the time (ARGV[2]), forgetting old ones.
-// ARGV[3] how long to remember, ARGV[4] how many to keep.
+// Remembers the submission id (ARGV[1]) with the time, forgetting old ones.
+// ARGV[2] how long to remember (seconds), ARGV[3] how many to keep. The time is
+// Redis's own (`TIME`), never a replica's: a replica whose clock runs days fast
+// must not make the others forget what they applied.
 const REMEMBER_LUA: &str = r#"
 local function remember()
   if submission == '' then return end
-  local now = tonumber(ARGV[2])
+  local now = tonumber(redis.call('TIME')[1])
   redis.call('ZADD', KEYS[2], now, submission)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[3]))
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
 "#;
 
 /// Adds to a line and caps it, in one atomic step. Returns {quantity, capped},
 /// or {-1, 0} for a repeated submission, {-2, 0} for a retired cart.
-/// ARGV[5..]: product id, quantity to add, cap, TTL in seconds.
+/// ARGV[4..]: product id, quantity to add, cap, TTL in seconds.
 const ADD_BODY_LUA: &str = r#"
-local quantity = redis.call('HINCRBY', KEYS[1], ARGV[5], ARGV[6])
-local cap = tonumber(ARGV[7])
+local quantity = redis.call('HINCRBY', KEYS[1], ARGV[4], ARGV[5])
+local cap = tonumber(ARGV[6])
 local capped = 0
 if quantity > cap then
-  redis.call('HSET', KEYS[1], ARGV[5], cap)
+  redis.call('HSET', KEYS[1], ARGV[4], cap)
   quantity = cap
   capped = 1
 end
-redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
 remember()
 return {quantity, capped}
 "#;
 
 /// Sets (or with 0 removes) an existing line. Returns {1} set, {0} removed,
-/// {-3} not in cart, or the guard's answers. ARGV[5..]: product id, quantity, TTL.
+/// {-3} not in cart, or the guard's answers. ARGV[4..]: product id, quantity, TTL.
 const UPDATE_BODY_LUA: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then
+if redis.call('HEXISTS', KEYS[1], ARGV[4]) == 0 then
   return {-3, 0}
 end
-if tonumber(ARGV[6]) == 0 then
-  redis.call('HDEL', KEYS[1], ARGV[5])
+if tonumber(ARGV[5]) == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[4])
 else
-  redis.call('HSET', KEYS[1], ARGV[5], ARGV[6])
-  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 remember()
-if tonumber(ARGV[6]) == 0 then return {0, 0} end
+if tonumber(ARGV[5]) == 0 then return {0, 0} end
 return {1, 0}
 "#;
 
@@ -90,19 +92,20 @@ return {redis.call('HGETALL', KEYS[2]), redis.call('ZRANGE', KEYS[4], 0, -1)}
 
 /// Login merge, step 2, in the user's slot: add the taken lines (capped) unless
 /// this anonymous cart was applied before, and remember its submission ids.
-/// KEYS: cart, merged, submissions; ARGV: anonymous cart id, cap, cart TTL, now,
+/// KEYS: cart, merged, submissions; ARGV: anonymous cart id, cap, cart TTL,
 /// submission memory, number of lines n, then n product ids, n quantities, then
 /// submission ids. Returns the number of lines merged, or -1 if already merged.
+/// The time is Redis's (`TIME`), as in REMEMBER_LUA.
 const APPLY_LUA: &str = r#"
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return -1
 end
 local cap = tonumber(ARGV[2])
-local now = tonumber(ARGV[4])
-local n = tonumber(ARGV[6])
+local now = tonumber(redis.call('TIME')[1])
+local n = tonumber(ARGV[5])
 for i = 1, n do
-  local product = ARGV[6 + i]
-  local quantity = redis.call('HINCRBY', KEYS[1], product, ARGV[6 + n + i])
+  local product = ARGV[5 + i]
+  local quantity = redis.call('HINCRBY', KEYS[1], product, ARGV[5 + n + i])
   if quantity > cap then
     redis.call('HSET', KEYS[1], product, cap)
   end
@@ -110,11 +113,11 @@ end
 if n > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-for i = 7 + 2 * n, #ARGV do
+for i = 6 + 2 * n, #ARGV do
   redis.call('ZADD', KEYS[3], now, ARGV[i])
 end
-if #ARGV >= 7 + 2 * n then
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
+if #ARGV >= 6 + 2 * n then
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
@@ -150,15 +153,15 @@ pub(super) static LINES_AND_COUNTER_SCRIPT: LazyLock<Script> =
 /// (the same products added again). The cart is emptied only if it still holds
 /// exactly the ordered lines: lines added meanwhile (another tab, another device)
 /// are kept. KEYS[1] cart, KEYS[2] submissions; ARGV[1] the order's submission id,
-/// ARGV[2..4] as REMEMBER_LUA's; ARGV[5..] product id, quantity, product id, …
+/// ARGV[2..3] as REMEMBER_LUA's; ARGV[4..] product id, quantity, product id, …
 /// Returns 1 emptied, 0 kept (it had changed), 2 done before for this order.
 const CLEAR_FOR_ORDER_BODY_LUA: &str = r#"
 if redis.call('ZSCORE', KEYS[2], submission) then
   return 2
 end
-local same = redis.call('HLEN', KEYS[1]) == (#ARGV - 4) / 2
+local same = redis.call('HLEN', KEYS[1]) == (#ARGV - 3) / 2
 if same then
-  for i = 5, #ARGV, 2 do
+  for i = 4, #ARGV, 2 do
     if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
       same = false
       break

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::{HashesInterface, Pool};
-use time::OffsetDateTime;
 
 use super::memory::MemoryCarts;
 use super::redis;
@@ -53,10 +52,6 @@ fn with_epoch_guard(keys: &mut Vec<String>, args: &mut Vec<String>, epoch: Optio
         keys.push(guard.key.clone());
         args.push(guard.session_epoch.to_string());
     }
-}
-
-fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl CartStore {
@@ -92,7 +87,6 @@ impl CartStore {
         ];
         let args = vec![
             submission.unwrap_or_default().to_owned(),
-            now_unix().to_string(),
             SUBMISSION_MEMORY.as_secs().to_string(),
             SUBMISSIONS_KEPT.to_string(),
         ];
@@ -242,7 +236,6 @@ impl CartStore {
                     anonymous_cart_id.to_owned(),
                     MAX_QUANTITY.to_string(),
                     self.user_ttl.as_secs().to_string(),
-                    now_unix().to_string(),
                     SUBMISSION_MEMORY.as_secs().to_string(),
                     lines.len().to_string(),
                 ];
@@ -346,7 +339,6 @@ impl CartStore {
             Backend::Redis(pool) => {
                 let mut args = vec![
                     submission.to_owned(),
-                    now_unix().to_string(),
                     SUBMISSION_MEMORY.as_secs().to_string(),
                     SUBMISSIONS_KEPT.to_string(),
                 ];

@@ -76,6 +76,47 @@ pub async fn read(pool: &Pool) -> Result<RedisFacts, fred::error::Error> {
     })
 }
 
+/// How far a replica's clock may be from Redis's before it is reported (a log line
+/// at start, a line in `/readyz`).
+pub const CLOCK_SKEW_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How far this replica's clock is from Redis's, in seconds: positive when the
+/// replica is ahead. Every expiry the shop writes is a lifetime (`EX`), and every
+/// time a script keeps is Redis's own (`TIME`), so a replica with a wrong clock
+/// neither logs shoppers out nor makes others forget applied forms; but the dates
+/// it shows and logs are off, so the difference is reported. Measured against the
+/// middle of the round trip.
+pub async fn clock_skew(pool: &Pool) -> Result<f64, fred::error::Error> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let before = now();
+    let time: Vec<String> = pool
+        .next()
+        .custom(fred::cmd!("TIME"), Vec::<String>::new())
+        .await?;
+    let after = now();
+    let part = |i: usize| {
+        time.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let redis = part(0) + part(1) / 1e6;
+    Ok((before + after) / 2.0 - redis)
+}
+
+/// The clock line of `/readyz` and the start-up log, given [`clock_skew`].
+pub fn describe_skew(skew: f64) -> String {
+    let side = if skew >= 0.0 { "ahead of" } else { "behind" };
+    let mut line = format!("{:.1} s {side} Redis's", skew.abs());
+    if skew.abs() > CLOCK_SKEW_LIMIT.as_secs_f64() {
+        line.push_str(" (more than the 2 s allowed: check this host's time sync)");
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

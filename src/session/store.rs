@@ -16,7 +16,6 @@ use tower_sessions::{
     session::{Id, Record},
     session_store, MemoryStore, SessionStore as _,
 };
-use tower_sessions_redis_store::RedisStore;
 
 use super::index::SessionIndex;
 use super::lifetimes::{LifetimeFacts, Lifetimes};
@@ -37,15 +36,14 @@ pub struct SessionStore {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Redis { store: RedisStore<Pool>, pool: Pool },
+    Redis(Pool),
     Memory(MemoryStore),
 }
 
 impl SessionStore {
     pub fn redis(pool: Pool, lifetimes: Lifetimes, index: SessionIndex) -> Self {
-        let store = RedisStore::new(pool.clone());
         SessionStore {
-            backend: Backend::Redis { store, pool },
+            backend: Backend::Redis(pool),
             lifetimes,
             index,
         }
@@ -89,10 +87,7 @@ impl tower_sessions::SessionStore for SessionStore {
         record.id = Id::default();
         record.expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis { store, pool } => {
-                connected(pool)?;
-                store.create(record).await?
-            }
+            Backend::Redis(pool) => create_new(connected(pool)?, record).await?,
             Backend::Memory(store) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
@@ -118,7 +113,7 @@ impl tower_sessions::SessionStore for SessionStore {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis { pool, .. } => {
+            Backend::Redis(pool) => {
                 let saved = SavedRecord {
                     id: &record.id,
                     data: &record.data,
@@ -146,7 +141,7 @@ impl tower_sessions::SessionStore for SessionStore {
             return Ok(record);
         }
         match &self.backend {
-            Backend::Redis { pool, .. } => {
+            Backend::Redis(pool) => {
                 let bytes: Option<Vec<u8>> = connected(pool)?
                     .get(id.to_string())
                     .await
@@ -171,7 +166,7 @@ impl tower_sessions::SessionStore for SessionStore {
     /// and changes nothing, instead of silently starting a new, orphaned cart.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match &self.backend {
-            Backend::Redis { pool, .. } => {
+            Backend::Redis(pool) => {
                 let mut value = TOMBSTONE_PREFIX.to_vec();
                 value.extend_from_slice(b"ended");
                 let _: fred::types::Value = connected(pool)?
@@ -234,13 +229,46 @@ fn backend_error(err: fred::error::Error) -> session_store::Error {
     session_store::Error::Backend(err.to_string())
 }
 
+/// How long from now until `deadline`, in whole seconds (at least 1). Keys are
+/// given lifetimes, never moments: a moment from this replica's clock means
+/// something else on Redis's when the two clocks differ (a replica 40 minutes
+/// slow would write deadlines already past), a lifetime means the same on both.
+fn seconds_until(deadline: OffsetDateTime) -> i64 {
+    (deadline - OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(1)
+}
+
+/// Writes a new session under a fresh id (`SET … NX EX`): an id that is taken
+/// (128 random bits: never, in practice) is drawn again.
+async fn create_new(client: &Client, record: &mut Record) -> session_store::Result<()> {
+    loop {
+        let bytes =
+            rmp_serde::to_vec(&*record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let created: bool = client
+            .set(
+                record.id.to_string(),
+                bytes.as_slice(),
+                Some(Expiration::EX(seconds_until(record.expiry_date))),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(backend_error)?;
+        if created {
+            return Ok(());
+        }
+        record.id = Id::default();
+    }
+}
+
 /// Overwrites the record only if its key holds a live session (not gone, not a tombstone).
 const SAVE_LUA: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, 6) == 'ended:' then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 "#;
 static SAVE_SCRIPT: std::sync::LazyLock<Script> =
@@ -255,7 +283,7 @@ async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_stor
             record.id.to_string(),
             vec![
                 fred::types::Value::Bytes(bytes.into()),
-                fred::types::Value::from(record.expiry_date.unix_timestamp()),
+                fred::types::Value::from(seconds_until(record.expiry_date)),
             ],
         )
         .await

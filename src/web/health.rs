@@ -43,6 +43,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         redis.as_ref().unwrap_or_else(|e| e),
         database.as_ref().unwrap_or_else(|e| e)
     );
+    if let Some(pool) = &state.redis {
+        if let Ok(skew) = checks::clock_skew(pool).await {
+            body.push_str(&format!("clock: {}\n", checks::describe_skew(skew)));
+        }
+    }
     if draining {
         body.push_str("shutting down: draining connections\n");
     }
