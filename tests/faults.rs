@@ -1152,3 +1152,117 @@ async fn a_late_replay_of_a_checkout_form_never_empties_a_refilled_cart() {
         assert_eq!(lines[0].1, 1, "{backend:?}");
     }
 }
+
+// ---- Clocks: Redis's, not the replica's.
+
+/// A replica process of the built binary whose clock is `offset` off (libfaketime:
+/// `+2d`, `-40m`), sharing `app`'s Redis and database. Killed when dropped.
+struct SkewedReplica {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SkewedReplica {
+    async fn start(app: &TestApp, offset: &str) -> SkewedReplica {
+        let port = free_port();
+        let child = std::process::Command::new("faketime")
+            .args(["-f", offset, env!("CARGO_BIN_EXE_storefront"), "serve"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // Timers keep the real monotonic clock; only the wall clock is off.
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("BIND", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", &app.database_url)
+            .env("REDIS_URL", app.redis_server.as_ref().unwrap().url())
+            .env("REPLICA_NAME", format!("skewed{offset}"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("faketime runs the storefront binary");
+        let replica = SkewedReplica {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let ready = format!("{}/readyz", replica.url);
+        wait_until(
+            "the skewed replica is ready",
+            Duration::from_secs(60),
+            || {
+                let ready = ready.clone();
+                async move {
+                    reqwest::get(&ready)
+                        .await
+                        .is_ok_and(|r| r.status() == StatusCode::OK)
+                }
+            },
+        )
+        .await;
+        replica
+    }
+}
+
+impl Drop for SkewedReplica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_wrong_clock_neither_forgets_applied_forms_nor_logs_shoppers_out() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let fast = SkewedReplica::start(&app, "+2d").await;
+    let slow = SkewedReplica::start(&app, "-40m").await;
+
+    // /readyz says how far off each clock is.
+    let report = reqwest::get(format!("{}/readyz", fast.url)).await.unwrap();
+    let report = report.text().await.unwrap();
+    assert!(report.contains("ahead of Redis's (more than"), "{report}");
+
+    // An add through the right clock, another through a clock two days fast, and
+    // the first form again: applied once.
+    let shopper = app.browser();
+    let add = |browser: Browser, product: &'static str, form: &'static str| async move {
+        browser
+            .post(
+                "/cart/add",
+                &[
+                    ("product_id", product),
+                    ("quantity", "1"),
+                    ("submission", form),
+                ],
+            )
+            .await
+    };
+    add(shopper.clone(), "1", "first-form").await;
+    add(shopper.at(&fast.url), "2", "second-form").await;
+    let replay = add(shopper.clone(), "1", "first-form").await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER, "{}", replay.body);
+    assert_eq!(
+        cart_units(&shopper, "Blue Teapot").await,
+        1,
+        "applied twice"
+    );
+    assert_eq!(cart_units(&shopper, "Cast Iron Kettle").await, 1);
+
+    // A logged-in shopper whose session a replica 40 minutes slow saves stays
+    // logged in.
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let saved = add(user.at(&slow.url), "3", "slow-form").await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let sid = user.sid().expect("a session cookie");
+    assert!(
+        app.session_is_live(&sid).await,
+        "the slow replica's save ended the session"
+    );
+    assert_eq!(
+        user.get("/").await.logged_in_as().as_deref(),
+        Some(DEMO_USER)
+    );
+}
