@@ -3,9 +3,7 @@
 //! one SQLite file; the one-time submission ids of login, logout and registration
 //! (issue 9); the `__Host-` cookie; and what a logged-in page view costs in Redis.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use storefront::account::index::index_key;

@@ -2,11 +2,9 @@
 //! cross-site requests, login throttling, timing, headers, redirects after login,
 //! session lifetime, failed session saves, and a matrix of bad input.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use fred::prelude::{ClientLike, KeysInterface};
 use reqwest::{Method, StatusCode};
 

@@ -1,9 +1,7 @@
 //! Carts under concurrency: many adds at once, from one user, through two app
 //! instances that share one Redis, as two replicas behind a load balancer would.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `count` adds of one Blue Teapot at once, spread over `browsers` in turn.
 async fn add_one_teapot_concurrently(count: usize, browsers: &[&Browser]) {

@@ -3,9 +3,7 @@
 //! once, a crash between "order written" and "cart emptied"), the cart the shopper
 //! confirmed or nothing, and bad input that writes nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 const PASSWORD: &str = "long enough pw";

@@ -3,9 +3,7 @@
 //! the app recovers by itself when Redis returns. (tests/faults.rs does the same
 //! through nginx and three replica processes, with Redis stopped and paused.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 

@@ -2,11 +2,9 @@
 //! errors and outages give the same pages on SQLite and on Postgres. (The shop's
 //! behavioural tests in tests/shop.rs also run on Postgres.)
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 /// Eight registrations of one name at once, through two replicas sharing the

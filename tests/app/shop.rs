@@ -3,9 +3,8 @@
 //! Tests inside `on_both_backends!` run twice: with Redis and with the in-memory
 //! dev store. Where they look at Redis itself, they do so only on the Redis run.
 
-mod common;
-
-use common::*;
+use crate::common::*;
+use crate::on_both_backends;
 use reqwest::StatusCode;
 
 on_both_backends! {
