@@ -10,19 +10,34 @@
 //! Needs chromium, chromium-driver, redis-server, nginx and tests/axe/node_modules:
 //! scripts/test installs them when missing.
 
-// Shared with examples/screenshots.rs, which uses parts the tests do not.
-#[allow(dead_code)]
-mod browser_support;
-// The three-replica cluster of tests/cluster.rs.
-mod cluster_support;
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    pub mod axe;
+    #[allow(dead_code)]
+    pub mod browser;
+    pub mod chrome;
+    // The three-replica cluster of tests/cluster.rs.
+    #[allow(dead_code)]
+    pub mod cluster;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    #[allow(dead_code)]
+    pub mod redis;
+}
 
 use std::collections::BTreeSet;
 
-use browser_support::axe;
-use browser_support::chrome::{Chrome, ChromeDriver, Options};
-use cluster_support::Cluster;
-use common::{Backend, TestApp, DEMO_PASSWORD, DEMO_USER};
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::app::{Backend, TestApp};
+use support::axe;
+use support::chrome::{Chrome, ChromeDriver, Options};
+use support::cluster::Cluster;
 
 const SHOPPER: &str = "tea_lover";
 const SHOPPER_PASSWORD: &str = "correct horse 42";

@@ -4,18 +4,41 @@
 //! replica processes or in-process replicas; faults injected by killing, pausing
 //! (SIGSTOP) or slowing (a latency proxy) the real Redis.
 
-mod cluster_support;
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    #[allow(dead_code)]
+    pub mod browser;
+    #[allow(dead_code)]
+    pub mod cluster;
+    pub mod impair;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    pub mod races;
+    pub mod redis;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
-use common::*;
 use fred::prelude::{KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::app::{sqlite_url, Backend, TestApp};
+use support::browser::{Browser, Page};
+use support::cluster::{fetch, plain_client, Cluster};
+use support::impair::LatencyProxy;
+use support::process::wait_until;
+use support::races::{add_until_just_after, in_batches, race_adds_against_login};
+use support::redis::RedisServer;
 
 /// What the degraded pages say.
 const DEGRADED: &str = "Your cart and account are temporarily unavailable";

@@ -3,11 +3,15 @@
 //! one SQLite file; the one-time submission ids of login, logout and registration
 //! (issue 9); the `__Host-` cookie; and what a logged-in page view costs in Redis.
 
-use crate::common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use storefront::account::index::index_key;
 use storefront::cart::CartOwner;
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::{Browser, Page};
+use crate::support::redis::RedisServer;
 
 const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";

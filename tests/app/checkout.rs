@@ -3,8 +3,11 @@
 //! once, a crash between "order written" and "cart emptied"), the cart the shopper
 //! confirmed or nothing, and bad input that writes nothing.
 
-use crate::common::*;
 use reqwest::StatusCode;
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::{Browser, Page};
 
 const PASSWORD: &str = "long enough pw";
 

@@ -4,9 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
 use fred::prelude::{ClientLike, KeysInterface};
 use reqwest::{Method, StatusCode};
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::Browser;
 
 /// A form's fields.
 type Form<'a> = Vec<(&'a str, &'a str)>;

@@ -4,8 +4,8 @@
 //! user would. The suites that start processes of their own (cluster, faults,
 //! sentinel, redis_cluster, multihost, browser) are test binaries of their own.
 
-#[path = "../common/mod.rs"]
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod accounts;
 mod checkout;

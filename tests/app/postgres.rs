@@ -4,8 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
 use reqwest::StatusCode;
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, Database, TestApp};
+use crate::support::postgres::PostgresServer;
+use crate::support::process::wait_until;
+use crate::support::redis::RedisServer;
 
 /// Eight registrations of one name at once, through two replicas sharing the
 /// database: one account, one welcome, seven "taken" pages.

@@ -3,9 +3,12 @@
 //! Tests inside `on_both_backends!` run twice: with Redis and with the in-memory
 //! dev store. Where they look at Redis itself, they do so only on the Redis run.
 
-use crate::common::*;
-use crate::on_both_backends;
 use reqwest::StatusCode;
+
+use crate::on_both_backends;
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::Page;
 
 on_both_backends! {
     async fn anonymous_browsing_creates_no_session(app) {

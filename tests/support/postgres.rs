@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{free_port, wait_until};
+use super::process::{free_port, wait_until};
 
 /// The supervisor: initdb, start, say "ready", wait for stdin to close, stop, clean up.
 const SUPERVISOR: &str = r#"
@@ -58,7 +58,8 @@ pub struct PostgresServer {
     pub port: u16,
     /// The supervisor; its stdin is the pipe whose closing stops Postgres.
     supervisor: Mutex<Child>,
-    /// Where the server keeps its data and log.
+    /// Where the server keeps its data and log (to look at when debugging).
+    #[allow(dead_code)]
     pub dir: String,
     /// The supervisor's answers ("done stop", "done start").
     answers: Mutex<Option<BufReader<std::process::ChildStdout>>>,
