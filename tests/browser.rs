@@ -162,11 +162,7 @@ async fn a_cart_survives_registration_logout_and_a_new_browser() {
     assert_eq!(replicas, BTreeSet::from(["test-replica".to_owned()]));
     // What the browser saw is what Redis holds: the user's cart hash, no anonymous
     // cart left behind, and one session (the phone's; the laptop's was deleted at logout).
-    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(SHOPPER)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let user_id = app.user_id(SHOPPER).await;
     let cart_key = format!("cart:{{u{user_id}}}");
     assert_eq!(
         app.redis_hash(&cart_key).await,

@@ -804,14 +804,6 @@ impl Drop for SmallDisk {
     }
 }
 
-async fn user_id(app: &TestApp, name: &str) -> Option<i64> {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_optional(&app.state.db)
-        .await
-        .unwrap()
-}
-
 /// What `visitor` can see of the shop: they are nobody, and nothing of `owner`'s.
 async fn sees_nothing_of(visitor: &Browser, owner: &str, owner_product: &str) {
     let home = visitor.get("/").await;
@@ -887,7 +879,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     bob.register("bob", "bob-pass-1234")
         .await
         .assert_redirect("/");
-    let bob_id = user_id(&app, "bob").await.unwrap();
+    let bob_id = app.user_id("bob").await;
     bob.post("/account/delete", &[("password", "bob-pass-1234")])
         .await
         .assert_redirect("/");
@@ -896,7 +888,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         .register("carol", "carol-pass-123")
         .await
         .assert_redirect("/");
-    assert!(user_id(&app, "carol").await.unwrap() > bob_id);
+    assert!(app.user_id("carol").await > bob_id);
 
     // And even if a number is used again (a database restored from a backup taken
     // before dave registered), dave's session cannot open the next holder's account.
@@ -904,7 +896,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     dave.register("dave", "dave-pass-1234")
         .await
         .assert_redirect("/");
-    let dave_id = user_id(&app, "dave").await.unwrap();
+    let dave_id = app.user_id("dave").await;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(dave_id)
         .execute(&app.state.db)
@@ -920,7 +912,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         .await
         .assert_redirect("/");
     assert_eq!(
-        user_id(&app, "erin").await,
+        app.find_user_id("erin").await,
         Some(dave_id),
         "the number was reused"
     );

@@ -105,14 +105,6 @@ fn handle_of<'a>(cards: &'a [Card], agent: &str) -> &'a str {
         .handle
 }
 
-async fn user_id(app: &TestApp, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
-}
-
 /// Takes a session out of its user's index, as if it had been created on a
 /// replica while the index was being rewritten: then only the credential epoch
 /// can end it.
@@ -143,7 +135,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
         .await
         .assert_redirect("/");
     // (the registering browser's session is ended at once, to start from none)
-    let id = user_id(&a, USER).await;
+    let id = a.user_id(USER).await;
     for member in a
         .redis()
         .unwrap()
@@ -526,7 +518,7 @@ async fn replayed_login_logout_and_registration_forms_change_nothing() {
     assert_eq!(other.status, StatusCode::CONFLICT);
 
     // A login form sent twice (double click): one session, not two.
-    let id = user_id(&app, USER).await;
+    let id = app.user_id(USER).await;
     let index = index_key(id);
     let count = |app: &TestApp| {
         let redis = app.redis().unwrap().clone();
@@ -737,7 +729,7 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
     laptop.register(USER, PASSWORD).await.assert_redirect("/");
     desktop.log_in(USER, PASSWORD).await.assert_redirect("/");
     desktop.add_to_cart("1", "2").await.assert_redirect("/cart");
-    let id = user_id(&app, USER).await;
+    let id = app.user_id(USER).await;
     let cart_key = CartOwner::User(id).redis_key();
     // As if the desktop's session had been created on another replica while the
     // password changed: missing from the index, so only the epoch can end it.

@@ -90,14 +90,6 @@ async fn order_count(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-async fn user_id(app: &TestApp, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
-}
-
 /// The order id a redirect points at.
 fn order_id(page: &Page) -> i64 {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{page:#?}");
@@ -184,7 +176,7 @@ async fn placing_an_order_writes_it_once_and_empties_the_cart() {
     assert_eq!(page.cart_badge(), 0);
 
     // The database holds what the shopper saw, priced at order time.
-    let uid = user_id(&app, "ada").await;
+    let uid = app.user_id("ada").await;
     let (user, status, total, items, key): (i64, String, i64, i64, String) = sqlx::query_as(
         "SELECT user_id, status, total_cents, item_count, idempotency_key FROM orders WHERE id = $1",
     )
@@ -393,7 +385,7 @@ async fn a_retry_after_a_crash_between_order_and_cart_finishes_the_job() {
     let form = CheckoutForm::open(&shopper).await;
 
     // The first attempt committed the order and died before emptying the cart.
-    let uid = user_id(&app, "crashy").await;
+    let uid = app.user_id("crashy").await;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO orders (user_id, idempotency_key, name, address, city, postcode, country, \
                              item_count, total_cents, created_at) \

@@ -211,6 +211,22 @@ impl TestApp {
             .unwrap();
         n == 1
     }
+
+    /// The id of the user named `name`, who must exist.
+    pub async fn user_id(&self, name: &str) -> i64 {
+        self.find_user_id(name)
+            .await
+            .unwrap_or_else(|| panic!("no user named {name:?}"))
+    }
+
+    /// The id of the user named `name`, if there is one.
+    pub async fn find_user_id(&self, name: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
+            .bind(name)
+            .fetch_optional(&self.state.db)
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for TestApp {
