@@ -31,7 +31,7 @@ use fred::prelude::{KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::api::{Application, Config, DEMO_PASSWORD, DEMO_USER};
 use support::app::{sqlite_url, Backend, TestApp};
 use support::browser::{Browser, Page};
 use support::cluster::{fetch, plain_client, Cluster};
@@ -285,9 +285,7 @@ async fn cart_units(user: &Browser, product: &str) -> u32 {
 
 /// A replica whose Redis connection goes through a [`LatencyProxy`] (no delay
 /// until the test sets one), with `configure`'s settings on top.
-async fn behind_latency_proxy(
-    configure: impl FnOnce(&mut storefront::config::Config),
-) -> (LatencyProxy, TestApp) {
+async fn behind_latency_proxy(configure: impl FnOnce(&mut Config)) -> (LatencyProxy, TestApp) {
     let redis = Arc::new(RedisServer::start().await);
     let proxy = LatencyProxy::start(redis.port).await;
     let db = Arc::new(tempfile::tempdir().unwrap());
@@ -402,7 +400,7 @@ async fn a_request_timeout_never_claims_that_nothing_changed() {
 }
 
 /// The race tests register a few dozen accounts from one address.
-fn many_registrations(config: &mut storefront::config::Config) {
+fn many_registrations(config: &mut Config) {
     config.register_max_per_client = 1000;
 }
 
@@ -646,11 +644,11 @@ async fn an_evicting_redis_is_refused_at_start_and_a_full_one_refuses_writes_cle
     let redis = Arc::new(RedisServer::start().await);
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
     let db = tempfile::tempdir().unwrap();
-    let mut config = storefront::config::Config::defaults();
+    let mut config = Config::defaults();
     config.port = 0;
     config.database_url = sqlite_url(db.path());
     config.redis_url = Some(redis.url());
-    let refused = storefront::Application::build(config.clone()).await;
+    let refused = Application::build(config.clone()).await;
     let message = format!("{:#}", refused.err().expect("an evicting Redis is refused"));
     assert!(
         message.contains("allkeys-lru") && message.contains("noeviction"),
@@ -658,7 +656,7 @@ async fn an_evicting_redis_is_refused_at_start_and_a_full_one_refuses_writes_cle
     );
     // The explicit override starts (with a warning).
     config.allow_evicting_redis = true;
-    storefront::Application::build(config)
+    Application::build(config)
         .await
         .expect("starts with --allow-evicting-redis");
 

@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 
-use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::api::{user_cart, DEMO_PASSWORD, DEMO_USER};
 use crate::support::app::{Backend, TestApp};
 use crate::support::browser::{Browser, Page};
 
@@ -204,7 +204,7 @@ async fn placing_an_order_writes_it_once_and_empties_the_cart() {
         ]
     );
     // The cart is gone from Redis.
-    let cart_key = storefront::cart::CartOwner::User(uid).redis_key();
+    let cart_key = user_cart(uid);
     assert!(
         !app.redis_exists(&cart_key).await,
         "{cart_key} still exists"

@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 
 use crate::on_both_backends;
-use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::api::{CATEGORIES, DEMO_PASSWORD, DEMO_USER};
 use crate::support::app::{Backend, TestApp};
 use crate::support::browser::Page;
 
@@ -425,7 +425,7 @@ async fn the_catalog_is_searched_and_filtered_by_category() {
     teaware.assert_contains("<h1>Teaware</h1>");
     teaware.assert_contains("href=\"/?category=teaware\" aria-current=\"page\"");
     let mut all = Vec::new();
-    for (category, _) in storefront::catalog::CATEGORIES {
+    for (category, _) in CATEGORIES {
         all.extend(product_names(
             &visitor.get(&format!("/?category={category}")).await,
         ));

@@ -17,6 +17,22 @@ pub async fn connect_redis(
     storefront::connect_redis(url, timeout).await
 }
 
+/// The Redis key of a user's session index (their session ids, scored by login time).
+pub fn session_index(user_id: i64) -> String {
+    storefront::account::index::index_key(user_id)
+}
+
+/// Most sessions a user may have at once; a new login ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = storefront::account::index::MAX_SESSIONS_PER_USER;
+
+/// The Redis key of a logged-in user's cart.
+pub fn user_cart(user_id: i64) -> String {
+    storefront::cart::CartOwner::User(user_id).redis_key()
+}
+
+/// The catalog's categories: (slug, name).
+pub const CATEGORIES: &[(&str, &str)] = storefront::catalog::CATEGORIES;
+
 /// The demo account the app creates at start (`Config::demo_user`).
 pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-pass-123";
