@@ -337,7 +337,7 @@ async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
     );
 }
 
-// ---------------------------------------------------------------- checkout (issue 12)
+// ---------------------------------------------------------------- checkout
 
 /// Browse → search → filter → add from the catalog → checkout (log in on the way)
 /// → order page → orders list, in a real browser through nginx and three replicas.

@@ -1,7 +1,7 @@
-//! Accounts (issue 10): the sessions page, revoking sessions, password change and
-//! account deletion, on two in-process replicas sharing one real redis-server and
-//! one SQLite file; the one-time submission ids of login, logout and registration
-//! (issue 9); the `__Host-` cookie; and what a logged-in page view costs in Redis.
+//! Accounts: the sessions page, revoking sessions, password change and account
+//! deletion, on two in-process replicas sharing one real redis-server and one
+//! SQLite file; the one-time submission ids of login, logout and registration;
+//! the `__Host-` cookie; and what a logged-in page view costs in Redis.
 
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};

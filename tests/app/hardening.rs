@@ -317,8 +317,8 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(owner.get("/").await.logged_in_as(), None);
 
-    // The race, on a fresh account: one attempt left, 59 wrong and the right
-    // password at once: the last attempt goes to one of them.
+    // The race for the last attempt, on a fresh account: one attempt left, 59 wrong
+    // and the right password at once: the last attempt goes to one of them.
     app.browser().register("racer", "racer password").await;
     for _ in 0..4 {
         app.browser().log_in("racer", "wrong password").await;
