@@ -1,6 +1,6 @@
 //! What differs between the databases must not show: the same races, constraint
 //! errors and outages give the same pages on SQLite and on Postgres. (The shop's
-//! behavioural tests in tests/shop.rs also run on Postgres.)
+//! behavioural tests in tests/app/shop.rs also run on Postgres.)
 
 use std::time::{Duration, Instant};
 
