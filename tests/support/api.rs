@@ -2,6 +2,8 @@
 //! test or a helper uses is named here, once, so that moving a module in `src/`
 //! changes one line here and nothing in the tests.
 
+use storefront::account::index;
+
 /// The settings the app starts with.
 pub type Config = storefront::config::Config;
 /// What every request handler shares (a running app's database pool and stores).
@@ -19,11 +21,11 @@ pub async fn connect_redis(
 
 /// The Redis key of a user's session index (their session ids, scored by login time).
 pub fn session_index(user_id: i64) -> String {
-    storefront::account::index::index_key(user_id)
+    index::index_key(user_id)
 }
 
 /// Most sessions a user may have at once; a new login ends the oldest.
-pub const MAX_SESSIONS_PER_USER: usize = storefront::account::index::MAX_SESSIONS_PER_USER;
+pub const MAX_SESSIONS_PER_USER: usize = index::MAX_SESSIONS_PER_USER;
 
 /// The Redis key of a logged-in user's cart.
 pub fn user_cart(user_id: i64) -> String {
