@@ -6,16 +6,25 @@
 //! It reuses the browser tests' harness: the app in-process with its own
 //! redis-server, headless Chromium through chromedriver.
 
-#[path = "../tests/browser_support/chrome.rs"]
+// The tests' support (tests/support/), the parts this program uses.
+#[path = "../tests/support"]
 #[allow(dead_code)]
-mod chrome;
-#[path = "../tests/common/mod.rs"]
-mod common;
+mod support {
+    pub mod api;
+    pub mod app;
+    pub mod browser;
+    pub mod chrome;
+    pub mod postgres;
+    pub mod process;
+    pub mod redis;
+}
 
 use std::path::PathBuf;
 
-use chrome::{Chrome, ChromeDriver, Options};
-use common::{TestApp, DEMO_PASSWORD, DEMO_USER};
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::app::TestApp;
+use support::chrome::{Chrome, ChromeDriver, Options};
+use support::redis::RedisServer;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -24,7 +33,7 @@ async fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/img"));
     std::fs::create_dir_all(&out).unwrap();
     let app = TestApp::spawn_sharing(
-        Some(std::sync::Arc::new(common::RedisServer::start().await)),
+        Some(std::sync::Arc::new(RedisServer::start().await)),
         std::sync::Arc::new(tempfile::tempdir().unwrap()),
         "replica-1",
         |_| {},

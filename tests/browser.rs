@@ -10,19 +10,34 @@
 //! Needs chromium, chromium-driver, redis-server, nginx and tests/axe/node_modules:
 //! scripts/test installs them when missing.
 
-// Shared with examples/screenshots.rs, which uses parts the tests do not.
-#[allow(dead_code)]
-mod browser_support;
-// The three-replica cluster of tests/cluster.rs.
-mod cluster_support;
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    pub mod axe;
+    #[allow(dead_code)]
+    pub mod browser;
+    pub mod chrome;
+    // The three-replica cluster of tests/cluster.rs.
+    #[allow(dead_code)]
+    pub mod cluster;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    #[allow(dead_code)]
+    pub mod redis;
+}
 
 use std::collections::BTreeSet;
 
-use browser_support::axe;
-use browser_support::chrome::{Chrome, ChromeDriver, Options};
-use cluster_support::Cluster;
-use common::{Backend, TestApp, DEMO_PASSWORD, DEMO_USER};
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::app::{Backend, TestApp};
+use support::axe;
+use support::chrome::{Chrome, ChromeDriver, Options};
+use support::cluster::Cluster;
 
 const SHOPPER: &str = "tea_lover";
 const SHOPPER_PASSWORD: &str = "correct horse 42";
@@ -147,11 +162,7 @@ async fn a_cart_survives_registration_logout_and_a_new_browser() {
     assert_eq!(replicas, BTreeSet::from(["test-replica".to_owned()]));
     // What the browser saw is what Redis holds: the user's cart hash, no anonymous
     // cart left behind, and one session (the phone's; the laptop's was deleted at logout).
-    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(SHOPPER)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let user_id = app.user_id(SHOPPER).await;
     let cart_key = format!("cart:{{u{user_id}}}");
     assert_eq!(
         app.redis_hash(&cart_key).await,
@@ -326,7 +337,7 @@ async fn every_page_is_accessible_script_free_and_fits_375_and_1280() {
     );
 }
 
-// ---------------------------------------------------------------- checkout (issue 12)
+// ---------------------------------------------------------------- checkout
 
 /// Browse → search → filter → add from the catalog → checkout (log in on the way)
 /// → order page → orders list, in a real browser through nginx and three replicas.

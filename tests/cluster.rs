@@ -1,21 +1,34 @@
 //! The demo itself, with real processes: a redis-server, three replicas of the
 //! built binary sharing one SQLite file, and nginx in front, rendered from the
 //! same template docker-compose and scripts/cluster use. Each test builds its
-//! own cluster on free loopback ports (see `cluster_support`).
+//! own cluster on free loopback ports (see `support::cluster`).
 
-mod cluster_support;
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod browser;
+    pub mod cluster;
+    pub mod process;
+    #[allow(dead_code)]
+    pub mod redis;
+}
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
-use common::*;
 use fred::prelude::HashesInterface;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::browser::Browser;
+use support::cluster::{fetch, footer_replica, session_row, Cluster};
+use support::process::{send_signal, wait_until};
 
 const PAGES: [&str; 4] = ["/session", "/cart", "/", "/products/blue-teapot"];
 
@@ -304,7 +317,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
 
     // SIGTERM while that request waits for its body.
-    signal(cluster.replicas[0].pid(), "TERM");
+    send_signal(cluster.replicas[0].pid(), "TERM");
 
     // The drain window (SHUTDOWN_DRAIN, 3 s): /readyz fails at once, so nginx
     // stops choosing this replica, but pages are still served, each on a

@@ -4,18 +4,41 @@
 //! replica processes or in-process replicas; faults injected by killing, pausing
 //! (SIGSTOP) or slowing (a latency proxy) the real Redis.
 
-mod cluster_support;
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    #[allow(dead_code)]
+    pub mod browser;
+    #[allow(dead_code)]
+    pub mod cluster;
+    pub mod impair;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    pub mod races;
+    pub mod redis;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster_support::*;
-use common::*;
 use fred::prelude::{KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::api::{Application, Config, DEMO_PASSWORD, DEMO_USER};
+use support::app::{sqlite_url, Backend, TestApp};
+use support::browser::{Browser, Page};
+use support::cluster::{fetch, plain_client, Cluster};
+use support::impair::LatencyProxy;
+use support::process::wait_until;
+use support::races::{add_until_just_after, in_batches, race_adds_against_login};
+use support::redis::RedisServer;
 
 /// What the degraded pages say.
 const DEGRADED: &str = "Your cart and account are temporarily unavailable";
@@ -262,9 +285,7 @@ async fn cart_units(user: &Browser, product: &str) -> u32 {
 
 /// A replica whose Redis connection goes through a [`LatencyProxy`] (no delay
 /// until the test sets one), with `configure`'s settings on top.
-async fn behind_latency_proxy(
-    configure: impl FnOnce(&mut storefront::config::Config),
-) -> (LatencyProxy, TestApp) {
+async fn behind_latency_proxy(configure: impl FnOnce(&mut Config)) -> (LatencyProxy, TestApp) {
     let redis = Arc::new(RedisServer::start().await);
     let proxy = LatencyProxy::start(redis.port).await;
     let db = Arc::new(tempfile::tempdir().unwrap());
@@ -379,7 +400,7 @@ async fn a_request_timeout_never_claims_that_nothing_changed() {
 }
 
 /// The race tests register a few dozen accounts from one address.
-fn many_registrations(config: &mut storefront::config::Config) {
+fn many_registrations(config: &mut Config) {
     config.register_max_per_client = 1000;
 }
 
@@ -623,11 +644,11 @@ async fn an_evicting_redis_is_refused_at_start_and_a_full_one_refuses_writes_cle
     let redis = Arc::new(RedisServer::start().await);
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
     let db = tempfile::tempdir().unwrap();
-    let mut config = storefront::config::Config::defaults();
+    let mut config = Config::defaults();
     config.port = 0;
     config.database_url = sqlite_url(db.path());
     config.redis_url = Some(redis.url());
-    let refused = storefront::Application::build(config.clone()).await;
+    let refused = Application::build(config.clone()).await;
     let message = format!("{:#}", refused.err().expect("an evicting Redis is refused"));
     assert!(
         message.contains("allkeys-lru") && message.contains("noeviction"),
@@ -635,7 +656,7 @@ async fn an_evicting_redis_is_refused_at_start_and_a_full_one_refuses_writes_cle
     );
     // The explicit override starts (with a warning).
     config.allow_evicting_redis = true;
-    storefront::Application::build(config)
+    Application::build(config)
         .await
         .expect("starts with --allow-evicting-redis");
 
@@ -781,14 +802,6 @@ impl Drop for SmallDisk {
     }
 }
 
-async fn user_id(app: &TestApp, name: &str) -> Option<i64> {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_optional(&app.state.db)
-        .await
-        .unwrap()
-}
-
 /// What `visitor` can see of the shop: they are nobody, and nothing of `owner`'s.
 async fn sees_nothing_of(visitor: &Browser, owner: &str, owner_product: &str) {
     let home = visitor.get("/").await;
@@ -890,7 +903,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     bob.register("bob", "bob-pass-1234")
         .await
         .assert_redirect("/");
-    let bob_id = user_id(&app, "bob").await.unwrap();
+    let bob_id = app.user_id("bob").await;
     bob.post("/account/delete", &[("password", "bob-pass-1234")])
         .await
         .assert_redirect("/");
@@ -899,7 +912,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         .register("carol", "carol-pass-123")
         .await
         .assert_redirect("/");
-    assert!(user_id(&app, "carol").await.unwrap() > bob_id);
+    assert!(app.user_id("carol").await > bob_id);
 
     // And even if a number is used again (a database restored from a backup taken
     // before dave registered), dave's session cannot open the next holder's account.
@@ -907,7 +920,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     dave.register("dave", "dave-pass-1234")
         .await
         .assert_redirect("/");
-    let dave_id = user_id(&app, "dave").await.unwrap();
+    let dave_id = app.user_id("dave").await;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(dave_id)
         .execute(&app.state.db)
@@ -923,7 +936,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         .await
         .assert_redirect("/");
     assert_eq!(
-        user_id(&app, "erin").await,
+        app.find_user_id("erin").await,
         Some(dave_id),
         "the number was reused"
     );
@@ -1095,10 +1108,7 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
         .assert_redirect("/");
     shopper.add_to_cart("2", "1").await;
     let form = checkout_form(&shopper).await;
-    let cart_key = format!(
-        "cart:{{u{}}}",
-        user_id(&app, "stalled-shopper").await.unwrap()
-    );
+    let cart_key = format!("cart:{{u{}}}", app.user_id("stalled-shopper").await);
 
     // Redis hangs when the cart is emptied after the commit: the second command
     // that names the cart (the first reads it for the page), and so does the
@@ -1164,7 +1174,7 @@ struct SkewedReplica {
 
 impl SkewedReplica {
     async fn start(app: &TestApp, offset: &str) -> SkewedReplica {
-        let port = free_port();
+        let port = support::process::free_port();
         let child = std::process::Command::new("faketime")
             .args(["-f", offset, env!("CARGO_BIN_EXE_storefront"), "serve"])
             .env_clear()

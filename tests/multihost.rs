@@ -16,15 +16,27 @@
 //! `ip netns` does); the tools come from Debian's packages (`scripts/hosts` installs
 //! what is missing through scripts/lib/packages.sh).
 
-mod common;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod browser;
+    #[allow(dead_code)]
+    pub mod process;
+}
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use reqwest::StatusCode;
+
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::browser::{Browser, Page};
+use support::process::send_signal;
 
 /// Start-up of ten hosts (initdb, Redis, sentinels agreeing, three debug replicas).
 const READY_LIMIT: Duration = Duration::from_secs(90);

@@ -3,14 +3,34 @@
 //! must touch one hash slot (CROSSSLOT would be a 503 here): the whole journey, the
 //! login merge, the throttle and concurrent adds all work, with keys on all three.
 
-mod common;
-mod ha_support;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    #[allow(dead_code)]
+    pub mod browser;
+    #[allow(dead_code)]
+    pub mod ha;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    pub mod races;
+    #[allow(dead_code)]
+    pub mod redis;
+}
 
 use std::sync::Arc;
 
-use common::*;
-use ha_support::RedisCluster;
 use reqwest::StatusCode;
+
+use support::api::{DEMO_PASSWORD, DEMO_USER};
+use support::app::{sqlite_url, TestApp};
+use support::browser::Browser;
+use support::ha::RedisCluster;
+use support::races::{in_batches, race_adds_against_login};
 
 async fn two_instances(cluster: &RedisCluster) -> (TestApp, TestApp) {
     let dir = Arc::new(tempfile::tempdir().unwrap());

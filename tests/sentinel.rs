@@ -3,16 +3,34 @@
 //! shop follows by itself, within a stated bound, and what the shoppers see in
 //! between is the shop's own 503 page, never a 500 or a hang.
 
-mod common;
-mod ha_support;
+// The shared test support (tests/support/), the parts this suite uses; an
+// `allow(dead_code)` marks a module it uses only some of.
+mod support {
+    #[allow(dead_code)]
+    pub mod api;
+    #[allow(dead_code)]
+    pub mod app;
+    #[allow(dead_code)]
+    pub mod browser;
+    #[allow(dead_code)]
+    pub mod ha;
+    #[allow(dead_code)]
+    pub mod postgres;
+    pub mod process;
+    #[allow(dead_code)]
+    pub mod redis;
+}
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use ha_support::SentinelSet;
 use reqwest::StatusCode;
+
+use support::app::{sqlite_url, TestApp};
+use support::browser::Page;
+use support::ha::SentinelSet;
+use support::process::wait_until;
 
 /// From the primary's death to the last failed request: `down-after-milliseconds`
 /// (1 s) + the sentinels' vote and promotion (~1 s) + fred's next reconnect

@@ -2,13 +2,14 @@
 //! cross-site requests, login throttling, timing, headers, redirects after login,
 //! session lifetime, failed session saves, and a matrix of bad input.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use fred::prelude::{ClientLike, KeysInterface};
 use reqwest::{Method, StatusCode};
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::Browser;
 
 /// A form's fields.
 type Form<'a> = Vec<(&'a str, &'a str)>;
@@ -316,8 +317,8 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(owner.get("/").await.logged_in_as(), None);
 
-    // The race, on a fresh account: one attempt left, 59 wrong and the right
-    // password at once: the last attempt goes to one of them.
+    // The race for the last attempt, on a fresh account: one attempt left, 59 wrong
+    // and the right password at once: the last attempt goes to one of them.
     app.browser().register("racer", "racer password").await;
     for _ in 0..4 {
         app.browser().log_in("racer", "wrong password").await;

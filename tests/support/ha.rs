@@ -2,13 +2,12 @@
 //! three sentinels) and a Redis Cluster (three primaries made with
 //! `redis-cli --cluster create`), all real `redis-server` processes on free
 //! loopback ports under one temporary directory, started in parallel, killed on drop.
-#![allow(dead_code)] // each test binary uses a different part of this file
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{free_port, wait_until};
+use super::process::{free_port, wait_until};
 
 /// The sentinels' name for the monitored primary (`sentinelServiceName=` in the URL).
 pub const SERVICE: &str = "shop";
@@ -45,10 +44,6 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 }
 

@@ -1,9 +1,9 @@
 //! Carts under concurrency: many adds at once, from one user, through two app
 //! instances that share one Redis, as two replicas behind a load balancer would.
 
-mod common;
-
-use common::*;
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::Browser;
 
 /// `count` adds of one Blue Teapot at once, spread over `browsers` in turn.
 async fn add_one_teapot_concurrently(count: usize, browsers: &[&Browser]) {

@@ -14,7 +14,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
-use crate::common::{free_port, wait_until};
+use super::process::{free_port, wait_until};
 
 /// How long one page may take to load before the test fails.
 const PAGE_LIMIT: Duration = Duration::from_secs(20);
@@ -410,6 +410,7 @@ impl Chrome {
     }
 
     /// A PNG of the whole page (up to `max_height` pixels tall) at the current width.
+    #[allow(dead_code)] // examples/screenshots.rs uses it; the tests do not
     pub async fn screenshot_page(&self, path: &Path, max_height: u32) {
         let (width, _) = self.viewport().await;
         let height = self

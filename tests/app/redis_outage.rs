@@ -3,11 +3,13 @@
 //! the app recovers by itself when Redis returns. (tests/faults.rs does the same
 //! through nginx and three replica processes, with Redis stopped and paused.)
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::TestApp;
+use crate::support::process::wait_until;
+use crate::support::redis::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_degrades_reads_refuses_writes_and_the_app_recovers_alone() {

@@ -1,15 +1,17 @@
-//! Accounts (issue 10): the sessions page, revoking sessions, password change and
-//! account deletion, on two in-process replicas sharing one real redis-server and
-//! one SQLite file; the one-time submission ids of login, logout and registration
-//! (issue 9); the `__Host-` cookie; and what a logged-in page view costs in Redis.
+//! Accounts: the sessions page, revoking sessions, password change and account
+//! deletion, on two in-process replicas sharing one real redis-server and one
+//! SQLite file; the one-time submission ids of login, logout and registration;
+//! the `__Host-` cookie; and what a logged-in page view costs in Redis.
 
-mod common;
-
-use common::*;
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface};
 use reqwest::{Method, StatusCode};
-use storefront::cart::CartOwner;
-use storefront::session::index::index_key;
+
+use crate::support::api::{
+    session_index, user_cart, Config, DEMO_PASSWORD, DEMO_USER, MAX_SESSIONS_PER_USER,
+};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::{Browser, Page};
+use crate::support::redis::RedisServer;
 
 const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -103,14 +105,6 @@ fn handle_of<'a>(cards: &'a [Card], agent: &str) -> &'a str {
         .handle
 }
 
-async fn user_id(app: &TestApp, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
-}
-
 /// Takes a session out of its user's index, as if it had been created on a
 /// replica while the index was being rewritten: then only the credential epoch
 /// can end it.
@@ -118,7 +112,7 @@ async fn drop_from_index(app: &TestApp, user_id: i64, sid: &str) {
     let removed: i64 = app
         .redis()
         .unwrap()
-        .zrem(index_key(user_id), sid)
+        .zrem(session_index(user_id), sid)
         .await
         .unwrap();
     assert_eq!(removed, 1, "the session was in the index");
@@ -141,11 +135,11 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
         .await
         .assert_redirect("/");
     // (the registering browser's session is ended at once, to start from none)
-    let id = user_id(&a, USER).await;
+    let id = a.user_id(USER).await;
     for member in a
         .redis()
         .unwrap()
-        .zrange::<Vec<String>, _, _, _>(index_key(id), 0, -1, None, false, None, false)
+        .zrange::<Vec<String>, _, _, _>(session_index(id), 0, -1, None, false, None, false)
         .await
         .unwrap()
     {
@@ -280,7 +274,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
 
     // Deletion: every session anonymous, the cart and the index gone.
     desktop.add_to_cart("1", "2").await;
-    let cart_key = CartOwner::User(id).redis_key();
+    let cart_key = user_cart(id);
     assert!(a.redis_exists(&cart_key).await);
     laptop
         .post("/account/delete", &[("password", NEW_PASSWORD)])
@@ -291,7 +285,7 @@ async fn three_sessions_listed_revoked_and_ended_by_password_change_and_deletion
     assert_eq!(logged_in_everywhere(&laptop, &a, &b).await, None);
     assert_eq!(logged_in_everywhere(&desktop, &a, &b).await, None);
     assert!(!a.redis_exists(&cart_key).await, "cart key gone");
-    assert!(!a.redis_exists(&index_key(id)).await, "index gone");
+    assert!(!a.redis_exists(&session_index(id)).await, "index gone");
     assert!(!a.user_exists(USER).await);
     let sessions: Vec<String> = a
         .redis_keys()
@@ -524,8 +518,8 @@ async fn replayed_login_logout_and_registration_forms_change_nothing() {
     assert_eq!(other.status, StatusCode::CONFLICT);
 
     // A login form sent twice (double click): one session, not two.
-    let id = user_id(&app, USER).await;
-    let index = index_key(id);
+    let id = app.user_id(USER).await;
+    let index = session_index(id);
     let count = |app: &TestApp| {
         let redis = app.redis().unwrap().clone();
         let index = index.clone();
@@ -735,8 +729,8 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
     laptop.register(USER, PASSWORD).await.assert_redirect("/");
     desktop.log_in(USER, PASSWORD).await.assert_redirect("/");
     desktop.add_to_cart("1", "2").await.assert_redirect("/cart");
-    let id = user_id(&app, USER).await;
-    let cart_key = CartOwner::User(id).redis_key();
+    let id = app.user_id(USER).await;
+    let cart_key = user_cart(id);
     // As if the desktop's session had been created on another replica while the
     // password changed: missing from the index, so only the epoch can end it.
     drop_from_index(&app, id, &desktop.sid().unwrap()).await;
@@ -765,7 +759,7 @@ async fn a_cart_change_from_a_session_a_password_change_ended_does_not_touch_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_is_capped_and_a_login_over_the_cap_ends_the_oldest_session() {
     let app = TestApp::spawn(Backend::Redis).await;
-    let cap = storefront::session::index::MAX_SESSIONS_PER_USER;
+    let cap = MAX_SESSIONS_PER_USER;
     let first = app.browser();
     first
         .log_in(DEMO_USER, DEMO_PASSWORD)
@@ -832,7 +826,7 @@ async fn wrong_current_passwords_are_throttled_like_logins() {
     let app = TestApp::spawn(Backend::Redis).await;
     let browser = app.browser();
     browser.register(USER, PASSWORD).await.assert_redirect("/");
-    let limit = storefront::config::Config::defaults().login_max_failures_per_user;
+    let limit = Config::defaults().login_max_failures_per_user;
     let change = |guess: &'static str| {
         let browser = browser.clone();
         async move {

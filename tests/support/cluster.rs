@@ -1,9 +1,7 @@
-//! A whole cluster of real processes for `tests/cluster.rs`: a redis-server, three
-//! replicas of the built `storefront` binary sharing one SQLite file, and nginx
-//! rendered from `deploy/nginx/storefront.conf.template`, everything on free
-//! loopback ports under one temporary directory. Everything is killed on drop.
-
-#![allow(dead_code)] // each test binary uses a different part of this file
+//! A whole cluster of real processes: a redis-server, three replicas of the
+//! built `storefront` binary sharing one SQLite file, and nginx rendered from
+//! `deploy/nginx/storefront.conf.template`, everything on free loopback ports
+//! under one temporary directory. Everything is killed on drop.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -13,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::common::{free_port, wait_until, Browser, Page, RedisServer};
+use super::browser::{Browser, Page};
+use super::process::{free_port, send_signal, wait_until};
+use super::redis::RedisServer;
 
 /// The binary cargo built for these tests, or `STOREFRONT_BIN` (e.g. a release
 /// build: `STOREFRONT_BIN=target/release/storefront cargo test --test cluster`).
@@ -270,7 +270,7 @@ impl Replica {
 
     /// SIGTERM, then waits for the process to exit; returns its exit status.
     pub async fn terminate(&mut self) -> ExitStatus {
-        signal(self.pid(), "TERM");
+        send_signal(self.pid(), "TERM");
         self.wait_exit().await
     }
 
@@ -416,7 +416,7 @@ impl Drop for Nginx {
         };
         // SIGTERM: the master stops its workers and exits. SIGKILL would leave
         // the workers behind, still holding the port.
-        signal(child.id(), "TERM");
+        send_signal(child.id(), "TERM");
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = child.try_wait() {
@@ -469,11 +469,6 @@ fn base_env() -> Vec<(String, String)> {
         }
     }
     env
-}
-
-/// Sends a signal to a process (see `common::send_signal`).
-pub fn signal(pid: u32, name: &str) {
-    crate::common::send_signal(pid, name);
 }
 
 /// A client without cookies for health checks.

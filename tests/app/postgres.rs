@@ -1,13 +1,16 @@
 //! What differs between the databases must not show: the same races, constraint
 //! errors and outages give the same pages on SQLite and on Postgres. (The shop's
-//! behavioural tests in tests/shop.rs also run on Postgres.)
-
-mod common;
+//! behavioural tests in tests/app/shop.rs also run on Postgres.)
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use reqwest::StatusCode;
+
+use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, Database, TestApp};
+use crate::support::postgres::PostgresServer;
+use crate::support::process::wait_until;
+use crate::support::redis::RedisServer;
 
 /// Eight registrations of one name at once, through two replicas sharing the
 /// database: one account, one welcome, seven "taken" pages.

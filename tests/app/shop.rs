@@ -3,10 +3,12 @@
 //! Tests inside `on_both_backends!` run twice: with Redis and with the in-memory
 //! dev store. Where they look at Redis itself, they do so only on the Redis run.
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
+
+use crate::on_both_backends;
+use crate::support::api::{CATEGORIES, DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::Page;
 
 on_both_backends! {
     async fn anonymous_browsing_creates_no_session(app) {
@@ -423,7 +425,7 @@ async fn the_catalog_is_searched_and_filtered_by_category() {
     teaware.assert_contains("<h1>Teaware</h1>");
     teaware.assert_contains("href=\"/?category=teaware\" aria-current=\"page\"");
     let mut all = Vec::new();
-    for (category, _) in storefront::catalog::CATEGORIES {
+    for (category, _) in CATEGORIES {
         all.extend(product_names(
             &visitor.get(&format!("/?category={category}")).await,
         ));

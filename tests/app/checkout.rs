@@ -3,10 +3,11 @@
 //! once, a crash between "order written" and "cart emptied"), the cart the shopper
 //! confirmed or nothing, and bad input that writes nothing.
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
+
+use crate::support::api::{user_cart, DEMO_PASSWORD, DEMO_USER};
+use crate::support::app::{Backend, TestApp};
+use crate::support::browser::{Browser, Page};
 
 const PASSWORD: &str = "long enough pw";
 
@@ -84,14 +85,6 @@ async fn shopper_with_a_cart(app: &TestApp, name: &str) -> Browser {
 
 async fn order_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
-}
-
-async fn user_id(app: &TestApp, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT id FROM users WHERE username = $1")
-        .bind(name)
         .fetch_one(&app.state.db)
         .await
         .unwrap()
@@ -183,7 +176,7 @@ async fn placing_an_order_writes_it_once_and_empties_the_cart() {
     assert_eq!(page.cart_badge(), 0);
 
     // The database holds what the shopper saw, priced at order time.
-    let uid = user_id(&app, "ada").await;
+    let uid = app.user_id("ada").await;
     let (user, status, total, items, key): (i64, String, i64, i64, String) = sqlx::query_as(
         "SELECT user_id, status, total_cents, item_count, idempotency_key FROM orders WHERE id = $1",
     )
@@ -211,7 +204,7 @@ async fn placing_an_order_writes_it_once_and_empties_the_cart() {
         ]
     );
     // The cart is gone from Redis.
-    let cart_key = storefront::cart::CartOwner::User(uid).redis_key();
+    let cart_key = user_cart(uid);
     assert!(
         !app.redis_exists(&cart_key).await,
         "{cart_key} still exists"
@@ -392,7 +385,7 @@ async fn a_retry_after_a_crash_between_order_and_cart_finishes_the_job() {
     let form = CheckoutForm::open(&shopper).await;
 
     // The first attempt committed the order and died before emptying the cart.
-    let uid = user_id(&app, "crashy").await;
+    let uid = app.user_id("crashy").await;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO orders (user_id, idempotency_key, name, address, city, postcode, country, \
                              item_count, total_cents, created_at) \
