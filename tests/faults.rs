@@ -1175,8 +1175,12 @@ struct SkewedReplica {
 impl SkewedReplica {
     async fn start(app: &TestApp, offset: &str) -> SkewedReplica {
         let port = support::process::free_port();
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new("faketime")
             .args(["-f", offset, env!("CARGO_BIN_EXE_storefront"), "serve"])
+            // Its own process group: `faketime` runs the replica as its child, and
+            // both are stopped together.
+            .process_group(0)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             // Timers keep the real monotonic clock; only the wall clock is off.
@@ -1216,7 +1220,10 @@ impl SkewedReplica {
 
 impl Drop for SkewedReplica {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
         let _ = self.child.wait();
     }
 }
