@@ -95,11 +95,14 @@ impl Application {
                      (lost on restart, not shared between replicas). \
                      Set REDIS_URL=redis://127.0.0.1:6379 to keep them in Redis."
                 );
-                let index = SessionIndex::memory(longest_login);
+                // The epochs, shared by the session index and the cart store, as
+                // both read the same keys in Redis.
+                let epochs = crate::redis::memory::MemoryCounters::default();
+                let index = SessionIndex::memory(longest_login, epochs.clone());
                 (
                     None,
                     SessionStore::memory(lifetimes.clone(), index.clone()),
-                    CartStore::memory(config.cart_ttl, config.anon_cart_ttl),
+                    CartStore::memory(config.cart_ttl, config.anon_cart_ttl, epochs),
                     LoginThrottle::memory(limits),
                     index,
                 )

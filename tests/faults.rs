@@ -879,7 +879,13 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     // The same form now places the order, once.
     let placed = place_order(&shopper, &form).await;
     assert_eq!(placed.status, StatusCode::SEE_OTHER, "{}", placed.body);
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(
+        order_count(&app).await,
+        1,
+        "{:?} {}",
+        placed.location(),
+        placed.body
+    );
     let alice = app.browser();
     alice
         .register("alice", "alice-pass-123")

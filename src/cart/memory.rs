@@ -40,8 +40,7 @@ pub(super) struct MemoryCarts {
 }
 
 impl MemoryCarts {
-    /// [`CartStore::add`] in memory (no epoch guard: the dev twin checks the user
-    /// the plain way, `ShopSession::user`).
+    /// [`CartStore::add`] in memory, once the store has checked the epoch guard.
     pub(super) fn add(
         &mut self,
         owner: &CartOwner,

@@ -26,6 +26,7 @@ use fred::prelude::{HashesInterface, Pool};
 use super::memory::MemoryCarts;
 use super::redis;
 use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
+use crate::redis::memory::MemoryCounters;
 use crate::redis::{connected, StoreError};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
@@ -43,7 +44,20 @@ pub struct CartStore {
 #[derive(Debug, Clone)]
 enum Backend {
     Redis(Pool),
-    Memory(Arc<Mutex<MemoryCarts>>),
+    Memory {
+        carts: Arc<Mutex<MemoryCarts>>,
+        /// The credential epochs, shared with the session index: the epoch guard
+        /// is checked here as the cart scripts check it in Redis.
+        counters: MemoryCounters,
+    },
+}
+
+/// In memory, what a cart script's epoch check answers: `Stale` when the user's
+/// epoch is past the session's.
+fn stale_in_memory<T>(counters: &MemoryCounters, guard: Option<&EpochGuard>) -> Option<Guarded<T>> {
+    let guard = guard?;
+    let current = counters.get(&guard.key);
+    (current > guard.session_epoch).then_some(Guarded::Stale(current))
 }
 
 /// Appends an epoch guard's key and epoch (the scripts' optional KEYS[4] and last ARGV).
@@ -63,9 +77,14 @@ impl CartStore {
         }
     }
 
-    pub fn memory(user_ttl: Duration, anonymous_ttl: Duration) -> Self {
+    /// In process memory, checking epoch guards against `counters` (the session
+    /// index's epochs).
+    pub fn memory(user_ttl: Duration, anonymous_ttl: Duration, counters: MemoryCounters) -> Self {
         CartStore {
-            backend: Backend::Memory(Arc::default()),
+            backend: Backend::Memory {
+                carts: Arc::default(),
+                counters,
+            },
             user_ttl,
             anonymous_ttl,
         }
@@ -96,7 +115,7 @@ impl CartStore {
     /// Adds `quantity` of a product, capping the line at [`MAX_QUANTITY`], unless
     /// `submission` was applied before or the cart was retired by a login merge.
     ///
-    /// With an `epoch` guard (Redis only), a session older than its user's
+    /// With an `epoch` guard, a session older than its user's
     /// credential epoch changes nothing ([`Guarded::Stale`]).
     pub async fn add(
         &self,
@@ -130,12 +149,17 @@ impl CartStore {
                     }),
                 })
             }
-            Backend::Memory(carts) => Ok(Guarded::Done(
-                carts
-                    .lock()
-                    .expect("cart lock")
-                    .add(owner, product_id, quantity, submission),
-            )),
+            Backend::Memory { carts, counters } => {
+                if let Some(stale) = stale_in_memory(counters, epoch) {
+                    return Ok(stale);
+                }
+                Ok(Guarded::Done(
+                    carts
+                        .lock()
+                        .expect("cart lock")
+                        .add(owner, product_id, quantity, submission),
+                ))
+            }
         }
     }
 
@@ -171,12 +195,17 @@ impl CartStore {
                     _ => Guarded::Done(Updated::NotInCart),
                 })
             }
-            Backend::Memory(carts) => Ok(Guarded::Done(
-                carts
-                    .lock()
-                    .expect("cart lock")
-                    .update(owner, product_id, quantity, submission),
-            )),
+            Backend::Memory { carts, counters } => {
+                if let Some(stale) = stale_in_memory(counters, epoch) {
+                    return Ok(stale);
+                }
+                Ok(Guarded::Done(
+                    carts
+                        .lock()
+                        .expect("cart lock")
+                        .update(owner, product_id, quantity, submission),
+                ))
+            }
         }
     }
 
@@ -188,7 +217,7 @@ impl CartStore {
                     connected(pool)?.hgetall(owner.redis_key()).await?;
                 Ok(parse_lines(raw))
             }
-            Backend::Memory(carts) => {
+            Backend::Memory { carts, .. } => {
                 let carts = carts.lock().expect("cart lock");
                 Ok(carts
                     .carts
@@ -257,7 +286,7 @@ impl CartStore {
                     .map_err(StoreError::write)?;
                 Ok(usize::try_from(merged).unwrap_or(0))
             }
-            Backend::Memory(carts) => {
+            Backend::Memory { carts, .. } => {
                 let mut carts = carts.lock().expect("cart lock");
                 carts.retired.insert(from.redis_key());
                 let submissions = carts
@@ -283,15 +312,17 @@ impl CartStore {
     }
 
     /// [`Self::lines`] plus the integer in `counter_key` (same hash slot as the
-    /// cart), in one Redis command. `None` for the counter in memory mode: the
-    /// caller reads it its own way.
+    /// cart), in one Redis command.
     pub async fn lines_and_counter(
         &self,
         owner: &CartOwner,
         counter_key: &str,
-    ) -> Result<(Lines, Option<i64>), StoreError> {
-        let Backend::Redis(pool) = &self.backend else {
-            return Ok((self.lines(owner).await?, None));
+    ) -> Result<(Lines, i64), StoreError> {
+        let pool = match &self.backend {
+            Backend::Redis(pool) => pool,
+            Backend::Memory { counters, .. } => {
+                return Ok((self.lines(owner).await?, counters.get(counter_key)))
+            }
         };
         let (raw, counter): (Vec<String>, i64) = redis::LINES_AND_COUNTER_SCRIPT
             .evalsha_with_reload(
@@ -305,7 +336,7 @@ impl CartStore {
                 .map(|pair| (pair[0].clone(), pair[1].clone()))
                 .collect(),
         );
-        Ok((lines, Some(counter)))
+        Ok((lines, counter))
     }
 
     /// Deletes a cart (an account was deleted).
@@ -314,7 +345,7 @@ impl CartStore {
             Backend::Redis(pool) => {
                 let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
             }
-            Backend::Memory(carts) => {
+            Backend::Memory { carts, .. } => {
                 carts
                     .lock()
                     .expect("cart lock")
@@ -361,7 +392,7 @@ impl CartStore {
                     _ => Cleared::Kept,
                 })
             }
-            Backend::Memory(carts) => Ok(carts
+            Backend::Memory { carts, .. } => Ok(carts
                 .lock()
                 .expect("cart lock")
                 .clear_for_order(owner, submission, expected)),

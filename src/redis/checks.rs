@@ -81,8 +81,8 @@ pub async fn read(pool: &Pool) -> Result<RedisFacts, fred::error::Error> {
 pub const CLOCK_SKEW_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How far this replica's clock is from Redis's, in seconds: positive when the
-/// replica is ahead. Every expiry the shop writes is a lifetime (`EX`), and every
-/// time a script keeps is Redis's own (`TIME`), so a replica with a wrong clock
+/// replica is ahead. Every expiry the shop writes is a lifetime (`EX`), and the
+/// times the cart scripts keep are Redis's own (`TIME`), so a replica with a wrong clock
 /// neither logs shoppers out nor makes others forget applied forms; but the dates
 /// it shows and logs are off, so the difference is reported. Measured against the
 /// middle of the round trip.

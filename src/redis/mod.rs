@@ -6,6 +6,7 @@
 //! reach Redis and how to tell the user what a failed command means.
 
 pub mod checks;
+pub mod memory;
 pub mod topology;
 
 use std::time::Duration;

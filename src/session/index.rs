@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fred::prelude::{KeysInterface, Pool, SortedSetsInterface};
 use fred::types::scripts::Script;
 
+use crate::redis::memory::MemoryCounters;
 use crate::redis::StoreError;
 
 /// Most sessions a user may have at once; a new login ends the oldest.
@@ -79,16 +80,17 @@ pub struct SessionIndex {
     keep: Duration,
 }
 
+/// In memory: each user's session ids with their login time (ms), oldest first.
+type MemoryIndex = HashMap<i64, Vec<(String, i64)>>;
+
 #[derive(Debug, Clone)]
 enum Backend {
     Redis(Pool),
-    Memory(Arc<Mutex<Memory>>),
-}
-
-#[derive(Debug, Default)]
-struct Memory {
-    index: HashMap<i64, Vec<(String, i64)>>,
-    epochs: HashMap<i64, i64>,
+    Memory {
+        index: Arc<Mutex<MemoryIndex>>,
+        /// The epochs, under their Redis keys, shared with the cart store.
+        epochs: MemoryCounters,
+    },
 }
 
 fn now_ms() -> i64 {
@@ -105,21 +107,14 @@ impl SessionIndex {
         }
     }
 
-    pub fn memory(longest_login: Duration) -> Self {
+    /// In process memory, the epochs kept in `epochs` (shared with the cart store).
+    pub fn memory(longest_login: Duration, epochs: MemoryCounters) -> Self {
         SessionIndex {
-            backend: Backend::Memory(Arc::default()),
+            backend: Backend::Memory {
+                index: Arc::default(),
+                epochs,
+            },
             keep: longest_login + Duration::from_secs(86_400),
-        }
-    }
-
-    pub fn is_redis(&self) -> bool {
-        matches!(self.backend, Backend::Redis(_))
-    }
-
-    fn mem(&self) -> Option<std::sync::MutexGuard<'_, Memory>> {
-        match &self.backend {
-            Backend::Memory(memory) => Some(memory.lock().expect("accounts lock")),
-            Backend::Redis(_) => None,
         }
     }
 
@@ -130,10 +125,7 @@ impl SessionIndex {
                 let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
                 Ok(epoch.unwrap_or(0))
             }
-            Backend::Memory(_) => Ok(self
-                .mem()
-                .and_then(|m| m.epochs.get(&user_id).copied())
-                .unwrap_or(0)),
+            Backend::Memory { epochs, .. } => Ok(epochs.get(&epoch_key(user_id))),
         }
     }
 
@@ -147,11 +139,8 @@ impl SessionIndex {
                     vec![self.keep.as_secs().to_string()],
                 )
                 .await?),
-            Backend::Memory(_) => {
-                let mut memory = self.mem().expect("memory backend");
-                let epoch = memory.epochs.entry(user_id).or_insert(0);
-                *epoch = (*epoch + 1).max(now_ms());
-                Ok(*epoch)
+            Backend::Memory { epochs, .. } => {
+                Ok(epochs.update(&epoch_key(user_id), |epoch| (epoch + 1).max(now_ms())))
             }
         }
     }
@@ -178,9 +167,9 @@ impl SessionIndex {
                     ],
                 )
                 .await?),
-            Backend::Memory(_) => {
-                let mut memory = self.mem().expect("memory backend");
-                let list = memory.index.entry(user_id).or_default();
+            Backend::Memory { index, .. } => {
+                let mut index = index.lock().expect("index lock");
+                let list = index.entry(user_id).or_default();
                 list.retain(|(id, _)| id != session_id);
                 list.push((session_id.to_owned(), score));
                 let over = list.len().saturating_sub(MAX_SESSIONS_PER_USER);
@@ -196,13 +185,12 @@ impl SessionIndex {
             Backend::Redis(pool) => Ok(pool
                 .zrange(index_key(user_id), 0, -1, None, false, None, false)
                 .await?),
-            Backend::Memory(_) => Ok(self
-                .mem()
-                .and_then(|m| m.index.get(&user_id).cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect()),
+            Backend::Memory { index, .. } => Ok(index
+                .lock()
+                .expect("index lock")
+                .get(&user_id)
+                .map(|list| list.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default()),
         }
     }
 
@@ -218,8 +206,8 @@ impl SessionIndex {
             Backend::Redis(pool) => {
                 let _: i64 = pool.zrem(index_key(user_id), session_ids.to_vec()).await?;
             }
-            Backend::Memory(_) => {
-                if let Some(list) = self.mem().expect("memory backend").index.get_mut(&user_id) {
+            Backend::Memory { index, .. } => {
+                if let Some(list) = index.lock().expect("index lock").get_mut(&user_id) {
                     list.retain(|(id, _)| !session_ids.contains(id));
                 }
             }
@@ -233,8 +221,8 @@ impl SessionIndex {
             Backend::Redis(pool) => {
                 let _: i64 = pool.del(index_key(user_id)).await?;
             }
-            Backend::Memory(_) => {
-                self.mem().expect("memory backend").index.remove(&user_id);
+            Backend::Memory { index, .. } => {
+                index.lock().expect("index lock").remove(&user_id);
             }
         }
         Ok(())

@@ -13,7 +13,7 @@
 //!    The cart itself is never in the session (it is a Redis hash, `cart/`).
 //! 3. [`store`]: where records live. The first read of a request loads the whole
 //!    record with one `GET <session id>`; after the handler, the layer saves it
-//!    only if it changed (a script: `SET <id> <msgpack> EXAT <deadline>`, only over
+//!    only if it changed (a script: `SET <id> <msgpack> EX <seconds to its deadline>`, only over
 //!    a live record), and sets or removes the cookie. An ended session's key
 //!    becomes a one-minute tombstone.
 //! 4. [`lifetimes`]: the deadline written to Redis and the cookie's expiry, in one
@@ -42,6 +42,6 @@ pub use cookie::{cookie_name, secure_cookie_removal, COOKIE_NAME, SECURE_COOKIE_
 pub use flash::{Flash, FlashKind};
 pub use index::SessionIndex;
 pub use lifetimes::{apply_cookie_expiry, keep_alive, Lifetimes};
-pub use record::SessionFacts;
+pub use record::Login;
 pub use store::SessionStore;
 pub use typed::{LoginFacts, SessionUser, ShopSession, SESSION_ENDED};

@@ -20,10 +20,10 @@ use tower_sessions::{
 use super::index::SessionIndex;
 use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
-use super::record::{key, SessionFacts};
+use super::record::{key, Login};
 use crate::error::AppError;
 
-/// The session store: the published Redis store (or the dev in-memory one), with
+/// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
 /// that never brings back a session someone else deleted.
 #[derive(Debug, Clone)]
@@ -297,7 +297,7 @@ async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_stor
 #[derive(Debug, Clone)]
 pub struct LiveSession {
     pub id: Id,
-    pub facts: SessionFacts,
+    pub facts: Login,
 }
 
 impl SessionStore {
@@ -329,14 +329,17 @@ impl SessionStore {
             let record = record?;
             match record {
                 Some((id, record)) => {
-                    let facts = SessionFacts::from_record(&record);
-                    if facts.user_id != Some(user_id) {
-                        ended.push(member);
-                    } else if facts.epoch < epoch {
-                        stale.push(id);
-                        ended.push(member);
-                    } else {
-                        live.push((order, LiveSession { id, facts }));
+                    match Login::from_record(&record) {
+                        Some(facts) if facts.user_id == user_id && facts.epoch >= epoch => {
+                            live.push((order, LiveSession { id, facts }));
+                        }
+                        // From before the user's last credential change.
+                        Some(facts) if facts.user_id == user_id => {
+                            stale.push(id);
+                            ended.push(member);
+                        }
+                        // Ended, or no longer this user's.
+                        _ => ended.push(member),
                     }
                 }
                 None => ended.push(member),

@@ -10,7 +10,7 @@ use tower_sessions::Session;
 
 use super::flash::Flash;
 use super::index::{epoch_key, SessionIndex};
-use super::record::key;
+use super::record::{key, Login};
 use crate::cart::{CartOwner, EpochGuard};
 use crate::error::AppError;
 use crate::token;
@@ -197,21 +197,21 @@ impl ShopSession {
         for stale in [key::SUBMISSION, key::FLASH] {
             let _ = self.session.remove_value(stale).await?;
         }
-        self.session.insert(key::USER_ID, user.id).await?;
-        self.session.insert(key::USER_NAME, &user.name).await?;
-        self.session.insert(key::REMEMBER, facts.remember).await?;
-        self.session.insert(key::LOGIN_AT, now).await?;
-        self.session.insert(key::SEEN_AT, now).await?;
-        self.session.insert(key::CREATED_BY, &facts.replica).await?;
-        self.session.insert(key::EPOCH, facts.epoch).await?;
-        self.session.insert(key::HANDLE, &handle).await?;
-        self.session.insert(key::AGENT, &facts.agent).await?;
-        self.session
-            .insert(key::CLIENT, facts.client.to_string())
-            .await?;
-        if let Some(submission) = &facts.submission {
-            self.session.insert(key::SUBMISSION, submission).await?;
+        Login {
+            user_id: user.id,
+            name: user.name.clone(),
+            remember: facts.remember,
+            login_at: now,
+            seen_at: now,
+            replica: facts.replica.clone(),
+            epoch: facts.epoch,
+            handle: handle.clone(),
+            agent: facts.agent.clone(),
+            client: facts.client.to_string(),
+            submission: facts.submission.clone(),
         }
+        .write_to(&self.session)
+        .await?;
         let user = SessionUser {
             id: user.id,
             name: user.name.clone(),
@@ -314,10 +314,10 @@ impl ShopSession {
 
     /// The user a logged-in session claims, with the guard a change to their cart
     /// must pass (the cart script checks the user's credential epoch), when the
-    /// user has not been checked yet in this request and carts are in Redis;
+    /// user has not been checked yet in this request;
     /// `None` otherwise: then [`Self::cart_owner`] checks the user the plain way.
     pub async fn user_unchecked(&self) -> SessionResult<Option<(SessionUser, EpochGuard)>> {
-        if self.known_verdict().is_some() || !self.index.is_redis() {
+        if self.known_verdict().is_some() {
             return Ok(None);
         }
         Ok(self.claimed_user().await?.map(|(user, epoch)| {

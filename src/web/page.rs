@@ -135,9 +135,6 @@ async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Layout, Lin
 /// gone or someone else's is discarded and read again. Each command touches one
 /// key (one slot), so this works on Redis Cluster too.
 async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines, AppError> {
-    if !state.index.is_redis() {
-        return owner_cart(state, session).await;
-    }
     let id = session.inner().id();
     if let Some((id, guessed)) = id.and_then(|id| Some((id, state.user_hints.get(id)?))) {
         let owner = CartOwner::User(guessed);
@@ -152,10 +149,8 @@ async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines, App
                 .await?;
         if claimed == Some(guessed) {
             let (lines, epoch) = read?;
-            if let Some(epoch) = epoch {
-                if session.settle(epoch).await?.is_some() {
-                    return Ok(lines);
-                }
+            if session.settle(epoch).await?.is_some() {
+                return Ok(lines);
             }
         }
         // Someone else's session now, or none: the read is discarded.
@@ -169,19 +164,17 @@ async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines, App
                 &crate::session::index::epoch_key(user_id),
             )
             .await?;
-        if let Some(epoch) = epoch {
-            if session.settle(epoch).await?.is_some() {
-                if let Some(id) = session.inner().id() {
-                    state.user_hints.remember(id, user_id);
-                }
-                return Ok(lines);
+        if session.settle(epoch).await?.is_some() {
+            if let Some(id) = session.inner().id() {
+                state.user_hints.remember(id, user_id);
             }
+            return Ok(lines);
         }
     }
     owner_cart(state, session).await
 }
 
-/// The cart of whoever the session says owns it (anonymous visitors, dev mode).
+/// The cart of whoever the session says owns it (anonymous visitors).
 async fn owner_cart(state: &AppState, session: &ShopSession) -> Result<Lines, AppError> {
     match session.cart_owner().await? {
         Some(owner) => state.carts.lines(&owner).await.map_err(AppError::from),
