@@ -169,6 +169,17 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Gives back a connection whose transaction failed to commit by closing it: the
+/// pool opens a fresh one. After a failed COMMIT (a full disk) SQLite may or may
+/// not have rolled the transaction back by itself, and a connection left unsure
+/// of it must not serve the next request (a stale snapshot, a transaction that
+/// never ends). Used by every write (`auth::users`, `orders::store`).
+pub async fn discard(connection: sqlx::pool::PoolConnection<sqlx::Any>) {
+    if let Err(err) = connection.close().await {
+        tracing::debug!(error = %err, "closing a connection after a failed commit");
+    }
+}
+
 /// The database refused a write for want of space: SQLite's `SQLITE_FULL` (13,
 /// and its extended codes), Postgres's `53100 disk_full`. The write was rolled
 /// back; the user gets the 503 page saying nothing was saved.

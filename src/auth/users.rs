@@ -56,13 +56,28 @@ pub async fn create(
     submission: Option<&str>,
 ) -> Result<User, CreateUserError> {
     let password_hash = password::hash_password(password).await?;
-    let mut tx = db.begin().await?;
+    let mut connection = db.acquire().await?;
+    let result = insert_user(&mut connection, username, &password_hash, submission).await;
+    if matches!(result, Err(CreateUserError::Database(_))) {
+        crate::db::discard(connection).await;
+    }
+    result
+}
+
+async fn insert_user(
+    connection: &mut sqlx::AnyConnection,
+    username: &Username,
+    password_hash: &str,
+    submission: Option<&str>,
+) -> Result<User, CreateUserError> {
+    use sqlx::Connection;
+    let mut tx = connection.begin().await?;
     let result = sqlx::query_as(
         "INSERT INTO users (username, password_hash, submission) VALUES ($1, $2, $3) \
          RETURNING id, username, password_hash",
     )
     .bind(username.as_str())
-    .bind(&password_hash)
+    .bind(password_hash)
     .bind(submission)
     .fetch_one(&mut *tx)
     .await;
@@ -103,26 +118,37 @@ pub async fn created_at(db: &Db, id: i64) -> sqlx::Result<Option<i64>> {
 /// Stores a new password hash; false when the user no longer exists. Committed
 /// explicitly, as every write here (see [`create`]).
 pub async fn set_password_hash(db: &Db, id: i64, hash: &str) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
-    let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+    let query = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(hash)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+        .bind(id);
+    write_one(db, query).await
 }
 
 /// Deletes the account row; false when it was already gone. Its id is never
 /// given to another account (AUTOINCREMENT on SQLite, an identity on Postgres).
 pub async fn delete(db: &Db, id: i64) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
-    let done = sqlx::query("DELETE FROM users WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    write_one(db, sqlx::query("DELETE FROM users WHERE id = $1").bind(id)).await
+}
+
+/// Runs one statement in a transaction whose COMMIT is checked; true when it
+/// changed one row. A connection whose transaction failed is closed, not reused.
+async fn write_one<'q>(
+    db: &Db,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+) -> sqlx::Result<bool> {
+    use sqlx::Connection;
+    let mut connection = db.acquire().await?;
+    let result = async {
+        let mut tx = connection.begin().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+    .await;
+    if result.is_err() {
+        crate::db::discard(connection).await;
+    }
+    result
 }
 
 /// The demo account named in the README, created once; harmless when it exists.

@@ -99,9 +99,34 @@ pub async fn place(
     lines: &[PricedLine],
     now: i64,
 ) -> Result<Placed, AppError> {
+    let mut connection = db.acquire().await?;
+    let result = place_on(
+        &mut connection,
+        Backend::of(db),
+        (user_id, idempotency_key),
+        shipping,
+        lines,
+        now,
+    )
+    .await;
+    if result.is_err() {
+        crate::db::discard(connection).await;
+    }
+    result
+}
+
+async fn place_on(
+    connection: &mut sqlx::AnyConnection,
+    backend: Backend,
+    (user_id, idempotency_key): (i64, &str),
+    shipping: &Shipping,
+    lines: &[PricedLine],
+    now: i64,
+) -> Result<Placed, AppError> {
+    use sqlx::Connection;
     let item_count: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
     let total_cents = super::total(lines).0;
-    let mut tx = db.begin().await?;
+    let mut tx = connection.begin().await?;
     let inserted = sqlx::query_scalar::<_, i64>(
         "INSERT INTO orders (user_id, idempotency_key, status, name, address, city, postcode, \
                              country, item_count, total_cents, created_at) \
@@ -149,7 +174,7 @@ pub async fn place(
         // The COMMIT was sent to Postgres and the connection failed before its
         // answer came: the order may exist. Never "nothing was changed". (SQLite
         // runs in this process: a failed commit there is rolled back.)
-        Err(e) if Backend::of(db) == Backend::Postgres && crate::db::is_unavailable(&e) => {
+        Err(e) if backend == Backend::Postgres && crate::db::is_unavailable(&e) => {
             Err(AppError::OutcomeUnknown(LookAt::Orders, e.into()))
         }
         Err(e) => Err(e.into()),
