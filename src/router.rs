@@ -15,7 +15,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
-use crate::session::{cookie_name, secure_cookie_removal, SessionStore};
+use crate::session::{cookie_name, keep_cookies_forward, secure_cookie_removal, SessionStore};
 use crate::state::AppState;
 use crate::web;
 
@@ -38,7 +38,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
 /// layer around every route, and every request would clone that whole chain of
 /// boxes (40-odd allocations a page view, measured in docs/PERFORMANCE.md).
 pub fn build(state: AppState, sessions: SessionStore) -> Router {
-    let session_layer = SessionManagerLayer::new(sessions)
+    let session_layer = SessionManagerLayer::new(sessions.clone())
         .with_name(cookie_name(state.config.cookie_secure))
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
@@ -69,6 +69,8 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
                 .cookie_secure
                 .then(|| from_fn(secure_cookie_removal)),
         )
+        // Outside the session layer: it sees the cookie the layer adds.
+        .layer(from_fn_with_state(sessions.clone(), keep_cookies_forward))
         .layer(session_layer)
         .layer(from_fn_with_state(
             state.clone(),

@@ -1080,6 +1080,12 @@ impl StallProxy {
         *self.trigger.lock().unwrap() = Some((bytes.as_bytes().to_vec(), passing));
     }
 
+    /// Waits until a command hit the trigger and everything stands still.
+    async fn wait_stalled(&self) {
+        let mut stalled = self.stalled.subscribe();
+        let _ = stalled.wait_for(|stalled| *stalled).await;
+    }
+
     fn release(&self) {
         *self.trigger.lock().unwrap() = None;
         self.stalled.send_replace(false);
@@ -1286,6 +1292,60 @@ async fn a_replica_with_a_wrong_clock_neither_forgets_applied_forms_nor_logs_sho
     );
     assert_eq!(
         user.get("/").await.logged_in_as().as_deref(),
+        Some(DEMO_USER)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back() {
+    let redis = Arc::new(RedisServer::start().await);
+    let proxy = StallProxy::start(redis.port).await;
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    // Replica A reaches Redis through the proxy, replica B directly.
+    let a = TestApp::spawn_sharing(
+        Some(redis),
+        Arc::new(tempfile::tempdir().unwrap()),
+        "replica-a",
+        |config| {
+            config.redis_url = Some(url);
+            config.redis_timeout = Duration::from_secs(5);
+        },
+    )
+    .await;
+    let b = a.sibling("replica-b").await;
+    let visitor = a.browser();
+    visitor.add_to_cart("1", "1").await;
+    let before_login = visitor.sid().expect("an anonymous session");
+
+    // An add on A reads the session, then hangs when it saves it (the second
+    // command that names it)...
+    proxy.stall_at(&before_login, 1);
+    let racer = visitor.clone();
+    let add = tokio::spawn(async move { racer.add_to_cart("2", "1").await });
+    proxy.wait_stalled().await;
+    // ...while the visitor logs in on B: a new session, the old one ended.
+    visitor
+        .at(&b.address)
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let after_login = visitor.sid().expect("the login's session");
+    assert_ne!(after_login, before_login);
+    proxy.release();
+    let added = add.await.unwrap();
+
+    // The add's late answer does not put the ended session's cookie back.
+    assert!(
+        added
+            .set_cookies()
+            .iter()
+            .all(|c| !c.contains(&before_login)),
+        "{:?}",
+        added.set_cookies()
+    );
+    assert_eq!(visitor.sid(), Some(after_login));
+    assert_eq!(
+        visitor.get("/").await.logged_in_as().as_deref(),
         Some(DEMO_USER)
     );
 }

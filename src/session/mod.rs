@@ -38,7 +38,9 @@ pub mod record;
 pub mod store;
 pub mod typed;
 
-pub use cookie::{cookie_name, secure_cookie_removal, COOKIE_NAME, SECURE_COOKIE_NAME};
+pub use cookie::{
+    cookie_name, keep_cookies_forward, secure_cookie_removal, COOKIE_NAME, SECURE_COOKIE_NAME,
+};
 pub use flash::{Flash, FlashKind};
 pub use index::SessionIndex;
 pub use lifetimes::{apply_cookie_expiry, keep_alive, Lifetimes};

@@ -3,6 +3,7 @@
 //! that never brings back a session someone else ended.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +33,8 @@ pub struct SessionStore {
     lifetimes: Lifetimes,
     /// The per-user session index, told about every new logged-in session.
     index: SessionIndex,
+    /// Sessions whose save found them ended (`cookie::keep_cookies_forward`).
+    ended_meanwhile: Arc<EndedMeanwhile>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,7 @@ impl SessionStore {
             backend: Backend::Redis(pool),
             lifetimes,
             index,
+            ended_meanwhile: Arc::default(),
         }
     }
 
@@ -54,6 +58,7 @@ impl SessionStore {
             backend: Backend::Memory(MemoryStore::default()),
             lifetimes,
             index,
+            ended_meanwhile: Arc::default(),
         }
     }
 
@@ -61,6 +66,37 @@ impl SessionStore {
     fn deadline(&self, record: &Record) -> OffsetDateTime {
         let facts = LifetimeFacts::from_record(&record.data);
         self.lifetimes.deadline(facts, OffsetDateTime::now_utc())
+    }
+}
+
+impl SessionStore {
+    /// True (once) when a save of session `id` in this process found it ended: a
+    /// logout or a login's new id in another tab, between this request's read and
+    /// its save. Its response must not send that session's cookie again.
+    pub fn ended_meanwhile(&self, id: &str) -> bool {
+        self.ended_meanwhile.take(id)
+    }
+}
+
+/// The sessions whose save was refused because they had ended, until their
+/// response has gone (a few at any time; bounded all the same).
+#[derive(Debug, Default)]
+struct EndedMeanwhile(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl EndedMeanwhile {
+    const CAPACITY: usize = 10_000;
+
+    fn note(&self, id: &Id) {
+        let mut ids = self.0.lock().expect("ended lock");
+        if ids.len() >= Self::CAPACITY {
+            ids.clear();
+        }
+        ids.insert(id.to_string());
+    }
+
+    fn take(&self, id: &str) -> bool {
+        let mut ids = self.0.lock().expect("ended lock");
+        !ids.is_empty() && ids.remove(id)
     }
 }
 
@@ -119,16 +155,20 @@ impl tower_sessions::SessionStore for SessionStore {
                     data: &record.data,
                     expiry_date,
                 };
-                save_if_live(connected(pool)?, &saved).await
+                if !save_if_live(connected(pool)?, &saved).await? {
+                    self.ended_meanwhile.note(&record.id);
+                }
+                Ok(())
             }
             Backend::Memory(store) => {
                 // The dev twin has no script; check first (one process, one lock away).
-                if let Some(current) = store.load(&record.id).await? {
-                    if !current.data.contains_key(key::ENDED) {
+                match store.load(&record.id).await? {
+                    Some(current) if !current.data.contains_key(key::ENDED) => {
                         let mut record = record.clone();
                         record.expiry_date = expiry_date;
                         store.save(&record).await?;
                     }
+                    _ => self.ended_meanwhile.note(&record.id),
                 }
                 Ok(())
             }
@@ -274,10 +314,11 @@ return 1
 static SAVE_SCRIPT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::from_lua(SAVE_LUA));
 
-async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_store::Result<()> {
+/// True when the record was written; false when its session had ended meanwhile.
+async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_store::Result<bool> {
     let bytes =
         rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    let _saved: i64 = SAVE_SCRIPT
+    let saved: i64 = SAVE_SCRIPT
         .evalsha_with_reload(
             client,
             record.id.to_string(),
@@ -288,7 +329,7 @@ async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_stor
         )
         .await
         .map_err(backend_error)?;
-    Ok(())
+    Ok(saved == 1)
 }
 
 // ---- The sessions of one user: listed, ended. ----
