@@ -1098,21 +1098,24 @@ impl Drop for StallProxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
+/// A replica whose Redis connection goes through a [`StallProxy`] (nothing held
+/// until the test says), with this command timeout.
+async fn behind_stall_proxy(name: &str, redis_timeout: Duration) -> (StallProxy, TestApp) {
     let redis = Arc::new(RedisServer::start().await);
     let proxy = StallProxy::start(redis.port).await;
     let url = format!("redis://127.0.0.1:{}/0", proxy.port);
-    let app = TestApp::spawn_sharing(
-        Some(redis),
-        Arc::new(tempfile::tempdir().unwrap()),
-        "stalling",
-        |config| {
-            config.redis_url = Some(url);
-            config.redis_timeout = Duration::from_millis(300);
-        },
-    )
+    let db = Arc::new(tempfile::tempdir().unwrap());
+    let app = TestApp::spawn_sharing(Some(redis), db, name, |config| {
+        config.redis_url = Some(url);
+        config.redis_timeout = redis_timeout;
+    })
     .await;
+    (proxy, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
+    let (proxy, app) = behind_stall_proxy("stalling", Duration::from_millis(300)).await;
     let shopper = app.browser();
     shopper
         .register("stalled-shopper", "stalled-pass-123")
@@ -1298,20 +1301,8 @@ async fn a_replica_with_a_wrong_clock_neither_forgets_applied_forms_nor_logs_sho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back() {
-    let redis = Arc::new(RedisServer::start().await);
-    let proxy = StallProxy::start(redis.port).await;
-    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
     // Replica A reaches Redis through the proxy, replica B directly.
-    let a = TestApp::spawn_sharing(
-        Some(redis),
-        Arc::new(tempfile::tempdir().unwrap()),
-        "replica-a",
-        |config| {
-            config.redis_url = Some(url);
-            config.redis_timeout = Duration::from_secs(5);
-        },
-    )
-    .await;
+    let (proxy, a) = behind_stall_proxy("replica-a", Duration::from_secs(5)).await;
     let b = a.sibling("replica-b").await;
     let visitor = a.browser();
     visitor.add_to_cart("1", "1").await;
