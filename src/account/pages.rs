@@ -99,7 +99,7 @@ pub async fn sessions_page(
     State(state): State<AppState>,
     LoggedIn { page, user }: LoggedIn,
 ) -> Result<Response> {
-    let current = page.session.inner().id();
+    let current = page.session.id();
     let rows = state
         .sessions
         .live_sessions(user.id)
@@ -161,7 +161,7 @@ pub async fn revoke(
             "That session is not one of your active sessions (it may have ended already). Nothing was changed.".into(),
         ));
     };
-    if Some(target.id) == page.session.inner().id() {
+    if Some(target.id) == page.session.id() {
         // Ending this very session is logging out.
         page.session.log_out().await?;
         return Ok(Redirect::to("/").into_response());
@@ -184,7 +184,7 @@ pub async fn revoke_others(
     // Every other session ends, indexed or not; this one is carried over to the new epoch.
     let (epoch, ended) = state
         .sessions
-        .end_sessions_of(user.id, page.session.inner().id())
+        .end_sessions_of(user.id, page.session.id())
         .await?;
     page.session.carry_to_epoch(epoch).await?;
     tracing::info!(user_id = user.id, ended, "other sessions revoked");
@@ -296,12 +296,8 @@ pub async fn change_password(
             page.layout,
         ));
     };
-    if current.len() > Password::MAX_BYTES {
-        return Ok(again(
-            StatusCode::BAD_REQUEST,
-            "Passwords are at most 128 bytes long.",
-            page.layout,
-        ));
+    if let Err(too_long) = Password::checkable(&current) {
+        return Ok(again(StatusCode::BAD_REQUEST, too_long, page.layout));
     }
     let new = match Password::parse(new) {
         Ok(new) => new,
@@ -337,10 +333,10 @@ pub async fn change_password(
     // on any replica, indexed or not, is stale from here on.
     let (epoch, ended) = state
         .sessions
-        .end_sessions_of(user.id, page.session.inner().id())
+        .end_sessions_of(user.id, page.session.id())
         .await?;
     // This session: a new id, the new epoch.
-    if let Some(old) = page.session.inner().id() {
+    if let Some(old) = page.session.id() {
         state
             .index
             .index_remove(user.id, &[old.to_string()])
@@ -394,13 +390,8 @@ pub async fn delete_account(
         )
         .await;
     };
-    if given.len() > Password::MAX_BYTES {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "Passwords are at most 128 bytes long.",
-            page.layout,
-        )
-        .await;
+    if let Err(too_long) = Password::checkable(&given) {
+        return refuse(StatusCode::BAD_REQUEST, too_long, page.layout).await;
     }
     if reauthenticate(&state, &user, client, given)
         .await?

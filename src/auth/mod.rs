@@ -53,10 +53,9 @@ pub struct Password(String);
 impl Password {
     pub const MAX_BYTES: usize = 128;
 
+    /// A new password (registration, change): 8 to 128 bytes.
     pub fn parse(raw: String) -> Result<Self, &'static str> {
-        if raw.len() > Self::MAX_BYTES {
-            return Err("Passwords are at most 128 bytes long.");
-        }
+        Self::checkable(&raw)?;
         if raw.len() < 8 {
             return Err("Passwords are at least 8 characters long.");
         }
@@ -65,6 +64,15 @@ impl Password {
 
     pub fn into_inner(self) -> String {
         self.0
+    }
+
+    /// A password given to be checked (login, re-authentication): refused before
+    /// any hashing when it is longer than any password can be.
+    pub fn checkable(raw: &str) -> Result<(), &'static str> {
+        if raw.len() > Self::MAX_BYTES {
+            return Err("Passwords are at most 128 bytes long.");
+        }
+        Ok(())
     }
 }
 

@@ -132,12 +132,8 @@ pub async fn log_in(
         ));
     };
     // Too long is refused before any hashing.
-    if raw_password.len() > Password::MAX_BYTES {
-        return Ok(again(
-            StatusCode::BAD_REQUEST,
-            "Passwords are at most 128 bytes long.",
-            page.layout,
-        ));
+    if let Err(too_long) = Password::checkable(&raw_password) {
+        return Ok(again(StatusCode::BAD_REQUEST, too_long, page.layout));
     }
     // A name that cannot exist is a failed login like any other; it is counted
     // against the client address only (it names no account).
@@ -437,7 +433,7 @@ pub async fn register(
             )))
             .await?;
         // Saved here, not after the handler, so that a failure is this page's to explain.
-        page.session.inner().save().await?;
+        page.session.save().await?;
         Ok::<_, AppError>(())
     }
     .await;

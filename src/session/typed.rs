@@ -90,8 +90,15 @@ where
 type SessionResult<T> = Result<T, AppError>;
 
 impl ShopSession {
-    pub fn inner(&self) -> &Session {
-        &self.session
+    /// This session's id; `None` for a visitor who has none yet.
+    pub fn id(&self) -> Option<tower_sessions::session::Id> {
+        self.session.id()
+    }
+
+    /// Saves the session now, instead of after the handler, when a failure is the
+    /// page's to explain.
+    pub async fn save(&self) -> SessionResult<()> {
+        Ok(self.session.save().await?)
     }
 
     fn remember_verdict(&self, user: Option<SessionUser>) {

@@ -35,7 +35,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
     let session = &page.session;
     let user = page.layout.user.clone();
     // Degraded (Redis unreachable): the banner says so; the session cannot be read.
-    let id = session.inner().id().filter(|_| !page.layout.degraded);
+    let id = session.id().filter(|_| !page.layout.degraded);
     let Some(id) = id else {
         return Ok(SessionTemplate {
             layout: page.layout,

@@ -135,7 +135,7 @@ async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Layout, Lin
 /// gone or someone else's is discarded and read again. Each command touches one
 /// key (one slot), so this works on Redis Cluster too.
 async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines, AppError> {
-    let id = session.inner().id();
+    let id = session.id();
     if let Some((id, guessed)) = id.and_then(|id| Some((id, state.user_hints.get(id)?))) {
         let owner = CartOwner::User(guessed);
         let epoch_key = crate::session::index::epoch_key(guessed);
@@ -165,7 +165,7 @@ async fn page_cart(state: &AppState, session: &ShopSession) -> Result<Lines, App
             )
             .await?;
         if session.settle(epoch).await?.is_some() {
-            if let Some(id) = session.inner().id() {
+            if let Some(id) = session.id() {
                 state.user_hints.remember(id, user_id);
             }
             return Ok(lines);
