@@ -196,17 +196,29 @@ pub async fn log_in(
         agent: agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
         submission,
     };
-    start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
-    if replayed {
-        page.session
-            .push_flash(Flash::info("You were already logged in by this form."))
-            .await?;
-    }
+    let (_, merged) =
+        start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
+    let welcome = if replayed {
+        Flash::info("You were already logged in by this form.")
+    } else {
+        Flash::success(welcome_back(&user.username, merged))
+    };
+    page.session.push_flash(welcome).await?;
     tracing::info!(user_id = user.id, remember, replayed, "logged in");
     Ok(Redirect::to(&next).into_response())
 }
 
+/// What a login says: who you are now, and what became of the cart you had.
+fn welcome_back(name: &str, merged: usize) -> String {
+    match merged {
+        0 => format!("Welcome back, {name}."),
+        1 => format!("Welcome back, {name}. 1 item from this visit was added to your cart."),
+        n => format!("Welcome back, {name}. {n} items from this visit were added to your cart."),
+    }
+}
+
 /// The visitor's cart moved into the user's, and a new session id for the user.
+/// Returns the user and how many units of the visitor's cart were added to theirs.
 ///
 /// The merge comes first, while the old session still points at the anonymous
 /// cart: a login retried after a failure in between finds the same cart again, and
@@ -219,10 +231,11 @@ async fn start_session(
     user_id: &i64,
     username: &str,
     facts: &LoginFacts,
-) -> Result<SessionUser> {
-    if let Some(cart_id) = session.anonymous_cart_id().await? {
-        state.carts.merge(&cart_id, *user_id).await?;
-    }
+) -> Result<(SessionUser, usize)> {
+    let merged = match session.anonymous_cart_id().await? {
+        Some(cart_id) => state.carts.merge(&cart_id, *user_id).await?,
+        None => 0,
+    };
     let claimed = SessionUser {
         id: *user_id,
         name: username.to_owned(),
@@ -230,7 +243,7 @@ async fn start_session(
     };
     // The anonymous cart id it returns was merged above, before the new id.
     let (user, _) = session.log_in(&claimed, facts).await?;
-    Ok(user)
+    Ok((user, merged))
 }
 
 #[derive(Debug, Deserialize)]

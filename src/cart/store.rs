@@ -230,7 +230,8 @@ impl CartStore {
 
     /// Merges an anonymous cart into a user's cart, in two idempotent steps (one
     /// Redis Cluster slot each): take the anonymous cart and retire it, then apply
-    /// its lines to the user's cart once. Returns how many lines were merged.
+    /// its lines to the user's cart once. Returns how many units (the quantities
+    /// added up) this call added; 0 when an earlier try of the same login did.
     ///
     /// Called before the login's new session replaces the old one, so a login
     /// retried after a failure between the steps finds the same taken lines and
@@ -284,7 +285,8 @@ impl CartStore {
                 let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
                     .await
                     .map_err(StoreError::write)?;
-                Ok(usize::try_from(merged).unwrap_or(0))
+                let units = lines.iter().map(|(_, quantity)| *quantity as usize).sum();
+                Ok(if merged < 0 { 0 } else { units })
             }
             Backend::Memory { carts, .. } => {
                 let mut carts = carts.lock().expect("cart lock");
@@ -306,7 +308,7 @@ impl CartStore {
                     let line = cart.entry(*product).or_default();
                     *line = (*line + quantity).min(MAX_QUANTITY);
                 }
-                Ok(anonymous.len())
+                Ok(anonymous.values().map(|quantity| *quantity as usize).sum())
             }
         }
     }

@@ -192,6 +192,7 @@ on_both_backends! {
         // The demo user already has a cart from an earlier visit on another device.
         let laptop = app.browser();
         laptop.log_in(DEMO_USER, DEMO_PASSWORD).await.assert_redirect("/");
+        laptop.get("/").await.assert_contains("Welcome back, demo.</");
         laptop.add_to_cart("1", "98").await;
         laptop.add_to_cart("3", "1").await;
         laptop.log_out().await.assert_redirect("/");
@@ -205,6 +206,8 @@ on_both_backends! {
         page.assert_redirect("/cart");
         let cart = phone.get("/cart").await;
         assert_eq!(cart.logged_in_as().as_deref(), Some("demo"));
+        // The login says what became of this visit's cart: 2 + 4 units.
+        cart.assert_contains("Welcome back, demo. 6 items from this visit were added to your cart.");
         // 98 + 2 caps at 99; the others add.
         assert_eq!(
             cart.cart_lines(),
@@ -333,6 +336,8 @@ on_both_backends! {
         // below; here: a reader within the interval causes no session write at all.
         let reader = app.browser();
         reader.log_in(DEMO_USER, DEMO_PASSWORD).await;
+        // The first page shows (and so removes) the login's welcome message.
+        reader.get("/").await.assert_contains("Welcome back, demo.");
         if app.redis().is_some() {
             let sets_before = app.redis_calls("set").await;
             for _ in 0..10 {
