@@ -263,16 +263,19 @@ pub async fn log_out(
         .and_then(|FormData(f)| SubmissionId::parse_or_none(f.submission.as_deref()))
         .map(SubmissionId::into_string);
     let user = session.user().await?;
-    let replay = match (&user, submission) {
-        (None, _) => true,
-        (Some(user), Some(handle)) => handle != user.handle,
-        (Some(_), None) => false,
+    // Never "you were already logged out" to someone who is still logged in: a
+    // logout form from an earlier login (an old tab) changes nothing and says so.
+    let stale = match (&user, submission) {
+        (None, _) => Some(Flash::info("You were already logged out.")),
+        (Some(user), Some(handle)) if handle != user.handle => Some(Flash::info(format!(
+            "That logout form was from an earlier login, so nothing was changed: you are \
+             still logged in as {}. Use Log out above to log out.",
+            user.name
+        ))),
+        (Some(_), _) => None,
     };
-    if replay {
-        session
-            .push_flash(Flash::info("You were already logged out."))
-            .await
-            .ok();
+    if let Some(flash) = stale {
+        session.push_flash(flash).await.ok();
         return Ok(Redirect::to("/"));
     }
     if let Some(user) = user {

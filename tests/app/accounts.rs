@@ -560,7 +560,13 @@ async fn replayed_login_logout_and_registration_forms_change_nothing() {
         .assert_redirect("/");
     let still = again.get("/").await;
     assert_eq!(still.logged_in_as().as_deref(), Some(USER));
-    still.assert_contains("You were already logged out.");
+    // It says what is true: still logged in, nothing changed (never "you were
+    // already logged out" to someone who is logged in).
+    still.assert_contains(&format!(
+        "That logout form was from an earlier login, so nothing was changed: you are \
+         still logged in as {USER}."
+    ));
+    assert!(!still.body.contains("You were already logged out."));
     // Without the field (curl, scripts), logout works as before.
     again.log_out().await.assert_redirect("/");
     assert_eq!(again.get("/").await.logged_in_as(), None);
