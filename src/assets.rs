@@ -7,15 +7,21 @@
 //!
 //! The table is built once per process from the files themselves (not from
 //! configuration), so it is a process-wide value that templates can reach.
+//!
+//! The files are served from memory ([`serve`]): each is read once at start, and
+//! the text ones (CSS, SVG, …) are compressed once, with brotli and gzip at their
+//! best settings, so a request costs a lookup and a copy of a reference-counted
+//! buffer — never a disk read or a compression. Each answer carries an `ETag` (the
+//! content hash), and `If-None-Match` gets a 304.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 /// The fingerprinted names of the static files.
 #[derive(Debug, Default)]
@@ -25,6 +31,20 @@ pub struct Assets {
     hashed: HashMap<String, String>,
     /// The other way round.
     original: HashMap<String, String>,
+    /// Every file, by its plain name, ready to send.
+    files: HashMap<String, StaticFile>,
+}
+
+/// One static file as it is sent: its bytes in every encoding worth having.
+#[derive(Debug)]
+struct StaticFile {
+    content_type: &'static str,
+    /// The content hash, as the `ETag` of every encoding (with a suffix).
+    hash: u64,
+    identity: Bytes,
+    /// Present when compressing made it smaller (text, not already packed images).
+    brotli: Option<Bytes>,
+    gzip: Option<Bytes>,
 }
 
 static ASSETS: OnceLock<Assets> = OnceLock::new();
@@ -77,9 +97,13 @@ impl Assets {
                 let Some(name) = relative.to_str().map(|s| s.replace('\\', "/")) else {
                     continue;
                 };
-                let hashed = hashed_name(&name, fnv1a(&bytes));
+                let hash = fnv1a(&bytes);
+                let hashed = hashed_name(&name, hash);
                 assets.original.insert(hashed.clone(), name.clone());
-                assets.hashed.insert(name, hashed);
+                assets.hashed.insert(name.clone(), hashed);
+                assets
+                    .files
+                    .insert(name.clone(), StaticFile::new(&name, hash, bytes));
             }
         }
         tracing::debug!(files = assets.hashed.len(), dir = %assets.dir.display(), "static files fingerprinted");
@@ -103,28 +127,137 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Middleware in front of the static file service (nested under `/static`, so it
-/// sees `/style.<hash>.css`): a fingerprinted name is served as its file, marked
-/// immutable for a year.
-pub async fn serve_fingerprinted(mut request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let original = path
-        .strip_prefix('/')
-        .and_then(|name| init().original.get(name));
-    let Some(original) = original else {
-        return next.run(request).await;
-    };
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = format!("/{original}").parse().ok();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
+impl StaticFile {
+    fn new(name: &str, hash: u64, bytes: Vec<u8>) -> StaticFile {
+        let content_type = content_type(name);
+        let text = content_type.starts_with("text/")
+            || content_type.contains("svg")
+            || content_type.contains("json")
+            || content_type.contains("javascript");
+        let smaller = |packed: Vec<u8>| (packed.len() < bytes.len()).then(|| Bytes::from(packed));
+        let (brotli, gzip) = if text {
+            (smaller(brotli_best(&bytes)), smaller(gzip_best(&bytes)))
+        } else {
+            (None, None)
+        };
+        StaticFile {
+            content_type,
+            hash,
+            identity: Bytes::from(bytes),
+            brotli,
+            gzip,
+        }
     }
-    let mut response = next.run(request).await;
-    if response.status() == StatusCode::OK {
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        );
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or_default() {
+        "css" => "text/css",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "js" => "text/javascript",
+        "json" | "webmanifest" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "html" => "text/html; charset=utf-8",
+        "woff2" => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+fn brotli_best(bytes: &[u8]) -> Vec<u8> {
+    let mut packed = Vec::new();
+    {
+        let mut writer = brotli::CompressorWriter::new(&mut packed, 4096, 11, 22);
+        // Writing into a Vec cannot fail.
+        let _ = writer.write_all(bytes);
+    }
+    packed
+}
+
+fn gzip_best(bytes: &[u8]) -> Vec<u8> {
+    let mut writer = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let _ = writer.write_all(bytes);
+    writer.finish().unwrap_or_default()
+}
+
+/// The encodings a request accepts, best first: brotli, then gzip (a `q=0`
+/// refuses one).
+fn accepted(headers: &HeaderMap) -> (bool, bool) {
+    let mut brotli = false;
+    let mut gzip = false;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            match coding {
+                "br" => brotli = !refused,
+                "gzip" => gzip = !refused,
+                "*" => {
+                    brotli |= !refused;
+                    gzip |= !refused;
+                }
+                _ => {}
+            }
+        }
+    }
+    (brotli, gzip)
+}
+
+/// The static files, from memory (nested under `/static`, so the path is
+/// `/style.css` or `/style.<hash>.css`). A fingerprinted name is immutable for a
+/// year, a plain one cached for a week; an unknown one is the site's 404 page,
+/// which is not cached.
+pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
+    let assets = init();
+    let requested = uri.path().trim_start_matches('/');
+    let (name, cache) = match assets.original.get(requested) {
+        Some(original) => (original.as_str(), "public, max-age=31536000, immutable"),
+        None => (requested, "public, max-age=604800"),
+    };
+    let Some(file) = assets.files.get(name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (brotli, gzip) = accepted(&headers);
+    let (body, encoding) = match (&file.brotli, &file.gzip) {
+        (Some(packed), _) if brotli => (packed.clone(), Some("br")),
+        (_, Some(packed)) if gzip => (packed.clone(), Some("gzip")),
+        _ => (file.identity.clone(), None),
+    };
+    let etag = format!(
+        "\"{:016x}{}\"",
+        file.hash,
+        encoding.map_or("", |e| if e == "br" { "-br" } else { "-gz" })
+    );
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Response::new(Body::from(body))
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
     }
     response
 }
@@ -154,5 +287,26 @@ mod tests {
             Some("style.css")
         );
         assert!(assets.hashed.contains_key("products/blue-teapot.svg"));
+        let file = &assets.files["style.css"];
+        assert_eq!(file.content_type, "text/css");
+        assert!(file.brotli.as_ref().unwrap().len() < file.identity.len());
+        assert!(file.gzip.as_ref().unwrap().len() < file.identity.len());
+    }
+
+    #[test]
+    fn accepted_encodings_honour_refusals() {
+        let headers = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            h
+        };
+        assert_eq!(accepted(&headers("gzip, deflate, br")), (true, true));
+        assert_eq!(accepted(&headers("gzip")), (false, true));
+        assert_eq!(accepted(&headers("br;q=0, gzip;q=0.5")), (false, true));
+        assert_eq!(accepted(&headers("*")), (true, true));
+        assert_eq!(accepted(&HeaderMap::new()), (false, false));
     }
 }

@@ -9,7 +9,6 @@ use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
@@ -78,14 +77,8 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         ))
         .service(page_routes);
 
-    let static_files = ServiceBuilder::new()
-        // Outermost: `style.<hash>.css` is style.css, cached for good.
-        .layer(from_fn(crate::assets::serve_fingerprinted))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=604800"),
-        ))
-        .service(ServeDir::new(crate::assets::static_dir()));
+    // From memory, compressed once at start (`assets::serve`).
+    let static_files = Router::new().fallback(crate::assets::serve);
 
     let replica = HeaderValue::from_str(&state.replica)
         .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));

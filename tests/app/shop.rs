@@ -520,6 +520,18 @@ async fn static_files_have_fingerprinted_immutable_urls() {
     assert!(page.body.contains("src=\"/static/products/blue-teapot."));
     let wrong = visitor.get("/static/style.0000000000000000.css").await;
     assert_eq!(wrong.status, StatusCode::NOT_FOUND);
+    // A missing file's 404 page is not kept by caches for a week.
+    assert_eq!(wrong.headers["cache-control"], "no-store");
+    // Each answer has an ETag; asking again with it gets a 304 and no body.
+    let etag = css.headers["etag"].clone();
+    let again = visitor
+        .request(reqwest::Method::GET, css_url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert!(again.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
