@@ -14,6 +14,8 @@ mod support {
     #[allow(dead_code)]
     pub mod browser;
     #[allow(dead_code)]
+    pub mod checkout;
+    #[allow(dead_code)]
     pub mod cluster;
     pub mod impair;
     #[allow(dead_code)]
@@ -34,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use support::api::{Application, Config, DEMO_PASSWORD, DEMO_USER};
 use support::app::{sqlite_url, Backend, TestApp};
 use support::browser::{Browser, Page};
+use support::checkout::CheckoutForm;
 use support::cluster::{fetch, plain_client, Cluster};
 use support::impair::LatencyProxy;
 use support::process::wait_until;
@@ -839,7 +842,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         .await
         .assert_redirect("/");
     shopper.add_to_cart("1", "1").await;
-    let form = checkout_form(&shopper).await;
+    let form = CheckoutForm::open(&shopper).await;
     let users_before = users_before + 1;
 
     // The disk fills up: the registration is refused, and nobody is logged in.
@@ -863,7 +866,7 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
     assert_eq!(mallory.get("/").await.logged_in_as(), None);
 
     // An order on the full disk: the 503 page, nothing saved, the cart kept.
-    let page = place_order(&shopper, &form).await;
+    let page = form.submit(&shopper).await;
     assert_eq!(
         page.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -871,16 +874,16 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
         page.body
     );
     page.assert_contains("nothing was saved");
-    assert_eq!(order_count(&app).await, 0);
+    assert_eq!(app.order_count().await, 0);
     assert_eq!(shopper.get("/cart").await.cart_lines().len(), 1);
 
     // Space comes back; the next registration is a different person's account.
     disk.free();
     // The same form now places the order, once.
-    let placed = place_order(&shopper, &form).await;
+    let placed = form.submit(&shopper).await;
     assert_eq!(placed.status, StatusCode::SEE_OTHER, "{}", placed.body);
     assert_eq!(
-        order_count(&app).await,
+        app.order_count().await,
         1,
         "{:?} {}",
         placed.location(),
@@ -953,48 +956,6 @@ async fn a_registration_on_a_full_disk_is_refused_and_no_session_opens_another_a
 }
 
 // ---- Orders: the answer after a commit is the order.
-
-/// The checkout form as the page rendered it, with a shipping address: its fields.
-async fn checkout_form(shopper: &Browser) -> Vec<(String, String)> {
-    let page = shopper.get("/checkout").await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    // The header's logout form has a `submission` field too: read the checkout form's.
-    let form = &page.body[page
-        .body
-        .find("action=\"/checkout\"")
-        .expect("checkout form")..];
-    let hidden = |name: &str| {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = form.find(&marker).expect("hidden field") + marker.len();
-        form[start..start + form[start..].find('"').unwrap()].to_owned()
-    };
-    [
-        ("name", "Ada Lovelace"),
-        ("address", "12 St James's Square"),
-        ("city", "London"),
-        ("postcode", "SW1Y 4JH"),
-        ("country", "GB"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain([
-        ("submission".to_owned(), hidden("submission")),
-        ("cart".to_owned(), hidden("cart")),
-    ])
-    .collect()
-}
-
-async fn place_order(shopper: &Browser, form: &[(String, String)]) -> Page {
-    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    shopper.post("/checkout", &fields).await
-}
-
-async fn order_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
-}
 
 /// The bytes a [`StallProxy`] waits for, and how many commands holding them
 /// pass before it stalls.
@@ -1122,16 +1083,16 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
         .await
         .assert_redirect("/");
     shopper.add_to_cart("2", "1").await;
-    let form = checkout_form(&shopper).await;
+    let form = CheckoutForm::open(&shopper).await;
     let cart_key = format!("cart:{{u{}}}", app.user_id("stalled-shopper").await);
 
     // Redis hangs when the cart is emptied after the commit: the second command
     // that names the cart (the first reads it for the page), and so does the
     // session save after it.
     proxy.stall_at(&cart_key, 1);
-    let page = place_order(&shopper, &form).await;
+    let page = form.submit(&shopper).await;
     proxy.release();
-    assert_eq!(order_count(&app).await, 1, "the order was committed");
+    assert_eq!(app.order_count().await, 1, "the order was committed");
     let order_id: i64 = sqlx::query_scalar("SELECT id FROM orders")
         .fetch_one(&app.state.db)
         .await
@@ -1142,10 +1103,10 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
     // The order page shows it; sending the form again changes nothing.
     let order = shopper.get(&format!("/orders/{order_id}")).await;
     assert_eq!(order.status, StatusCode::OK, "{}", order.body);
-    place_order(&shopper, &form)
+    form.submit(&shopper)
         .await
         .assert_redirect(&format!("/orders/{order_id}"));
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1158,16 +1119,16 @@ async fn a_late_replay_of_a_checkout_form_never_empties_a_refilled_cart() {
             .await
             .assert_redirect("/");
         shopper.add_to_cart("2", "1").await;
-        let form = checkout_form(&shopper).await;
-        let placed = place_order(&shopper, &form).await;
+        let form = CheckoutForm::open(&shopper).await;
+        let placed = form.submit(&shopper).await;
         assert_eq!(placed.status, StatusCode::SEE_OTHER, "{}", placed.body);
         assert!(shopper.get("/cart").await.cart_lines().is_empty());
 
         // The same kettle again, acknowledged; then the old form arrives once more.
         shopper.add_to_cart("2", "1").await;
-        let replay = place_order(&shopper, &form).await;
+        let replay = form.submit(&shopper).await;
         assert_eq!(replay.location(), placed.location(), "{backend:?}");
-        assert_eq!(order_count(&app).await, 1, "{backend:?}");
+        assert_eq!(app.order_count().await, 1, "{backend:?}");
         let lines = shopper.get("/cart").await.cart_lines();
         assert_eq!(
             lines.len(),

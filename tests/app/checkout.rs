@@ -8,70 +8,9 @@ use reqwest::StatusCode;
 use crate::support::api::{user_cart, DEMO_PASSWORD, DEMO_USER};
 use crate::support::app::{Backend, TestApp};
 use crate::support::browser::{Browser, Page};
+use crate::support::checkout::{hidden, CheckoutForm, ADDRESS};
 
 const PASSWORD: &str = "long enough pw";
-
-/// The shipping fields of a good checkout form.
-const ADDRESS: [(&str, &str); 5] = [
-    ("name", "Ada Lovelace"),
-    ("address", "12 St James's Square"),
-    ("city", "London"),
-    ("postcode", "SW1Y 4JH"),
-    ("country", "GB"),
-];
-
-/// The value of a hidden field of the page's form.
-fn hidden(page: &Page, name: &str) -> String {
-    // In the checkout form: the header's logout form has a `submission` field too.
-    let form = page
-        .body
-        .find("action=\"/checkout\"")
-        .unwrap_or_else(|| panic!("no checkout form in the page:\n{}", page.body));
-    let body = &page.body[form..];
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no hidden {name} in the page:\n{}", page.body))
-        + marker.len();
-    let end = body[start..].find('"').unwrap() + start;
-    body[start..end].to_owned()
-}
-
-/// The checkout form as the page rendered it: its submission id and cart.
-struct CheckoutForm {
-    submission: String,
-    cart: String,
-}
-
-impl CheckoutForm {
-    async fn open(shopper: &Browser) -> CheckoutForm {
-        let page = shopper.get("/checkout").await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        CheckoutForm {
-            submission: hidden(&page, "submission"),
-            cart: hidden(&page, "cart"),
-        }
-    }
-
-    /// The form's fields: the address, with `changes` applied (an empty value
-    /// removes the field).
-    fn fields<'a>(&'a self, changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-        let mut fields: Vec<(&str, &str)> = ADDRESS.to_vec();
-        fields.push(("submission", &self.submission));
-        fields.push(("cart", &self.cart));
-        for (name, value) in changes {
-            fields.retain(|(n, _)| n != name);
-            if !value.is_empty() {
-                fields.push((name, value));
-            }
-        }
-        fields
-    }
-
-    async fn submit(&self, shopper: &Browser) -> Page {
-        shopper.post("/checkout", &self.fields(&[])).await
-    }
-}
 
 /// A registered, logged-in shopper with 2 × Blue Teapot ($34.00) and
 /// 3 × Bamboo Whisk ($12.50) in the cart.
@@ -81,13 +20,6 @@ async fn shopper_with_a_cart(app: &TestApp, name: &str) -> Browser {
     shopper.add_to_cart("1", "2").await;
     shopper.add_to_cart("4", "3").await;
     shopper
-}
-
-async fn order_count(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM orders")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap()
 }
 
 /// The order id a redirect points at.
@@ -149,7 +81,7 @@ async fn checkout_and_orders_need_a_login() {
     checkout.assert_contains("Blue Teapot");
     checkout.assert_contains("Place order ($34.00)");
     assert_eq!(
-        order_count(&app).await,
+        app.order_count().await,
         0,
         "showing the page writes nothing"
     );
@@ -217,7 +149,7 @@ async fn placing_an_order_writes_it_once_and_empties_the_cart() {
         .get(&format!("/orders/{id}"))
         .await
         .assert_contains(&format!("Already placed: this is your order #{id}."));
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
 
     // The list shows it; a second order comes first.
     shopper.add_to_cart("6", "1").await;
@@ -277,7 +209,7 @@ async fn ten_concurrent_submissions_through_two_replicas_make_one_order() {
         .map(|a| a.as_ref().unwrap().served_by())
         .collect();
     assert_eq!(served_by.len(), 2, "both replicas answered: {served_by:?}");
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
     let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM order_lines")
         .fetch_one(&app.state.db)
         .await
@@ -305,7 +237,7 @@ async fn a_cart_changed_after_the_checkout_page_is_refused_and_shown() {
     // The new page confirms the new cart; the typed address is kept.
     assert_eq!(hidden(&refused, "cart"), "1x2@3400-2x1@8900-4x3@1250");
     refused.assert_contains("value=\"Ada Lovelace\"");
-    assert_eq!(order_count(&app).await, 0);
+    assert_eq!(app.order_count().await, 0);
     assert_eq!(
         cart_of(&app, &shopper).await,
         cart(&[
@@ -321,7 +253,7 @@ async fn a_cart_changed_after_the_checkout_page_is_refused_and_shown() {
         .post("/cart/update", &[("product_id", "1"), ("quantity", "1")])
         .await;
     assert_eq!(form.submit(&shopper).await.status, StatusCode::CONFLICT);
-    assert_eq!(order_count(&app).await, 0);
+    assert_eq!(app.order_count().await, 0);
 
     // Confirming the new cart orders it.
     let form = CheckoutForm::open(&shopper).await;
@@ -375,7 +307,7 @@ async fn another_users_order_is_a_404_like_an_unknown_one() {
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     refused.assert_contains("could not be confirmed");
     assert_ne!(hidden(&refused, "submission"), form.submission);
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,7 +357,7 @@ async fn a_retry_after_a_crash_between_order_and_cart_finishes_the_job() {
     assert!(cart_of(&app, &shopper).await.is_empty());
     // And the emptied cart cannot be ordered a second time by another retry.
     assert_eq!(order_id(&form.submit(&shopper).await), id);
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,7 +430,7 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
         assert!(page.status.is_client_error(), "{case}: {}", page.status);
         page.assert_contains(message);
         page.assert_contains("<form method=\"post\" action=\"/checkout\"");
-        assert_eq!(order_count(&app).await, 0, "{case} wrote an order");
+        assert_eq!(app.order_count().await, 0, "{case} wrote an order");
     }
     // Every error at once: one message each, the typed values kept (escaped).
     let page = shopper
@@ -541,7 +473,7 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
     assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Nothing was written: no order, the cart as it was. The same form, corrected, works.
-    assert_eq!(order_count(&app).await, 0);
+    assert_eq!(app.order_count().await, 0);
     assert_eq!(
         cart_of(&app, &shopper).await,
         cart(&[("Blue Teapot", 2), ("Bamboo Whisk", 3)])
@@ -559,5 +491,5 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
         .await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     empty.assert_contains("Your cart is empty: there is nothing to order.");
-    assert_eq!(order_count(&app).await, 1);
+    assert_eq!(app.order_count().await, 1);
 }

@@ -196,6 +196,13 @@ impl TestApp {
             .unwrap_or(0)
     }
 
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+            .fetch_one(&self.state.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn user_count(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&self.state.db)

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod app;
 pub mod browser;
+pub mod checkout;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -1,0 +1,67 @@
+//! The checkout form, as a shopper's browser sees and sends it.
+
+use reqwest::StatusCode;
+
+use super::browser::{Browser, Page};
+
+/// The shipping fields of a good checkout form.
+pub const ADDRESS: [(&str, &str); 5] = [
+    ("name", "Ada Lovelace"),
+    ("address", "12 St James's Square"),
+    ("city", "London"),
+    ("postcode", "SW1Y 4JH"),
+    ("country", "GB"),
+];
+
+/// The value of a hidden field of the page's form.
+pub fn hidden(page: &Page, name: &str) -> String {
+    // In the checkout form: the header's logout form has a `submission` field too.
+    let form = page
+        .body
+        .find("action=\"/checkout\"")
+        .unwrap_or_else(|| panic!("no checkout form in the page:\n{}", page.body));
+    let body = &page.body[form..];
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden {name} in the page:\n{}", page.body))
+        + marker.len();
+    let end = body[start..].find('"').unwrap() + start;
+    body[start..end].to_owned()
+}
+
+/// The checkout form as the page rendered it: its submission id and cart.
+pub struct CheckoutForm {
+    pub submission: String,
+    pub cart: String,
+}
+
+impl CheckoutForm {
+    pub async fn open(shopper: &Browser) -> CheckoutForm {
+        let page = shopper.get("/checkout").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        CheckoutForm {
+            submission: hidden(&page, "submission"),
+            cart: hidden(&page, "cart"),
+        }
+    }
+
+    /// The form's fields: the address, with `changes` applied (an empty value
+    /// removes the field).
+    pub fn fields<'a>(&'a self, changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut fields: Vec<(&str, &str)> = ADDRESS.to_vec();
+        fields.push(("submission", &self.submission));
+        fields.push(("cart", &self.cart));
+        for (name, value) in changes {
+            fields.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                fields.push((name, value));
+            }
+        }
+        fields
+    }
+
+    pub async fn submit(&self, shopper: &Browser) -> Page {
+        shopper.post("/checkout", &self.fields(&[])).await
+    }
+}
