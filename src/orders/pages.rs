@@ -20,7 +20,7 @@ use crate::catalog::Money;
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::redis::StoreError;
-use crate::session::{Flash, SessionUser, ShopSession};
+use crate::session::{Flash, ShopSession};
 use crate::state::AppState;
 use crate::token;
 use crate::web::form::FormData;
@@ -145,120 +145,143 @@ pub async fn place_order(
         return Ok((StatusCode::BAD_REQUEST, again).into_response());
     };
 
+    let answer = OrderAnswer {
+        state: &state,
+        session: &session,
+        notes: &notes,
+        user_id: user.id,
+        submission: &submission,
+    };
+
     // 1. Already placed (a double click, a retry after a lost answer)?
-    if let Some(order) = store::find_by_key(&state.db, &submission).await? {
-        return already_placed(
-            &state,
-            &session,
-            &notes,
-            &user,
-            &submission,
-            order,
-            page.layout,
-            lines,
-            typed,
-        )
-        .await;
-    }
-
-    // 2. Everything checked before anything is written.
-    let raw = RawShipping {
-        name: form.name.as_deref(),
-        address: form.address.as_deref(),
-        city: form.city.as_deref(),
-        postcode: form.postcode.as_deref(),
-        country: form.country.as_deref(),
-    };
-    let parsed = Shipping::parse(&raw);
-    let shown_cart = form.cart.as_deref().unwrap_or_default();
-    let notice = if lines.is_empty() {
-        Some((
-            StatusCode::BAD_REQUEST,
-            "Your cart is empty: there is nothing to order.",
-        ))
-    } else if shown_cart != fingerprint(&lines) {
-        Some((
-            StatusCode::CONFLICT,
-            "Your cart changed after this checkout page was shown (in another tab or on \
-             another device). Nothing was ordered. Here is your cart now: please check it \
-             and place the order again.",
-        ))
-    } else {
-        None
-    };
-    let shipping = match (parsed, notice) {
-        (Ok(shipping), None) => shipping,
-        (parsed, notice) => {
-            let mut again = CheckoutTemplate::new(page.layout, lines, typed, submission);
-            let mut status = StatusCode::BAD_REQUEST;
-            if let Some((notice_status, text)) = notice {
-                status = notice_status;
-                again.notice = Some(text.to_owned());
-            }
-            if let Err(errors) = parsed {
-                again.errors = errors;
-            }
-            return Ok((status, again).into_response());
+    let placed_before = 'placed: {
+        if let Some(order) = store::find_by_key(&state.db, &submission).await? {
+            break 'placed order;
         }
-    };
 
-    // 3. Write it, once.
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let order_id =
-        match store::place(&state.db, user.id, &submission, &shipping, &lines, now).await? {
+        // 2. Everything checked before anything is written.
+        let raw = RawShipping {
+            name: form.name.as_deref(),
+            address: form.address.as_deref(),
+            city: form.city.as_deref(),
+            postcode: form.postcode.as_deref(),
+            country: form.country.as_deref(),
+        };
+        let parsed = Shipping::parse(&raw);
+        let shown_cart = form.cart.as_deref().unwrap_or_default();
+        let notice = if lines.is_empty() {
+            Some((
+                StatusCode::BAD_REQUEST,
+                "Your cart is empty: there is nothing to order.",
+            ))
+        } else if shown_cart != fingerprint(&lines) {
+            Some((
+                StatusCode::CONFLICT,
+                "Your cart changed after this checkout page was shown (in another tab or on \
+                 another device). Nothing was ordered. Here is your cart now: please check it \
+                 and place the order again.",
+            ))
+        } else {
+            None
+        };
+        let shipping = match (parsed, notice) {
+            (Ok(shipping), None) => shipping,
+            (parsed, notice) => {
+                let mut again = CheckoutTemplate::new(page.layout, lines, typed, submission);
+                let mut status = StatusCode::BAD_REQUEST;
+                if let Some((notice_status, text)) = notice {
+                    status = notice_status;
+                    again.notice = Some(text.to_owned());
+                }
+                if let Err(errors) = parsed {
+                    again.errors = errors;
+                }
+                return Ok((status, again).into_response());
+            }
+        };
+
+        // 3. Write it, once.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let order_id = match store::place(&state.db, user.id, &submission, &shipping, &lines, now)
+            .await?
+        {
             Placed::New(id) => id,
+            // Another attempt with this id committed first: its order is the answer.
             Placed::AlreadyExists => {
-                // Another attempt with this id committed first: its order is the answer.
-                let order = store::find_by_key(&state.db, &submission)
+                break 'placed store::find_by_key(&state.db, &submission)
                     .await?
                     .ok_or_else(|| {
                         AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
-                    })?;
-                return already_placed(
-                    &state,
-                    &session,
-                    &notes,
-                    &user,
-                    &submission,
-                    order,
-                    page.layout,
-                    lines,
-                    typed,
-                )
-                .await;
+                    })?
             }
         };
-    tracing::info!(
-        order_id,
-        user_id = user.id,
-        total_cents = total(&lines).0,
-        "order placed"
-    );
+        tracing::info!(
+            order_id,
+            user_id = user.id,
+            total_cents = total(&lines).0,
+            "order placed"
+        );
 
-    // The order is placed: from here on nothing can turn the answer into a
-    // failure. Whatever happens next (Redis stalls while the cart is emptied, the
-    // session cannot be saved), the shopper is sent to the order (`html_errors`).
-    let order_page = format!("/orders/{order_id}");
-    notes.applied(&order_page);
+        // 4. Empty the cart, unless it changed since it was read; go to the order.
+        let thanks = Flash::success(format!("Thank you! Your order #{order_id} is placed."));
+        return Ok(answer.go_to(order_id, &page.cart, thanks).await);
+    };
 
-    // 4. Empty the cart, unless it changed since it was read.
-    let owner = CartOwner::User(user.id);
-    let mut flashes = vec![Flash::success(format!(
-        "Thank you! Your order #{order_id} is placed."
-    ))];
-    flashes.extend(cart_note(
-        state
-            .carts
-            .clear_for_order(&owner, &submission, &page.cart)
-            .await,
-    ));
-    for flash in flashes {
-        if let Err(err) = session.push_flash(flash).await {
-            tracing::warn!(order_id, error = %err, "order placed, message not kept");
-            break;
-        }
+    // The order existed already (this form was sent before): it is the answer, if
+    // it is this user's.
+    if placed_before.user_id != user.id {
+        // Someone else's id (it cannot happen by chance: 128 random bits).
+        let mut again = CheckoutTemplate::new(page.layout, lines, typed, token::random());
+        again.notice = Some(
+            "This checkout form could not be confirmed. Please check your order and place it again."
+                .to_owned(),
+        );
+        return Ok((StatusCode::BAD_REQUEST, again).into_response());
     }
-    Ok(Redirect::to(&order_page).into_response())
+    // Emptying the cart again finishes the job of a try that died after its commit.
+    let ordered: Vec<(i64, u32)> = store::lines(&state.db, placed_before.id)
+        .await?
+        .iter()
+        .map(|line| (line.product_id, u32::try_from(line.quantity).unwrap_or(0)))
+        .collect();
+    let already = Flash::info(format!(
+        "Already placed: this is your order #{}.",
+        placed_before.id
+    ));
+    Ok(answer.go_to(placed_before.id, &ordered, already).await)
+}
+
+/// The answer once this form's order exists, placed now or before: from here on
+/// nothing can turn it into a failure. The write is marked applied, so whatever
+/// fails next (Redis stalls while the cart is emptied, the session cannot be
+/// saved) still sends the shopper to the order (`html_errors`).
+struct OrderAnswer<'a> {
+    state: &'a AppState,
+    session: &'a ShopSession,
+    notes: &'a WriteNotes,
+    user_id: i64,
+    submission: &'a str,
+}
+
+impl OrderAnswer<'_> {
+    /// Marks the order applied, empties the cart if it still holds `ordered` (once
+    /// per order), says `message` and what became of the cart, and goes to the order.
+    async fn go_to(&self, order_id: i64, ordered: &[(i64, u32)], message: Flash) -> Response {
+        let order_page = format!("/orders/{order_id}");
+        self.notes.applied(&order_page);
+        let cleared = self
+            .state
+            .carts
+            .clear_for_order(&CartOwner::User(self.user_id), self.submission, ordered)
+            .await;
+        for flash in std::iter::once(message).chain(cart_note(cleared)) {
+            if let Err(err) = self.session.push_flash(flash).await {
+                tracing::warn!(order_id, error = %err, "order placed, message not kept");
+                break;
+            }
+        }
+        Redirect::to(&order_page).into_response()
+    }
 }
 
 /// What the shopper is told about their cart after an order, if anything.
@@ -276,56 +299,6 @@ fn cart_note(cleared: std::result::Result<Cleared, StoreError>) -> Option<Flash>
             ))
         }
     }
-}
-
-/// The answer to a repeated submission id: the order it placed, if it is this
-/// user's. Empties the cart if it still holds exactly what was ordered, so a
-/// retry after a crash between "order written" and "cart emptied" finishes the job.
-#[allow(clippy::too_many_arguments)]
-async fn already_placed(
-    state: &AppState,
-    session: &ShopSession,
-    notes: &WriteNotes,
-    user: &SessionUser,
-    submission: &str,
-    order: Order,
-    layout: Layout,
-    lines: Vec<PricedLine>,
-    typed: Shipping,
-) -> Result<Response> {
-    if order.user_id != user.id {
-        // Someone else's id (it cannot happen by chance: 128 random bits).
-        let mut again = CheckoutTemplate::new(layout, lines, typed, token::random());
-        again.notice = Some(
-            "This checkout form could not be confirmed. Please check your order and place it again."
-                .to_owned(),
-        );
-        return Ok((StatusCode::BAD_REQUEST, again).into_response());
-    }
-    // Placed before: the answer is the order, whatever follows.
-    let order_page = format!("/orders/{}", order.id);
-    notes.applied(&order_page);
-    let ordered: Vec<(i64, u32)> = store::lines(&state.db, order.id)
-        .await?
-        .iter()
-        .map(|line| (line.product_id, u32::try_from(line.quantity).unwrap_or(0)))
-        .collect();
-    let mut flashes = vec![Flash::info(format!(
-        "Already placed: this is your order #{}.",
-        order.id
-    ))];
-    flashes.extend(cart_note(
-        state
-            .carts
-            .clear_for_order(&CartOwner::User(user.id), submission, &ordered)
-            .await,
-    ));
-    for flash in flashes {
-        if session.push_flash(flash).await.is_err() {
-            break;
-        }
-    }
-    Ok(Redirect::to(&order_page).into_response())
 }
 
 /// What the shopper typed, kept for the form shown again (bounded, so a huge value
