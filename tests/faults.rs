@@ -1286,7 +1286,9 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
     proxy.release();
     let added = add.await.unwrap();
 
-    // The add's late answer does not put the ended session's cookie back.
+    // The add was applied (it answers its success page) and is in the cart the
+    // login carried over; its late answer does not put the ended session's cookie back.
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     assert!(
         added
             .set_cookies()
@@ -1299,5 +1301,10 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
     assert_eq!(
         visitor.get("/").await.logged_in_as().as_deref(),
         Some(DEMO_USER)
+    );
+    assert_eq!(
+        cart_units(&visitor, "Cast Iron Kettle").await,
+        1,
+        "the add was kept"
     );
 }
