@@ -158,8 +158,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             // connect now, 53xxx insufficient resources (too many connections).
             // SQLite (numeric, extended codes carry the primary code in the low
             // byte): 5 SQLITE_BUSY, 6 SQLITE_LOCKED (busy_timeout ran out).
-            let sqlite_busy =
-                code.len() < 5 && code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+            let sqlite_busy = matches!(sqlite_primary_code(&code), Some(5 | 6));
             code.starts_with("08")
                 || code.starts_with("57P")
                 || code.starts_with("53")
@@ -185,11 +184,20 @@ pub async fn discard(connection: sqlx::pool::PoolConnection<sqlx::Any>) {
 /// back; the user gets the 503 page saying nothing was saved.
 pub fn is_full(err: &sqlx::Error) -> bool {
     match err {
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            code == "53100" || (code.len() < 5 && code.parse::<u32>().is_ok_and(|n| n & 0xff == 13))
-        }),
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code == "53100" || sqlite_primary_code(&code) == Some(13)),
         _ => false,
     }
+}
+
+/// SQLite's primary result code, from the (extended, numeric) code sqlx reports;
+/// `None` for Postgres's five-character SQLSTATEs.
+fn sqlite_primary_code(code: &str) -> Option<u32> {
+    (code.len() < 5)
+        .then(|| code.parse::<u32>().ok())
+        .flatten()
+        .map(|n| n & 0xff)
 }
 
 /// A database URL without its password, for logs and error messages.
