@@ -79,11 +79,24 @@ impl Application {
                     connected = %crate::redis::topology::describe(&pool, mode),
                     "sessions and carts are kept in Redis"
                 );
+                let durability = crate::redis::Durability::replicas(
+                    url,
+                    crate::redis::durability::replicas_for(url, config.redis_wait_replicas),
+                    config.redis_wait_timeout,
+                    config.redis_timeout,
+                )
+                .await?;
+                tracing::info!(
+                    confirmed_by = %durability.describe(),
+                    "cart and session writes are acknowledged once confirmed"
+                );
                 let index = SessionIndex::redis(pool.clone(), longest_login);
                 (
                     Some(pool.clone()),
-                    SessionStore::redis(pool.clone(), lifetimes.clone(), index.clone()),
-                    CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl),
+                    SessionStore::redis(pool.clone(), lifetimes.clone(), index.clone())
+                        .confirmed_by(durability.clone()),
+                    CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl)
+                        .confirmed_by(durability),
                     LoginThrottle::redis(pool, limits),
                     index,
                 )

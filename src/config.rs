@@ -96,6 +96,17 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
     pub redis_timeout: Duration,
 
+    /// Replicas that must confirm each cart and session write (`WAIT`) before it is
+    /// acknowledged, so that a Sentinel failover cannot lose it. Default: 1 with a
+    /// Sentinel `REDIS_URL`, 0 (the primary's answer) otherwise.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u32>,
+
+    /// How long a write waits for its replicas before the shopper is told
+    /// "could not confirm".
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration)]
+    pub redis_wait_timeout: Duration,
+
     /// Start even if Redis's `maxmemory-policy` evicts keys (it would silently log
     /// users out and empty carts when Redis is full). Logged as a warning.
     #[arg(long, env = "ALLOW_EVICTING_REDIS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -354,5 +365,7 @@ mod tests {
         assert_eq!(config.shutdown_drain, Duration::from_secs(3));
         assert!(!config.allow_evicting_redis);
         assert!(config.demo_user);
+        assert!(config.redis_wait_replicas.is_none());
+        assert_eq!(config.redis_wait_timeout, Duration::from_millis(100));
     }
 }

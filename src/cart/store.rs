@@ -27,7 +27,7 @@ use super::memory::MemoryCarts;
 use super::redis;
 use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
 use crate::redis::memory::MemoryCounters;
-use crate::redis::{connected, StoreError};
+use crate::redis::{connected, Durability, StoreError};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
 const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
@@ -39,6 +39,8 @@ pub struct CartStore {
     backend: Backend,
     user_ttl: Duration,
     anonymous_ttl: Duration,
+    /// What each write must reach before it is acknowledged.
+    durability: Durability,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +76,14 @@ impl CartStore {
             backend: Backend::Redis(pool),
             user_ttl,
             anonymous_ttl,
+            durability: Durability::primary(),
         }
+    }
+
+    /// Acknowledges a write only once `durability` holds (`WAIT`, see
+    /// [`Durability`]); unconfirmed, it is "could not confirm".
+    pub fn confirmed_by(self, durability: Durability) -> Self {
+        CartStore { durability, ..self }
     }
 
     /// In process memory, checking epoch guards against `counters` (the session
@@ -87,6 +96,7 @@ impl CartStore {
             },
             user_ttl,
             anonymous_ttl,
+            durability: Durability::primary(),
         }
     }
 
@@ -135,10 +145,10 @@ impl CartStore {
                     self.ttl_secs(owner).to_string(),
                 ]);
                 with_epoch_guard(&mut keys, &mut args, epoch);
-                let (quantity, capped): (i64, i64) = redis::ADD_SCRIPT
-                    .evalsha_with_reload(connected(pool)?, keys, args)
-                    .await
-                    .map_err(StoreError::write)?;
+                let (quantity, capped): (i64, i64) = self
+                    .durability
+                    .script(&redis::ADD_SCRIPT, connected(pool)?, keys, args)
+                    .await?;
                 Ok(match quantity {
                     -4 => Guarded::Stale(capped),
                     -1 => Guarded::Done(Added::AlreadyApplied),
@@ -182,10 +192,10 @@ impl CartStore {
                     self.ttl_secs(owner).to_string(),
                 ]);
                 with_epoch_guard(&mut keys, &mut args, epoch);
-                let (outcome, current_epoch): (i64, i64) = redis::UPDATE_SCRIPT
-                    .evalsha_with_reload(connected(pool)?, keys, args)
-                    .await
-                    .map_err(StoreError::write)?;
+                let (outcome, current_epoch): (i64, i64) = self
+                    .durability
+                    .script(&redis::UPDATE_SCRIPT, connected(pool)?, keys, args)
+                    .await?;
                 Ok(match outcome {
                     -4 => Guarded::Stale(current_epoch),
                     1 => Guarded::Done(Updated::Set),
@@ -241,8 +251,10 @@ impl CartStore {
         let into = CartOwner::User(user_id);
         match &self.backend {
             Backend::Redis(pool) => {
-                let (flat, submissions): (Vec<String>, Vec<String>) = redis::TAKE_SCRIPT
-                    .evalsha_with_reload(
+                let (flat, submissions): (Vec<String>, Vec<String>) = self
+                    .durability
+                    .script(
+                        &redis::TAKE_SCRIPT,
                         connected(pool)?,
                         vec![
                             from.redis_key(),
@@ -255,8 +267,7 @@ impl CartStore {
                             self.anonymous_ttl.as_secs().to_string(),
                         ],
                     )
-                    .await
-                    .map_err(StoreError::write)?;
+                    .await?;
                 let lines = parse_lines(
                     flat.chunks_exact(2)
                         .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -272,14 +283,15 @@ impl CartStore {
                 args.extend(lines.iter().map(|(product, _)| product.to_string()));
                 args.extend(lines.iter().map(|(_, quantity)| quantity.to_string()));
                 args.extend(submissions);
-                let merged: i64 = redis::APPLY_SCRIPT
-                    .evalsha_with_reload(
+                let merged: i64 = self
+                    .durability
+                    .script(
+                        &redis::APPLY_SCRIPT,
                         pool.next(),
                         vec![into.redis_key(), into.merged_key(), into.submissions_key()],
                         args,
                     )
-                    .await
-                    .map_err(StoreError::write)?;
+                    .await?;
                 // The lines are in the user's cart now; if this DEL is lost, they
                 // expire with the anonymous cart's TTL and the marker stops a re-apply.
                 let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
@@ -380,14 +392,15 @@ impl CartStore {
                         [product.to_string(), quantity.to_string()]
                     }),
                 );
-                let cleared: i64 = redis::CLEAR_FOR_ORDER_SCRIPT
-                    .evalsha_with_reload(
+                let cleared: i64 = self
+                    .durability
+                    .script(
+                        &redis::CLEAR_FOR_ORDER_SCRIPT,
                         connected(pool)?,
                         vec![owner.redis_key(), owner.submissions_key()],
                         args,
                     )
-                    .await
-                    .map_err(StoreError::write)?;
+                    .await?;
                 Ok(match cleared {
                     1 => Cleared::Emptied,
                     2 => Cleared::AlreadyDone,

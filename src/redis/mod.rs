@@ -6,6 +6,7 @@
 //! reach Redis and how to tell the user what a failed command means.
 
 pub mod checks;
+pub mod durability;
 pub mod memory;
 pub mod topology;
 
@@ -18,11 +19,22 @@ use fred::prelude::{
 
 use crate::db::redact;
 
+pub use durability::Durability;
+
 /// A pool of Redis connections that never waits forever: fred's defaults would
 /// queue commands until Redis comes back. Here a command fails after
 /// `timeout` (the user gets a 503 page), and reconnection is retried every
 /// half second, so the app recovers by itself when Redis returns.
 pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
+    // One connection, not several: fred pipelines the commands that concurrent
+    // requests send at the same moment into one write, and Redis answers them
+    // with one read and one write. Redis runs commands on one thread anyway;
+    // more connections only add system calls (docs/PERFORMANCE.md).
+    connect_pool(url, timeout, 1).await
+}
+
+/// [`connect`], with `size` connections.
+pub async fn connect_pool(url: &str, timeout: Duration, size: usize) -> anyhow::Result<Pool> {
     let config = RedisConfig::from_url(url)
         .with_context(|| format!("REDIS_URL `{}` is not valid", redact(url)))?;
     let pool = Builder::from_config(config)
@@ -39,11 +51,7 @@ pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
             };
         })
         .set_policy(ReconnectPolicy::new_constant(0, 500))
-        // One connection, not several: fred pipelines the commands that concurrent
-        // requests send at the same moment into one write, and Redis answers them
-        // with one read and one write. Redis runs commands on one thread anyway;
-        // more connections only add system calls (docs/PERFORMANCE.md).
-        .build_pool(1)
+        .build_pool(size)
         .context("building the Redis pool")?;
     pool.init()
         .await

@@ -23,6 +23,7 @@ use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
 use super::record::{key, Login};
 use crate::error::AppError;
+use crate::redis::{Durability, StoreError};
 
 /// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
@@ -35,6 +36,8 @@ pub struct SessionStore {
     index: SessionIndex,
     /// Sessions whose save found them ended (`cookie::keep_cookies_forward`).
     ended_meanwhile: Arc<EndedMeanwhile>,
+    /// What each write must reach before it is acknowledged.
+    durability: Durability,
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +53,13 @@ impl SessionStore {
             lifetimes,
             index,
             ended_meanwhile: Arc::default(),
+            durability: Durability::primary(),
         }
+    }
+
+    /// Acknowledges a write only once `durability` holds (`WAIT`, see [`Durability`]).
+    pub fn confirmed_by(self, durability: Durability) -> Self {
+        SessionStore { durability, ..self }
     }
 
     pub fn memory(lifetimes: Lifetimes, index: SessionIndex) -> Self {
@@ -58,6 +67,7 @@ impl SessionStore {
             backend: Backend::Memory(MemoryStore::default()),
             lifetimes,
             index,
+            durability: Durability::primary(),
             ended_meanwhile: Arc::default(),
         }
     }
@@ -123,7 +133,7 @@ impl tower_sessions::SessionStore for SessionStore {
         record.id = Id::default();
         record.expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis(pool) => create_new(connected(pool)?, record).await?,
+            Backend::Redis(pool) => create_new(connected(pool)?, &self.durability, record).await?,
             Backend::Memory(store) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
@@ -155,7 +165,7 @@ impl tower_sessions::SessionStore for SessionStore {
                     data: &record.data,
                     expiry_date,
                 };
-                if !save_if_live(connected(pool)?, &saved).await? {
+                if !save_if_live(connected(pool)?, &self.durability, &saved).await? {
                     self.ended_meanwhile.note(&record.id);
                 }
                 Ok(())
@@ -209,16 +219,20 @@ impl tower_sessions::SessionStore for SessionStore {
             Backend::Redis(pool) => {
                 let mut value = TOMBSTONE_PREFIX.to_vec();
                 value.extend_from_slice(b"ended");
-                let _: fred::types::Value = connected(pool)?
-                    .set(
-                        id.to_string(),
-                        value.as_slice(),
-                        Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
-                        Some(SetOptions::XX),
-                        false,
-                    )
+                let client = connected(pool)?;
+                let key = id.to_string();
+                self.durability
+                    .write(client, &key, |client| {
+                        client.set::<fred::types::Value, _, _>(
+                            &key,
+                            value.as_slice(),
+                            Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
+                            Some(SetOptions::XX),
+                            false,
+                        )
+                    })
                     .await
-                    .map_err(backend_error)?;
+                    .map_err(store_error)?;
                 Ok(())
             }
             Backend::Memory(store) => {
@@ -269,6 +283,10 @@ fn backend_error(err: fred::error::Error) -> session_store::Error {
     session_store::Error::Backend(err.to_string())
 }
 
+fn store_error(err: StoreError) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
 /// How long from now until `deadline`, in whole seconds (at least 1). Keys are
 /// given lifetimes, never moments: a moment from this replica's clock means
 /// something else on Redis's when the two clocks differ (a replica 40 minutes
@@ -281,20 +299,28 @@ fn seconds_until(deadline: OffsetDateTime) -> i64 {
 
 /// Writes a new session under a fresh id (`SET … NX EX`): an id that is taken
 /// (128 random bits: never, in practice) is drawn again.
-async fn create_new(client: &Client, record: &mut Record) -> session_store::Result<()> {
+async fn create_new(
+    client: &Client,
+    durability: &Durability,
+    record: &mut Record,
+) -> session_store::Result<()> {
     loop {
         let bytes =
             rmp_serde::to_vec(&*record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let created: bool = client
-            .set(
-                record.id.to_string(),
-                bytes.as_slice(),
-                Some(Expiration::EX(seconds_until(record.expiry_date))),
-                Some(SetOptions::NX),
-                false,
-            )
+        let key = record.id.to_string();
+        let lifetime = Expiration::EX(seconds_until(record.expiry_date));
+        let created = durability
+            .write(client, &key, |client| {
+                client.set::<bool, _, _>(
+                    &key,
+                    bytes.as_slice(),
+                    Some(lifetime),
+                    Some(SetOptions::NX),
+                    false,
+                )
+            })
             .await
-            .map_err(backend_error)?;
+            .map_err(store_error)?;
         if created {
             return Ok(());
         }
@@ -315,20 +341,25 @@ static SAVE_SCRIPT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::from_lua(SAVE_LUA));
 
 /// True when the record was written; false when its session had ended meanwhile.
-async fn save_if_live(client: &Client, record: &SavedRecord<'_>) -> session_store::Result<bool> {
+async fn save_if_live(
+    client: &Client,
+    durability: &Durability,
+    record: &SavedRecord<'_>,
+) -> session_store::Result<bool> {
     let bytes =
         rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-    let saved: i64 = SAVE_SCRIPT
-        .evalsha_with_reload(
+    let saved: i64 = durability
+        .script(
+            &SAVE_SCRIPT,
             client,
-            record.id.to_string(),
+            vec![record.id.to_string()],
             vec![
                 fred::types::Value::Bytes(bytes.into()),
                 fred::types::Value::from(seconds_until(record.expiry_date)),
             ],
         )
         .await
-        .map_err(backend_error)?;
+        .map_err(store_error)?;
     Ok(saved == 1)
 }
 

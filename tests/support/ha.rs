@@ -191,6 +191,51 @@ impl SentinelSet {
         url
     }
 
+    /// `kill -9` of the primary; once the sentinels have promoted the replica (the
+    /// time this took is returned), the killed server is started again, empty, on
+    /// its port as the new primary's replica (as an operator brings a failed server
+    /// back; the sentinels would convert it too, at their next 10-second look), and
+    /// waited for until it has synced: the set is whole again for the next failover.
+    /// `killed` runs right after the kill.
+    pub async fn fail_over(&mut self, killed: impl FnOnce()) -> Duration {
+        let started = std::time::Instant::now();
+        self.primary.kill();
+        killed();
+        let replica = self.replica.address();
+        let this = &*self;
+        wait_until(
+            "the sentinels promote the replica",
+            Duration::from_secs(10),
+            || {
+                let replica = replica.clone();
+                async move { this.current_primary().await == replica }
+            },
+        )
+        .await;
+        let promoted = started.elapsed();
+        let port = self.primary.port;
+        let mut args = server_args(port);
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            self.replica.port.to_string(),
+        ]);
+        let old = Node::spawn(port, self.dir.path(), &args);
+        wait_for_port(port).await;
+        wait_until(
+            "the old primary rejoins as a replica",
+            Duration::from_secs(20),
+            || async move {
+                cli(port, &["INFO", "replication"])
+                    .await
+                    .contains("master_link_status:up")
+            },
+        )
+        .await;
+        self.primary = std::mem::replace(&mut self.replica, old);
+        promoted
+    }
+
     /// What the sentinels say the primary is now, `host:port`.
     pub async fn current_primary(&self) -> String {
         let reply = cli(
