@@ -15,6 +15,8 @@ mod support {
     #[allow(dead_code)]
     pub mod ha;
     #[allow(dead_code)]
+    pub mod impair;
+    #[allow(dead_code)]
     pub mod postgres;
     pub mod process;
     pub mod races;

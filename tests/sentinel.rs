@@ -15,6 +15,8 @@ mod support {
     #[allow(dead_code)]
     pub mod ha;
     #[allow(dead_code)]
+    pub mod impair;
+    #[allow(dead_code)]
     pub mod postgres;
     pub mod process;
     #[allow(dead_code)]
@@ -291,4 +293,95 @@ async fn acknowledged_again(acked: &AtomicU32, when: &str) {
         || async move { acked.load(Ordering::Relaxed) >= before + SHOPPERS as u32 },
     )
     .await;
+}
+
+/// What happened to one add sent while the replica's link held back the stream,
+/// once the primary died and the sentinels promoted the replica.
+struct HeldAdd {
+    /// The answer the shopper saw.
+    answer: Page,
+    /// The units of the held add's product (the kettle) in the cart after the failover.
+    stored: u32,
+}
+
+/// A logged-in shopper adds a teapot (confirmed), then, with the replication
+/// stream held back, a second product; the primary is killed, the held stream
+/// never arrives, the replica is promoted, and the cart is read again.
+async fn add_while_the_replica_lags(wait_replicas: Option<u32>) -> HeldAdd {
+    let (set, dir) = tokio::join!(SentinelSet::start_linked(), async {
+        Arc::new(tempfile::tempdir().unwrap())
+    });
+    let url = set.url();
+    let app = TestApp::spawn_full(
+        None,
+        dir.clone(),
+        sqlite_url(dir.path()),
+        "replica-a",
+        move |c| {
+            c.redis_url = Some(url);
+            c.redis_wait_replicas = wait_replicas;
+        },
+    )
+    .await;
+    let browser = app.browser();
+    browser
+        .register("lagging", "a long enough password")
+        .await
+        .assert_redirect("/");
+    browser.add_to_cart("1", "1").await.assert_redirect("/cart");
+
+    let mut set = set;
+    let link = set.link.take().expect("a linked set");
+    link.hold();
+    let answer = browser.add_to_cart("2", "1").await;
+    let replica = set.replica.address();
+    set.primary.kill();
+    link.cut();
+    wait_until("the sentinels promote the replica", RECOVERY_BOUND, || {
+        let (set, replica) = (&set, replica.clone());
+        async move { set.current_primary().await == replica }
+    })
+    .await;
+    wait_until("the shop serves the shopper again", RECOVERY_BOUND, || {
+        let browser = &browser;
+        async move {
+            let cart = browser.get("/cart").await;
+            cart.status == StatusCode::OK && !cart.cart_lines().is_empty()
+        }
+    })
+    .await;
+    let cart = browser.get("/cart").await;
+    assert_eq!(cart.logged_in_as().as_deref(), Some("lagging"), "{cart:?}");
+    let lines = cart.cart_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|(name, q)| name == "Blue Teapot" && *q == 1),
+        "the confirmed add survives: {lines:?}"
+    );
+    let stored = lines
+        .iter()
+        .filter(|(name, _)| name == "Cast Iron Kettle")
+        .map(|(_, q)| q)
+        .sum();
+    HeldAdd { answer, stored }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_the_replica_never_received_is_not_acknowledged() {
+    // The same fault twice: with the primary's answer enough, and with the default.
+    let (unconfirmed, confirmed) = tokio::join!(
+        add_while_the_replica_lags(Some(0)),
+        add_while_the_replica_lags(None)
+    );
+    // Without WAIT the shopper is told "added", and the add is gone: the risk.
+    assert_eq!(unconfirmed.answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(unconfirmed.answer.location(), Some("/cart"));
+    assert_eq!(unconfirmed.stored, 0, "the promoted replica never had it");
+    // With it (the default behind Sentinel) the shopper hears the truth.
+    let answer = &confirmed.answer;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    answer.assert_contains("could not confirm");
+    answer.assert_contains("look at your");
+    assert_eq!(confirmed.stored, 0);
 }

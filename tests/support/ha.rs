@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::impair::LinkProxy;
 use super::process::{free_port, wait_until};
 
 /// The sentinels' name for the monitored primary (`sentinelServiceName=` in the URL).
@@ -93,20 +94,41 @@ pub struct SentinelSet {
     pub primary: Node,
     pub replica: Node,
     pub sentinels: Vec<Node>,
+    /// The replica's link to the primary, when it goes through a proxy.
+    pub link: Option<LinkProxy>,
     pub dir: tempfile::TempDir,
 }
 
 impl SentinelSet {
     pub async fn start() -> SentinelSet {
+        SentinelSet::start_with(false).await
+    }
+
+    /// A set whose replica reaches the primary through a [`LinkProxy`] (`link`):
+    /// the test decides when the replication stream stops arriving.
+    pub async fn start_linked() -> SentinelSet {
+        SentinelSet::start_with(true).await
+    }
+
+    async fn start_with(linked: bool) -> SentinelSet {
         let dir = tempfile::tempdir().unwrap();
         let primary_port = free_port();
         let primary = Node::spawn(primary_port, dir.path(), &server_args(primary_port));
+        let link = if linked {
+            Some(LinkProxy::start(primary_port).await)
+        } else {
+            None
+        };
+        // Sentinels point a replica that replicates from another address than the
+        // primary's (the proxy) back at the primary once `failover-timeout` has
+        // passed: through a proxy, keep that beyond the test.
+        let failover_timeout = if linked { 120_000 } else { 5_000 };
         let replica_port = free_port();
         let mut args = server_args(replica_port);
         args.extend([
             "--replicaof".into(),
             "127.0.0.1".into(),
-            primary_port.to_string(),
+            link.as_ref().map_or(primary_port, |l| l.port).to_string(),
         ]);
         let replica = Node::spawn(replica_port, dir.path(), &args);
         let sentinels: Vec<Node> = (0..3)
@@ -120,7 +142,7 @@ impl SentinelSet {
                         "bind 127.0.0.1\nport {port}\n\
                          sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n\
                          sentinel down-after-milliseconds {SERVICE} 1000\n\
-                         sentinel failover-timeout {SERVICE} 5000\n\
+                         sentinel failover-timeout {SERVICE} {failover_timeout}\n\
                          sentinel parallel-syncs {SERVICE} 1\n"
                     ),
                 )
@@ -136,6 +158,7 @@ impl SentinelSet {
             primary,
             replica,
             sentinels,
+            link,
             dir,
         };
         set.wait_until_settled().await;

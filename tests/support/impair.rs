@@ -98,3 +98,66 @@ impl Drop for LatencyProxy {
         self.task.abort();
     }
 }
+
+/// A TCP proxy on a free loopback port in front of `target` for one kind of link
+/// (a replica's replication stream): it can hold back what `target` sends, and cut
+/// every connection without delivering what it held — a network that had not yet
+/// carried the last writes when the server died.
+pub struct LinkProxy {
+    pub port: u16,
+    held: tokio::sync::watch::Sender<bool>,
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl LinkProxy {
+    pub async fn start(target: u16) -> LinkProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (held, _) = tokio::sync::watch::channel(false);
+        let tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>> = Arc::default();
+        let (hold, all) = (held.clone(), tasks.clone());
+        tasks.lock().unwrap().spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let mut set = all.lock().unwrap();
+                set.spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let hold = hold.clone();
+                set.spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let _ = hold.subscribe().wait_for(|held| !held).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        LinkProxy { port, held, tasks }
+    }
+
+    /// From now on, what the target sends is kept back.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Every connection closed, what was held never delivered; no new ones.
+    pub fn cut(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
