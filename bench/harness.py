@@ -37,7 +37,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # src/main.rs: clap's `env = "..."`) or RUST_LOG, so a setting exported in the
 # caller's shell (REDIS_URL, TOKIO_WORKER_THREADS, ...) cannot change what is
 # measured, whatever settings the shop adds later.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR")
+# The shop's own settings a bench run may vary: what a write must reach before it
+# is acknowledged (`REDIS_WAIT_REPLICAS=0 scripts/bench --redis sentinel` measures
+# Sentinel without WAIT).
+INHERITED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "REDIS_WAIT_REPLICAS", "REDIS_WAIT_TIMEOUT")
 INHERITED_ENV_PREFIXES = ("LC_",)
 
 # The login/registration throttle counts attempts in flight, and the bench logs in
