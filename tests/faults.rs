@@ -17,6 +17,7 @@ mod support {
     pub mod checkout;
     #[allow(dead_code)]
     pub mod cluster;
+    #[allow(dead_code)]
     pub mod impair;
     #[allow(dead_code)]
     pub mod postgres;

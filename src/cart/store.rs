@@ -21,13 +21,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{HashesInterface, Pool};
+use fred::prelude::{HashesInterface, KeysInterface, Pool};
 
 use super::memory::MemoryCarts;
 use super::redis;
 use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
 use crate::redis::memory::MemoryCounters;
-use crate::redis::{connected, Durability, StoreError};
+use crate::redis::{bounded, connected, Durability, StoreError};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
 const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
@@ -224,7 +224,7 @@ impl CartStore {
         match &self.backend {
             Backend::Redis(pool) => {
                 let raw: HashMap<String, String> =
-                    connected(pool)?.hgetall(owner.redis_key()).await?;
+                    bounded(connected(pool)?.hgetall(owner.redis_key())).await?;
                 Ok(parse_lines(raw))
             }
             Backend::Memory { carts, .. } => {
@@ -294,7 +294,7 @@ impl CartStore {
                     .await?;
                 // The lines are in the user's cart now; if this DEL is lost, they
                 // expire with the anonymous cart's TTL and the marker stops a re-apply.
-                let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
+                let _: i64 = bounded(pool.next().del(from.moving_key()))
                     .await
                     .map_err(StoreError::write)?;
                 let units = lines.iter().map(|(_, quantity)| *quantity as usize).sum();
@@ -338,12 +338,12 @@ impl CartStore {
                 return Ok((self.lines(owner).await?, counters.get(counter_key)))
             }
         };
-        let (raw, counter): (Vec<String>, i64) = redis::LINES_AND_COUNTER_SCRIPT
-            .evalsha_with_reload(
+        let (raw, counter): (Vec<String>, i64) =
+            bounded(redis::LINES_AND_COUNTER_SCRIPT.evalsha_with_reload(
                 connected(pool)?,
                 vec![owner.redis_key(), counter_key.to_owned()],
                 Vec::<String>::new(),
-            )
+            ))
             .await?;
         let lines = parse_lines(
             raw.chunks_exact(2)
@@ -357,7 +357,7 @@ impl CartStore {
     pub async fn delete_cart(&self, owner: &CartOwner) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
+                let _: i64 = bounded(pool.next().del(owner.redis_key())).await?;
             }
             Backend::Memory { carts, .. } => {
                 carts

@@ -23,7 +23,7 @@ use fred::prelude::{Client, Pool};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, FromValue, MultipleValues};
 
-use super::StoreError;
+use super::{bounded, StoreError};
 
 /// Connections kept for writes that wait for their replicas. Redis holds a
 /// connection's next commands while a `WAIT` on it is pending, so confirmed writes
@@ -102,10 +102,14 @@ impl Durability {
         Fut: Future<Output = Result<T, Error>>,
     {
         let Some(confirm) = &self.confirm else {
-            return write(client).await.map_err(StoreError::write);
+            return bounded(write(client)).await.map_err(StoreError::write);
         };
         let writer = confirm.writer()?;
-        let (written, confirmed) = tokio::join!(write(writer), confirm.wait(writer, key));
+        let both = async {
+            let (written, confirmed) = tokio::join!(write(writer), confirm.wait(writer, key));
+            Ok((written, confirmed))
+        };
+        let (written, confirmed) = bounded(both).await.map_err(StoreError::write)?;
         let value = written.map_err(StoreError::write)?;
         confirm.check(confirmed)?;
         Ok(value)
@@ -126,8 +130,7 @@ impl Durability {
         V::Error: Into<Error> + Send,
     {
         let Some(confirm) = &self.confirm else {
-            return script
-                .evalsha_with_reload(client, keys, args)
+            return bounded(script.evalsha_with_reload(client, keys, args))
                 .await
                 .map_err(StoreError::write);
         };
@@ -144,7 +147,9 @@ impl Durability {
             match written {
                 Err(err) if !loaded && err.details().starts_with("NOSCRIPT") => {
                     // Nothing ran; the WAIT confirmed nothing of ours. Load, run again.
-                    script.load(writer).await.map_err(StoreError::from)?;
+                    bounded(script.load(writer))
+                        .await
+                        .map_err(StoreError::from)?;
                     loaded = true;
                 }
                 Err(err) => return Err(StoreError::write(err)),

@@ -5,6 +5,7 @@
 //! keeps its own keys and scripts beside its code; this module only knows how to
 //! reach Redis and how to tell the user what a failed command means.
 
+pub mod budget;
 pub mod checks;
 pub mod durability;
 pub mod memory;
@@ -19,6 +20,7 @@ use fred::prelude::{
 
 use crate::db::redact;
 
+pub use budget::bounded;
 pub use durability::Durability;
 
 /// A pool of Redis connections that never waits forever: fred's defaults would

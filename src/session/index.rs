@@ -23,7 +23,7 @@ use fred::prelude::{KeysInterface, Pool, SortedSetsInterface};
 use fred::types::scripts::Script;
 
 use crate::redis::memory::MemoryCounters;
-use crate::redis::StoreError;
+use crate::redis::{bounded, StoreError};
 
 /// Most sessions a user may have at once; a new login ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
@@ -122,7 +122,7 @@ impl SessionIndex {
     pub async fn epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
+                let epoch: Option<i64> = bounded(pool.get(epoch_key(user_id))).await?;
                 Ok(epoch.unwrap_or(0))
             }
             Backend::Memory { epochs, .. } => Ok(epochs.get(&epoch_key(user_id))),
@@ -132,13 +132,12 @@ impl SessionIndex {
     /// Raises the user's epoch: every session created before now is stale.
     pub async fn bump_epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => Ok(EPOCH_BUMP_SCRIPT
-                .evalsha_with_reload(
-                    pool.next(),
-                    epoch_key(user_id),
-                    vec![self.keep.as_secs().to_string()],
-                )
-                .await?),
+            Backend::Redis(pool) => Ok(bounded(EPOCH_BUMP_SCRIPT.evalsha_with_reload(
+                pool.next(),
+                epoch_key(user_id),
+                vec![self.keep.as_secs().to_string()],
+            ))
+            .await?),
             Backend::Memory { epochs, .. } => {
                 Ok(epochs.update(&epoch_key(user_id), |epoch| (epoch + 1).max(now_ms())))
             }
@@ -155,18 +154,17 @@ impl SessionIndex {
     ) -> Result<Vec<String>, StoreError> {
         let score = now_ms();
         match &self.backend {
-            Backend::Redis(pool) => Ok(INDEX_ADD_SCRIPT
-                .evalsha_with_reload(
-                    pool.next(),
-                    index_key(user_id),
-                    vec![
-                        session_id.to_owned(),
-                        score.to_string(),
-                        self.keep.as_secs().to_string(),
-                        MAX_SESSIONS_PER_USER.to_string(),
-                    ],
-                )
-                .await?),
+            Backend::Redis(pool) => Ok(bounded(INDEX_ADD_SCRIPT.evalsha_with_reload(
+                pool.next(),
+                index_key(user_id),
+                vec![
+                    session_id.to_owned(),
+                    score.to_string(),
+                    self.keep.as_secs().to_string(),
+                    MAX_SESSIONS_PER_USER.to_string(),
+                ],
+            ))
+            .await?),
             Backend::Memory { index, .. } => {
                 let mut index = index.lock().expect("index lock");
                 let list = index.entry(user_id).or_default();
@@ -182,9 +180,12 @@ impl SessionIndex {
     /// the caller prunes those ([`Self::index_remove`]).
     pub async fn index_members(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => Ok(pool
-                .zrange(index_key(user_id), 0, -1, None, false, None, false)
-                .await?),
+            Backend::Redis(pool) => {
+                Ok(
+                    bounded(pool.zrange(index_key(user_id), 0, -1, None, false, None, false))
+                        .await?,
+                )
+            }
             Backend::Memory { index, .. } => Ok(index
                 .lock()
                 .expect("index lock")
@@ -204,7 +205,7 @@ impl SessionIndex {
         }
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = pool.zrem(index_key(user_id), session_ids.to_vec()).await?;
+                let _: i64 = bounded(pool.zrem(index_key(user_id), session_ids.to_vec())).await?;
             }
             Backend::Memory { index, .. } => {
                 if let Some(list) = index.lock().expect("index lock").get_mut(&user_id) {
@@ -219,7 +220,7 @@ impl SessionIndex {
     pub async fn forget(&self, user_id: i64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = pool.del(index_key(user_id)).await?;
+                let _: i64 = bounded(pool.del(index_key(user_id))).await?;
             }
             Backend::Memory { index, .. } => {
                 index.lock().expect("index lock").remove(&user_id);

@@ -23,7 +23,7 @@ use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
 use super::record::{key, Login};
 use crate::error::AppError;
-use crate::redis::{Durability, StoreError};
+use crate::redis::{bounded, Durability, StoreError};
 
 /// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
@@ -192,8 +192,7 @@ impl tower_sessions::SessionStore for SessionStore {
         }
         match &self.backend {
             Backend::Redis(pool) => {
-                let bytes: Option<Vec<u8>> = connected(pool)?
-                    .get(id.to_string())
+                let bytes: Option<Vec<u8>> = bounded(connected(pool)?.get(id.to_string()))
                     .await
                     .map_err(backend_error)?;
                 let Some(bytes) = bytes else {

@@ -203,7 +203,9 @@ pub async fn html_errors(
     // `REQUEST_TIMEOUT` is kept here, where its page is drawn: cut off wherever it
     // was, the request's write may yet land, so its page must not say otherwise.
     let limit = state.config.request_timeout;
-    let (response, timed_out) = match tokio::time::timeout(limit, next.run(request)).await {
+    // All of the request's Redis commands share one `REDIS_TIMEOUT` (redis::budget).
+    let run = crate::redis::budget::scope(state.config.redis_timeout, next.run(request));
+    let (response, timed_out) = match tokio::time::timeout(limit, run).await {
         Ok(response) => (response, false),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), true),
     };
