@@ -58,7 +58,8 @@ impl Application {
         let longest_login = config.longest_login();
         let (redis, sessions, carts, throttle, index) = match &config.redis_url {
             Some(url) => {
-                let pool = crate::redis::connect(url, config.redis_timeout).await?;
+                let redis = crate::redis::Redis::connect(url, config.redis_timeout).await?;
+                let pool = redis.pool().clone();
                 crate::redis::refuse_evicting(&pool, config.allow_evicting_redis).await?;
                 match crate::redis::checks::clock_skew(&pool).await {
                     Ok(skew)
@@ -90,12 +91,12 @@ impl Application {
                     confirmed_by = %durability.describe(),
                     "cart and session writes are acknowledged once confirmed"
                 );
-                let index = SessionIndex::redis(pool.clone(), longest_login);
+                let index = SessionIndex::redis(redis.clone(), longest_login);
                 (
                     Some(pool.clone()),
-                    SessionStore::redis(pool.clone(), lifetimes.clone(), index.clone())
+                    SessionStore::redis(redis.clone(), lifetimes.clone(), index.clone())
                         .confirmed_by(durability.clone()),
-                    CartStore::redis(pool.clone(), config.cart_ttl, config.anon_cart_ttl)
+                    CartStore::redis(redis, config.cart_ttl, config.anon_cart_ttl)
                         .confirmed_by(durability),
                     LoginThrottle::redis(pool, limits),
                     index,

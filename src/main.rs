@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // As a registration does: the new account starts a new credential epoch,
             // so no session made for an earlier holder of its id can open it.
             if let Some(url) = &cli.serve.redis_url {
-                let redis = storefront::redis::connect(url, cli.serve.redis_timeout).await?;
+                let redis = storefront::redis::Redis::connect(url, cli.serve.redis_timeout).await?;
                 storefront::session::SessionIndex::redis(redis, cli.serve.longest_login())
                     .bump_epoch(user.id)
                     .await

@@ -25,6 +25,7 @@ mod support {
 }
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
@@ -235,4 +236,137 @@ async fn adds_racing_their_own_login_are_never_lost_on_a_cluster() {
         "{per_node:?}"
     );
     assert!(all_refused > 0, "the race never happened");
+}
+
+/// One primary of a 3 + 3 cluster killed while shoppers browse and add: only the
+/// shoppers whose session or cart lives on it notice (the shop's 503 or read-only
+/// page, each at once), the others are served as if nothing happened; once the
+/// cluster has promoted the replica, every shopper is served again with the
+/// session and the cart from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_primary_failing_over_holds_up_only_the_shoppers_on_its_slots() {
+    const SHOPPERS: usize = 12;
+    let mut cluster = RedisCluster::start_with(1).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = cluster.url();
+    let app = TestApp::spawn_full(
+        None,
+        dir.clone(),
+        sqlite_url(dir.path()),
+        "replica-a",
+        move |c| {
+            c.redis_url = Some(url);
+        },
+    )
+    .await;
+    let mut shoppers = Vec::new();
+    for i in 0..SHOPPERS {
+        let browser = app.browser();
+        let name = format!("slot-shopper-{i}");
+        browser
+            .register(&name, "a long enough password")
+            .await
+            .assert_redirect("/");
+        browser.add_to_cart("1", "1").await.assert_redirect("/cart");
+        let user_id = app.user_id(&name).await;
+        shoppers.push((name, browser, user_id));
+    }
+
+    // The primary that holds the first shopper's session is the one to fail.
+    let primaries = cluster.primaries().await;
+    assert_eq!(primaries.len(), 3);
+    let holds = |port: u16, key: String| async move {
+        support::ha::cli(port, &["EXISTS", &key]).await.trim() == "1"
+    };
+    let first_sid = shoppers[0].1.sid().unwrap();
+    let mut victim = primaries[0];
+    for &p in &primaries {
+        if holds(cluster.nodes[p].port, first_sid.clone()).await {
+            victim = p;
+        }
+    }
+    let victim_port = cluster.nodes[victim].port;
+    let mut on_victim = Vec::new();
+    for (_, browser, user_id) in &shoppers {
+        let session = holds(victim_port, browser.sid().unwrap()).await;
+        let cart = holds(victim_port, format!("cart:{{u{user_id}}}")).await;
+        on_victim.push(session || cart);
+    }
+    assert!(on_victim[0]);
+    assert!(
+        on_victim.iter().any(|on| !on),
+        "some shopper must live elsewhere: {on_victim:?}"
+    );
+
+    cluster.nodes[victim].kill();
+    let killed = Instant::now();
+    let mut added = [1u32; SHOPPERS];
+    let mut refused_while_failing = [0u32; SHOPPERS];
+    let mut recovered = false;
+    while killed.elapsed() < Duration::from_secs(15) {
+        let mut all_served = true;
+        for (i, (name, browser, _)) in shoppers.iter().enumerate() {
+            let started = Instant::now();
+            let page = browser.get("/").await;
+            let add = browser.add_to_cart("2", "1").await;
+            let took = started.elapsed();
+            let served = page.logged_in_as().as_deref() == Some(name.as_str())
+                && add.status == StatusCode::SEE_OTHER;
+            if add.status == StatusCode::SEE_OTHER {
+                added[i] += 1;
+            }
+            if on_victim[i] {
+                // The shop's own pages, and at once: nothing waits for the dead node.
+                assert_eq!(page.status, StatusCode::OK, "{name}: {page:?}");
+                assert!(
+                    page.logged_in_as().as_deref() == Some(name.as_str())
+                        || page.body.contains("temporarily unavailable"),
+                    "{name}: {page:?}"
+                );
+                assert!(
+                    matches!(
+                        add.status,
+                        StatusCode::SEE_OTHER | StatusCode::SERVICE_UNAVAILABLE
+                    ),
+                    "{name}: {add:?}"
+                );
+                assert!(took < Duration::from_millis(1500), "{name}: took {took:?}");
+                refused_while_failing[i] += u32::from(!served);
+            } else {
+                assert!(
+                    served,
+                    "{name} lives on healthy primaries and must not notice: {page:?} {add:?}"
+                );
+            }
+            all_served &= served;
+        }
+        if all_served && killed.elapsed() > Duration::from_secs(1) {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "every shopper served again after the failover");
+    let failover = killed.elapsed();
+    for (i, (name, browser, _)) in shoppers.iter().enumerate() {
+        let cart = browser.get("/cart").await;
+        assert_eq!(cart.logged_in_as().as_deref(), Some(name.as_str()));
+        let units: u32 = cart.cart_lines().iter().map(|(_, q)| q).sum();
+        assert!(
+            units >= added[i],
+            "{name}: {units} units stored, {} acknowledged",
+            added[i]
+        );
+    }
+    let affected = on_victim.iter().filter(|on| **on).count();
+    assert!(
+        refused_while_failing.iter().sum::<u32>() > 0,
+        "the failed primary's shoppers were refused while it was down"
+    );
+    println!(
+        "cluster failover: {affected} of {SHOPPERS} shoppers have their session or cart on \
+         the failed primary ({} refused requests until it was replaced, {failover:?}); \
+         the other {} were never refused",
+        refused_while_failing.iter().sum::<u32>(),
+        SHOPPERS - affected
+    );
 }

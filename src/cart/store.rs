@@ -21,13 +21,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{HashesInterface, KeysInterface, Pool};
+use fred::prelude::{HashesInterface, KeysInterface};
 
 use super::memory::MemoryCarts;
-use super::redis;
+use super::redis as scripts;
 use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
 use crate::redis::memory::MemoryCounters;
-use crate::redis::{bounded, connected, Durability, StoreError};
+use crate::redis::{bounded, Durability, Redis, StoreError};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
 const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
@@ -45,7 +45,7 @@ pub struct CartStore {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Redis(Pool),
+    Redis(Redis),
     Memory {
         carts: Arc<Mutex<MemoryCarts>>,
         /// The credential epochs, shared with the session index: the epoch guard
@@ -71,9 +71,9 @@ fn with_epoch_guard(keys: &mut Vec<String>, args: &mut Vec<String>, epoch: Optio
 }
 
 impl CartStore {
-    pub fn redis(pool: Pool, user_ttl: Duration, anonymous_ttl: Duration) -> Self {
+    pub fn redis(redis: Redis, user_ttl: Duration, anonymous_ttl: Duration) -> Self {
         CartStore {
-            backend: Backend::Redis(pool),
+            backend: Backend::Redis(redis),
             user_ttl,
             anonymous_ttl,
             durability: Durability::primary(),
@@ -136,7 +136,7 @@ impl CartStore {
         epoch: Option<&EpochGuard>,
     ) -> Result<Guarded<Added>, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
                 args.extend([
                     product_id.to_string(),
@@ -147,7 +147,12 @@ impl CartStore {
                 with_epoch_guard(&mut keys, &mut args, epoch);
                 let (quantity, capped): (i64, i64) = self
                     .durability
-                    .script(&redis::ADD_SCRIPT, connected(pool)?, keys, args)
+                    .script(
+                        &scripts::ADD_SCRIPT,
+                        &redis.connected(&keys[0])?,
+                        keys,
+                        args,
+                    )
                     .await?;
                 Ok(match quantity {
                     -4 => Guarded::Stale(capped),
@@ -184,7 +189,7 @@ impl CartStore {
         epoch: Option<&EpochGuard>,
     ) -> Result<Guarded<Updated>, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let (mut keys, mut args) = self.guarded(owner, submission);
                 args.extend([
                     product_id.to_string(),
@@ -194,7 +199,12 @@ impl CartStore {
                 with_epoch_guard(&mut keys, &mut args, epoch);
                 let (outcome, current_epoch): (i64, i64) = self
                     .durability
-                    .script(&redis::UPDATE_SCRIPT, connected(pool)?, keys, args)
+                    .script(
+                        &scripts::UPDATE_SCRIPT,
+                        &redis.connected(&keys[0])?,
+                        keys,
+                        args,
+                    )
                     .await?;
                 Ok(match outcome {
                     -4 => Guarded::Stale(current_epoch),
@@ -222,9 +232,13 @@ impl CartStore {
     /// Every line, in product id order. Fields that are not numbers are ignored.
     pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
-                let raw: HashMap<String, String> =
-                    bounded(connected(pool)?.hgetall(owner.redis_key())).await?;
+            Backend::Redis(redis) => {
+                let raw: HashMap<String, String> = bounded(
+                    redis
+                        .connected(&owner.redis_key())?
+                        .hgetall(owner.redis_key()),
+                )
+                .await?;
                 Ok(parse_lines(raw))
             }
             Backend::Memory { carts, .. } => {
@@ -250,12 +264,12 @@ impl CartStore {
         let from = CartOwner::Anonymous(anonymous_cart_id.to_owned());
         let into = CartOwner::User(user_id);
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let (flat, submissions): (Vec<String>, Vec<String>) = self
                     .durability
                     .script(
-                        &redis::TAKE_SCRIPT,
-                        connected(pool)?,
+                        &scripts::TAKE_SCRIPT,
+                        &redis.connected(&from.redis_key())?,
                         vec![
                             from.redis_key(),
                             from.moving_key(),
@@ -286,15 +300,15 @@ impl CartStore {
                 let merged: i64 = self
                     .durability
                     .script(
-                        &redis::APPLY_SCRIPT,
-                        pool.next(),
+                        &scripts::APPLY_SCRIPT,
+                        &redis.connected(&into.redis_key())?,
                         vec![into.redis_key(), into.merged_key(), into.submissions_key()],
                         args,
                     )
                     .await?;
                 // The lines are in the user's cart now; if this DEL is lost, they
                 // expire with the anonymous cart's TTL and the marker stops a re-apply.
-                let _: i64 = bounded(pool.next().del(from.moving_key()))
+                let _: i64 = bounded(redis.connected(&from.moving_key())?.del(from.moving_key()))
                     .await
                     .map_err(StoreError::write)?;
                 let units = lines.iter().map(|(_, quantity)| *quantity as usize).sum();
@@ -332,15 +346,15 @@ impl CartStore {
         owner: &CartOwner,
         counter_key: &str,
     ) -> Result<(Lines, i64), StoreError> {
-        let pool = match &self.backend {
-            Backend::Redis(pool) => pool,
+        let redis = match &self.backend {
+            Backend::Redis(redis) => redis,
             Backend::Memory { counters, .. } => {
                 return Ok((self.lines(owner).await?, counters.get(counter_key)))
             }
         };
         let (raw, counter): (Vec<String>, i64) =
-            bounded(redis::LINES_AND_COUNTER_SCRIPT.evalsha_with_reload(
-                connected(pool)?,
+            bounded(scripts::LINES_AND_COUNTER_SCRIPT.evalsha_with_reload(
+                &redis.connected(&owner.redis_key())?,
                 vec![owner.redis_key(), counter_key.to_owned()],
                 Vec::<String>::new(),
             ))
@@ -356,8 +370,9 @@ impl CartStore {
     /// Deletes a cart (an account was deleted).
     pub async fn delete_cart(&self, owner: &CartOwner) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
-                let _: i64 = bounded(pool.next().del(owner.redis_key())).await?;
+            Backend::Redis(redis) => {
+                let _: i64 =
+                    bounded(redis.connected(&owner.redis_key())?.del(owner.redis_key())).await?;
             }
             Backend::Memory { carts, .. } => {
                 carts
@@ -381,7 +396,7 @@ impl CartStore {
         expected: &[(i64, u32)],
     ) -> Result<Cleared, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let mut args = vec![
                     submission.to_owned(),
                     SUBMISSION_MEMORY.as_secs().to_string(),
@@ -395,8 +410,8 @@ impl CartStore {
                 let cleared: i64 = self
                     .durability
                     .script(
-                        &redis::CLEAR_FOR_ORDER_SCRIPT,
-                        connected(pool)?,
+                        &scripts::CLEAR_FOR_ORDER_SCRIPT,
+                        &redis.connected(&owner.redis_key())?,
                         vec![owner.redis_key(), owner.submissions_key()],
                         args,
                     )

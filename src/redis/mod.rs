@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod checks;
+pub mod cluster;
 pub mod durability;
 pub mod memory;
 pub mod topology;
@@ -59,6 +60,46 @@ pub async fn connect_pool(url: &str, timeout: Duration, size: usize) -> anyhow::
         .await
         .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
     Ok(pool)
+}
+
+/// The shop's way to Redis: the pool, and on a Redis Cluster one connection per
+/// primary, chosen by each command's key ([`cluster`]).
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pool: Pool,
+    nodes: Option<std::sync::Arc<cluster::Nodes>>,
+}
+
+impl Redis {
+    /// Connects to `url` ([`connect`]); a Cluster URL also to each primary.
+    pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Redis> {
+        let pool = connect(url, timeout).await?;
+        let nodes = if topology::Mode::of_url(url) == topology::Mode::Cluster {
+            Some(
+                cluster::Nodes::start(pool.clone(), timeout)
+                    .await
+                    .context("connecting to each Redis Cluster primary")?,
+            )
+        } else {
+            None
+        };
+        Ok(Redis { pool, nodes })
+    }
+
+    /// The pool itself: for the checks and the topology shown to operators.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The connection a command on `key` will use, only while it is connected: see
+    /// [`connected`]. On a Cluster, the connection to the key's primary: a dead
+    /// primary fails the commands on its slots, not everyone's.
+    pub fn connected(&self, key: &str) -> Result<Client, StoreError> {
+        match &self.nodes {
+            Some(nodes) => nodes.connected(key),
+            None => connected(&self.pool).cloned(),
+        }
+    }
 }
 
 /// A replica does not start on a Redis that would evict sessions and carts

@@ -19,11 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fred::prelude::{KeysInterface, Pool, SortedSetsInterface};
+use fred::prelude::{KeysInterface, SortedSetsInterface};
 use fred::types::scripts::Script;
 
 use crate::redis::memory::MemoryCounters;
-use crate::redis::{bounded, StoreError};
+use crate::redis::{bounded, Redis, StoreError};
 
 /// Most sessions a user may have at once; a new login ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
@@ -85,7 +85,7 @@ type MemoryIndex = HashMap<i64, Vec<(String, i64)>>;
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Redis(Pool),
+    Redis(Redis),
     Memory {
         index: Arc<Mutex<MemoryIndex>>,
         /// The epochs, under their Redis keys, shared with the cart store.
@@ -100,9 +100,9 @@ fn now_ms() -> i64 {
 }
 
 impl SessionIndex {
-    pub fn redis(pool: Pool, longest_login: Duration) -> Self {
+    pub fn redis(redis: Redis, longest_login: Duration) -> Self {
         SessionIndex {
-            backend: Backend::Redis(pool),
+            backend: Backend::Redis(redis),
             keep: longest_login + Duration::from_secs(86_400),
         }
     }
@@ -121,8 +121,13 @@ impl SessionIndex {
     /// The user's current credential epoch (0 when never raised).
     pub async fn epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
-                let epoch: Option<i64> = bounded(pool.get(epoch_key(user_id))).await?;
+            Backend::Redis(redis) => {
+                let epoch: Option<i64> = bounded(
+                    redis
+                        .connected(&epoch_key(user_id))?
+                        .get(epoch_key(user_id)),
+                )
+                .await?;
                 Ok(epoch.unwrap_or(0))
             }
             Backend::Memory { epochs, .. } => Ok(epochs.get(&epoch_key(user_id))),
@@ -132,8 +137,8 @@ impl SessionIndex {
     /// Raises the user's epoch: every session created before now is stale.
     pub async fn bump_epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => Ok(bounded(EPOCH_BUMP_SCRIPT.evalsha_with_reload(
-                pool.next(),
+            Backend::Redis(redis) => Ok(bounded(EPOCH_BUMP_SCRIPT.evalsha_with_reload(
+                &redis.connected(&epoch_key(user_id))?,
                 epoch_key(user_id),
                 vec![self.keep.as_secs().to_string()],
             ))
@@ -154,8 +159,8 @@ impl SessionIndex {
     ) -> Result<Vec<String>, StoreError> {
         let score = now_ms();
         match &self.backend {
-            Backend::Redis(pool) => Ok(bounded(INDEX_ADD_SCRIPT.evalsha_with_reload(
-                pool.next(),
+            Backend::Redis(redis) => Ok(bounded(INDEX_ADD_SCRIPT.evalsha_with_reload(
+                &redis.connected(&index_key(user_id))?,
                 index_key(user_id),
                 vec![
                     session_id.to_owned(),
@@ -180,12 +185,16 @@ impl SessionIndex {
     /// the caller prunes those ([`Self::index_remove`]).
     pub async fn index_members(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
-                Ok(
-                    bounded(pool.zrange(index_key(user_id), 0, -1, None, false, None, false))
-                        .await?,
-                )
-            }
+            Backend::Redis(redis) => Ok(bounded(redis.connected(&index_key(user_id))?.zrange(
+                index_key(user_id),
+                0,
+                -1,
+                None,
+                false,
+                None,
+                false,
+            ))
+            .await?),
             Backend::Memory { index, .. } => Ok(index
                 .lock()
                 .expect("index lock")
@@ -204,8 +213,13 @@ impl SessionIndex {
             return Ok(());
         }
         match &self.backend {
-            Backend::Redis(pool) => {
-                let _: i64 = bounded(pool.zrem(index_key(user_id), session_ids.to_vec())).await?;
+            Backend::Redis(redis) => {
+                let _: i64 = bounded(
+                    redis
+                        .connected(&index_key(user_id))?
+                        .zrem(index_key(user_id), session_ids.to_vec()),
+                )
+                .await?;
             }
             Backend::Memory { index, .. } => {
                 if let Some(list) = index.lock().expect("index lock").get_mut(&user_id) {
@@ -219,8 +233,13 @@ impl SessionIndex {
     /// Forgets the user's index (the account is gone; the epoch stays, raised).
     pub async fn forget(&self, user_id: i64) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => {
-                let _: i64 = bounded(pool.del(index_key(user_id))).await?;
+            Backend::Redis(redis) => {
+                let _: i64 = bounded(
+                    redis
+                        .connected(&index_key(user_id))?
+                        .del(index_key(user_id)),
+                )
+                .await?;
             }
             Backend::Memory { index, .. } => {
                 index.lock().expect("index lock").remove(&user_id);

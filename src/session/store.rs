@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{Client, Expiration, KeysInterface, Pool, SetOptions};
+use fred::prelude::{Client, Expiration, KeysInterface, SetOptions};
 use fred::types::scripts::Script;
 use serde::Serialize;
 use serde_json::Value;
@@ -23,7 +23,7 @@ use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
 use super::record::{key, Login};
 use crate::error::AppError;
-use crate::redis::{bounded, Durability, StoreError};
+use crate::redis::{bounded, Durability, Redis, StoreError};
 
 /// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
@@ -42,14 +42,14 @@ pub struct SessionStore {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Redis(Pool),
+    Redis(Redis),
     Memory(MemoryStore),
 }
 
 impl SessionStore {
-    pub fn redis(pool: Pool, lifetimes: Lifetimes, index: SessionIndex) -> Self {
+    pub fn redis(redis: Redis, lifetimes: Lifetimes, index: SessionIndex) -> Self {
         SessionStore {
-            backend: Backend::Redis(pool),
+            backend: Backend::Redis(redis),
             lifetimes,
             index,
             ended_meanwhile: Arc::default(),
@@ -133,7 +133,7 @@ impl tower_sessions::SessionStore for SessionStore {
         record.id = Id::default();
         record.expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis(pool) => create_new(connected(pool)?, &self.durability, record).await?,
+            Backend::Redis(redis) => create_new(redis, &self.durability, record).await?,
             Backend::Memory(store) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
@@ -159,13 +159,13 @@ impl tower_sessions::SessionStore for SessionStore {
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let saved = SavedRecord {
                     id: &record.id,
                     data: &record.data,
                     expiry_date,
                 };
-                if !save_if_live(connected(pool)?, &self.durability, &saved).await? {
+                if !save_if_live(&connected(redis, &record.id)?, &self.durability, &saved).await? {
                     self.ended_meanwhile.note(&record.id);
                 }
                 Ok(())
@@ -191,8 +191,8 @@ impl tower_sessions::SessionStore for SessionStore {
             return Ok(record);
         }
         match &self.backend {
-            Backend::Redis(pool) => {
-                let bytes: Option<Vec<u8>> = bounded(connected(pool)?.get(id.to_string()))
+            Backend::Redis(redis) => {
+                let bytes: Option<Vec<u8>> = bounded(connected(redis, id)?.get(id.to_string()))
                     .await
                     .map_err(backend_error)?;
                 let Some(bytes) = bytes else {
@@ -215,13 +215,13 @@ impl tower_sessions::SessionStore for SessionStore {
     /// and changes nothing, instead of silently starting a new, orphaned cart.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match &self.backend {
-            Backend::Redis(pool) => {
+            Backend::Redis(redis) => {
                 let mut value = TOMBSTONE_PREFIX.to_vec();
                 value.extend_from_slice(b"ended");
-                let client = connected(pool)?;
+                let client = connected(redis, id)?;
                 let key = id.to_string();
                 self.durability
-                    .write(client, &key, |client| {
+                    .write(&client, &key, |client| {
                         client.set::<fred::types::Value, _, _>(
                             &key,
                             value.as_slice(),
@@ -266,16 +266,8 @@ fn tombstone_record(id: Id, why: &str) -> Record {
 /// While the connection to Redis is down, session commands fail at once instead of
 /// queueing until the command timeout: pages that only read are drawn without the
 /// visitor (degraded mode), and nobody waits for an answer that cannot come.
-fn connected(pool: &Pool) -> session_store::Result<&Client> {
-    use fred::prelude::ClientLike;
-    let client = pool.next();
-    if client.is_connected() {
-        Ok(client)
-    } else {
-        Err(session_store::Error::Backend(
-            "not connected to Redis".to_owned(),
-        ))
-    }
+fn connected(redis: &Redis, id: &Id) -> session_store::Result<Client> {
+    redis.connected(&id.to_string()).map_err(store_error)
 }
 
 fn backend_error(err: fred::error::Error) -> session_store::Error {
@@ -299,17 +291,18 @@ fn seconds_until(deadline: OffsetDateTime) -> i64 {
 /// Writes a new session under a fresh id (`SET … NX EX`): an id that is taken
 /// (128 random bits: never, in practice) is drawn again.
 async fn create_new(
-    client: &Client,
+    redis: &Redis,
     durability: &Durability,
     record: &mut Record,
 ) -> session_store::Result<()> {
     loop {
+        let client = connected(redis, &record.id)?;
         let bytes =
             rmp_serde::to_vec(&*record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let key = record.id.to_string();
         let lifetime = Expiration::EX(seconds_until(record.expiry_date));
         let created = durability
-            .write(client, &key, |client| {
+            .write(&client, &key, |client| {
                 client.set::<bool, _, _>(
                     &key,
                     bytes.as_slice(),

@@ -283,8 +283,15 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
+        RedisCluster::start_with(0).await
+    }
+
+    /// Three primaries, each with `replicas` replicas; a primary that stops
+    /// answering for a second is failed over to its replica.
+    pub async fn start_with(replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<Node> = (0..3)
+        let node_timeout = if replicas > 0 { "1000" } else { "2000" };
+        let nodes: Vec<Node> = (0..3 * (1 + replicas))
             .map(|i| {
                 let port = free_port();
                 let mut args = server_args(port);
@@ -294,7 +301,11 @@ impl RedisCluster {
                     "--cluster-config-file".into(),
                     format!("nodes-{i}.conf"),
                     "--cluster-node-timeout".into(),
-                    "2000".into(),
+                    node_timeout.into(),
+                    // A primary down leaves its slots unserved, not every slot
+                    // (the default refuses every command until it is replaced).
+                    "--cluster-require-full-coverage".into(),
+                    "no".into(),
                 ]);
                 Node::spawn(port, dir.path(), &args)
             })
@@ -304,7 +315,7 @@ impl RedisCluster {
         let output = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .await
             .unwrap();
@@ -317,13 +328,32 @@ impl RedisCluster {
         for node in &cluster.nodes {
             let port = node.port;
             wait_until("cluster state ok", Duration::from_secs(15), || async move {
-                cli(port, &["CLUSTER", "INFO"])
-                    .await
-                    .contains("cluster_state:ok")
+                let info = cli(port, &["CLUSTER", "INFO"]).await;
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{}", 3 * (1 + replicas)))
+            })
+            .await;
+        }
+        for node in &cluster.nodes {
+            let port = node.port;
+            wait_until("replicas in sync", Duration::from_secs(15), || async move {
+                let role = cli(port, &["INFO", "replication"]).await;
+                role.contains("role:master") || role.contains("master_link_status:up")
             })
             .await;
         }
         cluster
+    }
+
+    /// The nodes that are primaries now, by index.
+    pub async fn primaries(&self) -> Vec<usize> {
+        let mut primaries = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.child.is_some() && cli(node.port, &["ROLE"]).await.starts_with("master") {
+                primaries.push(i);
+            }
+        }
+        primaries
     }
 
     /// fred's cluster URL: one node, the others as `node=` (any one would do).
