@@ -39,7 +39,7 @@ use support::app::{sqlite_url, Backend, TestApp};
 use support::browser::{Browser, Page};
 use support::checkout::CheckoutForm;
 use support::cluster::{fetch, plain_client, Cluster};
-use support::impair::LatencyProxy;
+use support::impair::{LatencyProxy, LostAnswerProxy};
 use support::process::wait_until;
 use support::races::{add_until_just_after, in_batches, race_adds_against_login};
 use support::redis::RedisServer;
@@ -1308,4 +1308,50 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
         1,
         "the add was kept"
     );
+}
+
+/// Postgres commits the order, and the answer to the `COMMIT` never comes back
+/// (the connection breaks on the way): the shopper is told the outcome is unknown
+/// and where to look, never "nothing was changed"; the order is there, and the
+/// same form sent again leads to it without a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_is_unknown_and_the_order_is_there_once() {
+    let postgres = support::postgres::PostgresServer::shared().await;
+    let direct = postgres.fresh_database().await;
+    let proxy = LostAnswerProxy::start(postgres.port).await;
+    let through_proxy = direct.replace(
+        &format!("127.0.0.1:{}/", postgres.port),
+        &format!("127.0.0.1:{}/", proxy.port),
+    );
+    let redis = Arc::new(RedisServer::start().await);
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = TestApp::spawn_full(Some(redis), dir, through_proxy, "lost-commit", |_| {}).await;
+    let shopper = app.browser();
+    shopper
+        .register("committed-shopper", "committed-pass-123")
+        .await
+        .assert_redirect("/");
+    shopper.add_to_cart("2", "1").await.assert_redirect("/cart");
+    let form = CheckoutForm::open(&shopper).await;
+
+    proxy.lose_answer_to("COMMIT");
+    let page = form.submit(&shopper).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{page:?}");
+    page.assert_contains("could not confirm whether your order was placed");
+    page.assert_contains("href=\"/orders\"");
+    assert!(!page.body.contains("nothing was changed"), "{}", page.body);
+    assert_eq!(app.order_count().await, 1, "Postgres committed the order");
+
+    // Where the page points: the order is listed; the same form leads to it.
+    let orders = shopper.get("/orders").await;
+    assert_eq!(orders.status, StatusCode::OK, "{orders:?}");
+    let order_id: i64 = sqlx::query_scalar("SELECT id FROM orders")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    orders.assert_contains(&format!("/orders/{order_id}"));
+    form.submit(&shopper)
+        .await
+        .assert_redirect(&format!("/orders/{order_id}"));
+    assert_eq!(app.order_count().await, 1);
 }

@@ -161,3 +161,91 @@ impl Drop for LinkProxy {
         self.cut();
     }
 }
+
+/// A TCP proxy on a free loopback port in front of `target` that can lose one
+/// answer: armed with some bytes, the next request that holds them is delivered,
+/// the server's answer to it is read and thrown away, and that connection is
+/// closed — a `COMMIT` that ran while the network failed on its way back.
+pub struct LostAnswerProxy {
+    pub port: u16,
+    armed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl LostAnswerProxy {
+    pub async fn start(target: u16) -> LostAnswerProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let tasks: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>> = Arc::default();
+        let (trigger, all) = (armed.clone(), tasks.clone());
+        tasks.lock().unwrap().spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let trigger = trigger.clone();
+                all.lock().unwrap().spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    // Set when this connection's next answer is to be lost.
+                    let (lose, mut losing) = tokio::sync::watch::channel(false);
+                    let upstream = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = client_read.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let hit = {
+                                let mut armed = trigger.lock().unwrap();
+                                let hit = armed.as_ref().is_some_and(|bytes| {
+                                    buf[..n].windows(bytes.len()).any(|w| w == bytes.as_slice())
+                                });
+                                if hit {
+                                    *armed = None;
+                                }
+                                hit
+                            };
+                            if hit {
+                                lose.send_replace(true);
+                            }
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let downstream = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = server_read.read(&mut buf).await {
+                            if n == 0 || *losing.borrow_and_update() {
+                                // The answer to the armed request: gone, and the
+                                // connection with it.
+                                break;
+                            }
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    // Whichever side ends first ends the connection.
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                    }
+                });
+            }
+        });
+        LostAnswerProxy { port, armed, tasks }
+    }
+
+    /// The next request holding `bytes` is delivered and its answer lost.
+    pub fn lose_answer_to(&self, bytes: &str) {
+        *self.armed.lock().unwrap() = Some(bytes.as_bytes().to_vec());
+    }
+}
+
+impl Drop for LostAnswerProxy {
+    fn drop(&mut self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
