@@ -80,6 +80,9 @@ pub struct OutcomeUnknown(pub LookAt);
 pub enum LookAt {
     Cart,
     Orders,
+    /// A login cut off between moving the visitor's cart and starting the session:
+    /// logging in again finishes it.
+    Login,
 }
 
 impl LookAt {
@@ -88,6 +91,7 @@ impl LookAt {
         match self {
             LookAt::Cart => ("/cart", "Look at your cart"),
             LookAt::Orders => ("/orders", "Look at your orders"),
+            LookAt::Login => ("/login", "Log in again"),
         }
     }
 }
@@ -117,6 +121,7 @@ impl AppError {
             }
             AppError::OutcomeUnknown(LookAt::Cart, _) => OUTCOME_UNKNOWN.to_owned(),
             AppError::OutcomeUnknown(LookAt::Orders, _) => ORDER_OUTCOME_UNKNOWN.to_owned(),
+            AppError::OutcomeUnknown(LookAt::Login, _) => LOGIN_INTERRUPTED.to_owned(),
             AppError::Unavailable(Dependency::Database, _) => DATABASE_UNAVAILABLE.to_owned(),
             AppError::Full(Dependency::Database, _) => DATABASE_FULL.to_owned(),
             AppError::Full(Dependency::SessionStore, _) => STORE_FULL.to_owned(),
@@ -152,6 +157,12 @@ did not answer in time. Please look at your cart before trying again.";
 /// An order whose database COMMIT was sent but never answered: it may exist.
 pub const ORDER_OUTCOME_UNKNOWN: &str = "We could not confirm whether your order was placed: the \
 database did not answer in time. Please look at your orders before trying again.";
+
+/// A login that failed after its first step moved the visitor's cart aside: the
+/// visitor is not logged in, and the items wait for the next login.
+pub const LOGIN_INTERRUPTED: &str = "We could not finish logging you in: the session store did \
+not answer in time. Nothing is lost: log in again, and the items in your cart join your \
+account's cart, once.";
 
 /// Redis is full and refuses writes (it must not evict sessions and carts instead).
 pub const STORE_FULL: &str = "The shop cannot save changes right now: its session store is full. \

@@ -1355,3 +1355,53 @@ async fn a_lost_commit_answer_is_unknown_and_the_order_is_there_once() {
         .assert_redirect(&format!("/orders/{order_id}"));
     assert_eq!(app.order_count().await, 1);
 }
+
+/// Redis stalls between the login merge's two steps (the visitor's cart taken,
+/// not yet added to the account's): the login fails, and the page says so without
+/// claiming nothing changed or sending the visitor to an empty cart; an add on
+/// the old cart says where the cart went; the next login finishes the merge, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_cut_short_between_the_merge_steps_says_to_log_in_again() {
+    let (proxy, app) = behind_stall_proxy("merge-stall", Duration::from_millis(300)).await;
+    app.browser()
+        .register("merging-shopper", "merging-pass-123")
+        .await
+        .assert_redirect("/");
+    let visitor = app.browser();
+    visitor.add_to_cart("1", "2").await.assert_redirect("/cart");
+
+    // The second step names the account's merge marker; the first does not.
+    proxy.stall_at(":merged", 0);
+    let login = visitor.log_in("merging-shopper", "merging-pass-123").await;
+    proxy.release();
+    assert_eq!(login.status, StatusCode::SERVICE_UNAVAILABLE, "{login:?}");
+    login.assert_contains("could not finish logging you in");
+    login.assert_contains("href=\"/login\"");
+    assert!(
+        !login.body.contains("nothing was changed"),
+        "{}",
+        login.body
+    );
+    assert_eq!(login.logged_in_as(), None);
+
+    let add = visitor.add_to_cart("2", "1").await;
+    assert_eq!(add.status, StatusCode::CONFLICT, "{add:?}");
+    add.assert_contains("moved to your account");
+    assert!(
+        !add.body.contains("another tab or window while"),
+        "{}",
+        add.body
+    );
+
+    visitor
+        .log_in("merging-shopper", "merging-pass-123")
+        .await
+        .assert_redirect("/");
+    let cart = visitor.get("/cart").await;
+    assert_eq!(cart.logged_in_as().as_deref(), Some("merging-shopper"));
+    assert_eq!(
+        cart.cart_lines(),
+        vec![("Blue Teapot".to_owned(), 2)],
+        "the visitor's two teapots, added once"
+    );
+}

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use super::throttle::Verdict;
 use super::{password, safe_next, too_many_logins, users, Password, Username};
 use crate::domain::SubmissionId;
-use crate::error::{AppError, Result};
+use crate::error::{AppError, Dependency, LookAt, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
 use crate::token;
@@ -232,8 +232,13 @@ async fn start_session(
     username: &str,
     facts: &LoginFacts,
 ) -> Result<(SessionUser, usize)> {
-    let merged = match session.anonymous_cart_id().await? {
-        Some(cart_id) => state.carts.merge(&cart_id, *user_id).await?,
+    let cart_id = session.anonymous_cart_id().await?;
+    let merged = match &cart_id {
+        Some(cart_id) => state
+            .carts
+            .merge(cart_id, *user_id)
+            .await
+            .map_err(|err| login_interrupted(err.into()))?,
         None => 0,
     };
     let claimed = SessionUser {
@@ -242,8 +247,25 @@ async fn start_session(
         handle: String::new(),
     };
     // The anonymous cart id it returns was merged above, before the new id.
-    let (user, _) = session.log_in(&claimed, facts).await?;
+    let logged_in = session.log_in(&claimed, facts).await;
+    let (user, _) = if cart_id.is_some() {
+        logged_in.map_err(login_interrupted)?
+    } else {
+        logged_in?
+    };
     Ok((user, merged))
+}
+
+/// Once the merge has begun, a failed login has changed something: the visitor's
+/// cart was moved aside (its items join the account's at the next login, once).
+/// "Nothing was changed" would be untrue, and "look at your cart" would show an
+/// empty one; the page says to log in again. Other refusals keep their pages.
+fn login_interrupted(err: AppError) -> AppError {
+    match err {
+        AppError::Unavailable(Dependency::SessionStore, cause)
+        | AppError::OutcomeUnknown(_, cause) => AppError::OutcomeUnknown(LookAt::Login, cause),
+        other => other,
+    }
 }
 
 #[derive(Debug, Deserialize)]

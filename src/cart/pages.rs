@@ -202,8 +202,8 @@ where
 }
 
 /// What an add or update sent for an anonymous cart that a login has just taken over is told.
-const CART_MOVED: &str = "You logged in in another tab or window while this was being sent, \
-so your cart moved to your account and nothing was changed. Please check your cart and try again.";
+const CART_MOVED: &str = "This cart has been moved to your account by a login (in another tab, or \
+one that was cut short), so nothing was changed. Log in to see it, then try again.";
 
 pub async fn update_cart(
     State(state): State<AppState>,
