@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{Client, Expiration, KeysInterface, Pool, SetOptions};
@@ -23,6 +22,10 @@ use super::lifetimes::{LifetimeFacts, Lifetimes};
 use super::prefetch::take_prefetched;
 use super::record::{key, Login};
 use crate::error::AppError;
+
+mod tombstone;
+pub(crate) use tombstone::ENDED_ELSEWHERE;
+use tombstone::{tombstone_record, ENDED_HERE, TOMBSTONE_PREFIX};
 
 /// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
@@ -205,48 +208,7 @@ impl tower_sessions::SessionStore for SessionStore {
     /// an add to cart racing the login in another tab — is told its session ended
     /// and changes nothing, instead of silently starting a new, orphaned cart.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        match &self.backend {
-            Backend::Redis(pool) => {
-                let mut value = TOMBSTONE_PREFIX.to_vec();
-                value.extend_from_slice(b"ended");
-                let _: fred::types::Value = connected(pool)?
-                    .set(
-                        id.to_string(),
-                        value.as_slice(),
-                        Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
-                        Some(SetOptions::XX),
-                        false,
-                    )
-                    .await
-                    .map_err(backend_error)?;
-                Ok(())
-            }
-            Backend::Memory(store) => {
-                if store.load(id).await?.is_some() {
-                    let mut record = tombstone_record(*id, "ended");
-                    record.expiry_date = OffsetDateTime::now_utc() + TOMBSTONE_TTL;
-                    store.save(&record).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What an ended session's key holds for [`TOMBSTONE_TTL`]: not msgpack, so it can
-/// never be mistaken for a live record.
-const TOMBSTONE_PREFIX: &[u8] = b"ended:";
-
-/// Long enough for any request that raced the logout or login to arrive.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
-
-fn tombstone_record(id: Id, why: &str) -> Record {
-    let mut data = HashMap::new();
-    data.insert(key::ENDED.to_owned(), Value::String(why.to_owned()));
-    Record {
-        id,
-        data,
-        expiry_date: OffsetDateTime::now_utc() + TOMBSTONE_TTL,
+        self.end(id, ENDED_HERE).await
     }
 }
 
@@ -394,10 +356,22 @@ impl SessionStore {
         Ok(live.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// Ends the given sessions of a user: their keys are deleted and they leave the index.
+    /// Ends the given sessions of a user from another of their sessions (revoked,
+    /// a password change): their keys become tombstones that say so, and they
+    /// leave the index.
     pub async fn end_sessions(&self, user_id: i64, ids: &[Id]) -> Result<(), AppError> {
+        self.end_sessions_because(user_id, ids, ENDED_ELSEWHERE)
+            .await
+    }
+
+    async fn end_sessions_because(
+        &self,
+        user_id: i64,
+        ids: &[Id],
+        why: &str,
+    ) -> Result<(), AppError> {
         for id in ids {
-            self.delete(id).await?;
+            self.end(id, why).await?;
         }
         let members: Vec<String> = ids.iter().map(Id::to_string).collect();
         self.index
@@ -420,7 +394,9 @@ impl SessionStore {
             .filter(|s| s.facts.submission.as_deref() == Some(submission))
             .map(|s| s.id)
             .collect();
-        self.end_sessions(user_id, &earlier).await?;
+        // Replaced by this same browser's login: nothing to tell it later.
+        self.end_sessions_because(user_id, &earlier, ENDED_HERE)
+            .await?;
         Ok(!earlier.is_empty())
     }
 

@@ -37,6 +37,20 @@ pub fn date_to_the_second(unix_seconds: i64) -> String {
     }
 }
 
+/// A value percent-encoded for a query string (`next=%2F%3Fq%3Dtea`): every byte
+/// but letters, digits, `/` and `-._~` escaped, so `&`, `=`, `#` and `%` survive.
+pub fn query_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +60,6 @@ mod tests {
         assert_eq!(date(0), "1 January 1970, 00:00 UTC");
         assert_eq!(date_to_the_second(61), "1 January 1970, 00:01:01 UTC");
         assert_eq!(date(i64::MAX), "unknown date");
+        assert_eq!(query_value("/?q=a b&c=%"), "/%3Fq%3Da%20b%26c%3D%25");
     }
 }

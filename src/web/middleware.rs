@@ -213,6 +213,14 @@ pub async fn html_errors(
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_html {
+        let mut response = response;
+        // The page showed the logout's notice: its cookie has done its job.
+        if notes.notice_shown() {
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                crate::web::notice::removal(state.config.cookie_secure),
+            );
+        }
         return response;
     }
     let message = response
