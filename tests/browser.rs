@@ -531,3 +531,166 @@ async fn skip_link_box(chrome: &Chrome) -> (f64, f64, f64, f64) {
     let n = |i: usize| rect[i].as_f64().unwrap();
     (n(0), n(1), n(2), n(3))
 }
+
+/// The text of the page's status region (where messages are announced).
+async fn status_text(chrome: &Chrome) -> String {
+    chrome.text("main [role='status']").await
+}
+
+async fn title(chrome: &Chrome) -> String {
+    chrome.client.title().await.unwrap()
+}
+
+async fn log_in_from_the_header(chrome: &Chrome, user: &str, password: &str) {
+    chrome.click(".site-nav a[href^='/login']").await;
+    chrome.fill("#username", user).await;
+    chrome.fill("#password", password).await;
+    chrome.click_button("form[action='/login']", "Log in").await;
+}
+
+/// Every change of who the shopper is, or of what the cart holds, is told on the
+/// next page: in its status region (read out by screen readers) and, for the
+/// sign-outs, first in the title.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shopper_is_told_about_every_login_logout_and_sign_out() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let laptop = Chrome::open(&driver, &app.address, Options::default()).await;
+    let mut failures = Vec::new();
+
+    // A login that merges this visit's cart says so, in numbers, and comes back
+    // to the page the header's "Log in" was clicked on.
+    laptop.visit("/products/blue-teapot").await;
+    laptop.fill("#quantity", "2").await;
+    laptop.click_button(".product-detail", "Add to cart").await;
+    log_in_from_the_header(&laptop, DEMO_USER, DEMO_PASSWORD).await;
+    assert_eq!(laptop.path().await, "/products/blue-teapot");
+    assert!(
+        status_text(&laptop)
+            .await
+            .contains("Welcome back, demo. 2 items from this visit were added to your cart."),
+        "{}",
+        laptop.body_text().await
+    );
+
+    // Logging out.
+    laptop.click_button(".site-header", "Log out").await;
+    assert_eq!(laptop.logged_in_as().await, None);
+    assert!(status_text(&laptop)
+        .await
+        .contains("You have logged out. Your cart is saved for your next login."));
+    assert!(title(&laptop).await.starts_with("Logged out · "));
+    check_page(&laptop, "catalog after logging out", &mut failures).await;
+    laptop.visit("/").await;
+    assert!(!laptop.body_text().await.contains("You have logged out"));
+
+    // A plain login (nothing to merge).
+    log_in_from_the_header(&laptop, DEMO_USER, DEMO_PASSWORD).await;
+    assert_eq!(status_text(&laptop).await, "Welcome back, demo.");
+
+    // Signed out from another device.
+    let phone = Chrome::open(
+        &driver,
+        &app.address,
+        Options {
+            width: 375,
+            ..Options::default()
+        },
+    )
+    .await;
+    phone.visit("/").await;
+    log_in_from_the_header(&phone, DEMO_USER, DEMO_PASSWORD).await;
+    phone.visit("/account/sessions").await;
+    phone
+        .click_button("main", "Sign out all other sessions")
+        .await;
+    laptop.visit("/cart").await;
+    assert_eq!(laptop.logged_in_as().await, None);
+    let told = status_text(&laptop).await;
+    assert!(
+        told.contains("You were signed out on this browser from another device."),
+        "{told}"
+    );
+    assert!(title(&laptop).await.starts_with("Signed out · "));
+    check_page(&laptop, "cart after a sign-out elsewhere", &mut failures).await;
+    laptop.visit("/cart").await;
+    assert!(!laptop
+        .body_text()
+        .await
+        .contains("signed out on this browser"));
+
+    // Signed out by the idle timeout: Redis forgot the session.
+    log_in_from_the_header(&laptop, DEMO_USER, DEMO_PASSWORD).await;
+    assert_eq!(laptop.logged_in_as().await.as_deref(), Some(DEMO_USER));
+    let sid = laptop
+        .client
+        .get_named_cookie("sid")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let _: i64 = fred::prelude::KeysInterface::del(app.redis().unwrap(), &sid)
+        .await
+        .unwrap();
+    laptop.visit("/").await;
+    assert_eq!(laptop.logged_in_as().await, None);
+    assert!(status_text(&laptop)
+        .await
+        .contains("You were signed out after 30 minutes without activity; your cart is saved."));
+    assert!(title(&laptop).await.starts_with("Signed out · "));
+    // Its "Log in" link comes back here, with the cart.
+    laptop.click("main [role='status'] a").await;
+    laptop.fill("#username", DEMO_USER).await;
+    laptop.fill("#password", DEMO_PASSWORD).await;
+    laptop.click_button("form[action='/login']", "Log in").await;
+    assert_eq!(laptop.path().await, "/");
+    assert!(laptop.cart_badge().await >= 2);
+
+    laptop.close().await;
+    phone.close().await;
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+/// Checkout while logged out: the login page says why, "Create an account" keeps
+/// the way, and the new customer lands on checkout with the cart they filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_detour_through_registration_ends_on_checkout_with_the_cart() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let shopper = Chrome::open(&driver, &app.address, Options::default()).await;
+
+    shopper.visit("/").await;
+    shopper
+        .click_button(".product-grid", "Add to cart: Blue Teapot")
+        .await;
+    shopper.click(".cart-badge").await;
+    shopper.click(".cart-actions a[href='/checkout']").await;
+    assert_eq!(shopper.path().await, "/login");
+    shopper
+        .assert_text("Please log in or create an account to check out.")
+        .await;
+    shopper.click("main a[href^='/register']").await;
+    assert_eq!(shopper.path().await, "/register");
+    shopper
+        .assert_text("Please log in or create an account to check out.")
+        .await;
+    shopper.fill("#username", SHOPPER).await;
+    shopper.fill("#password", SHOPPER_PASSWORD).await;
+    shopper.fill("#password_confirm", SHOPPER_PASSWORD).await;
+    shopper
+        .click_button("form[action='/register']", "Create account")
+        .await;
+    assert_eq!(shopper.path().await, "/checkout");
+    assert_eq!(shopper.logged_in_as().await.as_deref(), Some(SHOPPER));
+    assert!(status_text(&shopper)
+        .await
+        .contains(&format!("Welcome, {SHOPPER}! Your account is ready.")));
+    shopper.assert_text("Blue Teapot").await;
+    assert_eq!(shopper.cart_badge().await, 1);
+    shopper.close().await;
+}
