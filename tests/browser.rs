@@ -694,3 +694,40 @@ async fn the_checkout_detour_through_registration_ends_on_checkout_with_the_cart
     assert_eq!(shopper.cart_badge().await, 1);
     shopper.close().await;
 }
+
+/// An add from far down the catalog comes back to its card, not to the top of
+/// the page, on a phone, without JavaScript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_from_the_catalog_comes_back_to_its_card_without_javascript() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let phone = Chrome::open(
+        &driver,
+        &app.address,
+        Options {
+            width: 375,
+            javascript: false,
+        },
+    )
+    .await;
+    phone.visit("/").await;
+    let cards = phone.find_all(".product-card").await;
+    let last = cards.last().unwrap();
+    let slug = last.attr("id").await.unwrap().unwrap();
+    let name = phone.text(&format!("#{slug} h2")).await;
+    phone
+        .click_button(&format!("#{slug}"), &format!("Add to cart: {name}"))
+        .await;
+    let url = phone.client.current_url().await.unwrap();
+    assert_eq!(url.fragment(), Some(slug.as_str()));
+    let scrolled = phone.execute("return window.scrollY").await.unwrap();
+    assert!(
+        scrolled.as_f64().unwrap() > 500.0,
+        "the page came back at the top: {scrolled}"
+    );
+    assert!(phone
+        .text(&format!("#{slug}"))
+        .await
+        .contains("In your cart: 1"));
+    phone.close().await;
+}

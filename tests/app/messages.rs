@@ -298,3 +298,34 @@ async fn the_headers_log_in_comes_back_to_the_page_it_was_on() {
         .await;
     assert!(!plain.body.contains("to check out"));
 }
+
+#[tokio::test]
+async fn an_add_from_the_catalog_comes_back_to_its_card() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let visitor = app.browser();
+    let catalog = visitor.get("/?category=teaware").await;
+    catalog.assert_contains("<li class=\"product-card\" id=\"blue-teapot\">");
+    catalog.assert_contains("name=\"back\" value=\"/?category=teaware#blue-teapot\"");
+    assert!(!catalog.body.contains("In your cart:"));
+    visitor
+        .post(
+            "/cart/add",
+            &[
+                ("product_id", "1"),
+                ("back", "/?category=teaware#blue-teapot"),
+            ],
+        )
+        .await
+        .assert_redirect("/?category=teaware#blue-teapot");
+    // The card says what the cart now holds, where the shopper is looking.
+    let again = visitor.get("/?category=teaware").await;
+    again.assert_contains("In your cart: 1 <a href=\"/cart\">View cart");
+    // The fragment does not open a way to another site.
+    visitor
+        .post(
+            "/cart/add",
+            &[("product_id", "1"), ("back", "//evil.example/#x")],
+        )
+        .await
+        .assert_redirect("/");
+}
