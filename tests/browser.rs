@@ -84,14 +84,15 @@ async fn shop_journey(driver: &ChromeDriver, site: &str, options: Options) -> BT
     assert_eq!(laptop.cart_badge().await, 5);
 
     // Registering logs the visitor in; the anonymous cart becomes their cart.
-    laptop.click(".site-nav a[href='/register']").await;
+    // From the cart page: the header's Register comes back to it.
+    laptop.click(".site-nav a[href^='/register']").await;
     laptop.fill("#username", SHOPPER).await;
     laptop.fill("#password", SHOPPER_PASSWORD).await;
     laptop.fill("#password_confirm", SHOPPER_PASSWORD).await;
     laptop
         .click_button("form[action='/register']", "Create account")
         .await;
-    assert_eq!(laptop.path().await, "/");
+    assert_eq!(laptop.path().await, "/cart");
     laptop
         .assert_text(&format!("Welcome, {SHOPPER}! Your account is ready."))
         .await;
@@ -390,12 +391,30 @@ async fn a_shopper_searches_adds_checks_out_and_finds_the_order_through_nginx() 
         .await;
     assert_eq!(shopper.path().await, "/checkout");
     shopper.assert_text("3 items, order total: $59.00").await;
-    shopper.fill("#name", "Ada Lovelace").await;
-    shopper.fill("#address", "12 St James's Square").await;
-    shopper.fill("#city", "London").await;
-    shopper.fill("#postcode", "SW1Y 4JH").await;
+    // A US address needs its state; the form says so next to the field.
+    shopper.fill("#name", "Grace Hopper").await;
+    shopper.fill("#email", "grace@example.com").await;
+    shopper.fill("#phone", "+1 212 555 0100").await;
+    shopper.fill("#address", "1 Navy Yard").await;
+    shopper.fill("#address2", "Building 7").await;
+    shopper.fill("#city", "Brooklyn").await;
+    shopper.fill("#postcode", "11205").await;
     shopper
-        .find("#country option[value='GB']")
+        .find("#country option[value='US']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    shopper
+        .click_button(".checkout-form", "Place order ($59.00)")
+        .await;
+    assert_eq!(shopper.path().await, "/checkout");
+    assert_eq!(
+        shopper.text("#region-error").await,
+        "Please choose the state: addresses in United States need one."
+    );
+    shopper
+        .find("#region option[value='US-NY']")
         .await
         .click()
         .await
@@ -413,6 +432,18 @@ async fn a_shopper_searches_adds_checks_out_and_finds_the_order_through_nginx() 
         .assert_text(&format!("Thank you! Your order #{id} is placed."))
         .await;
     shopper.assert_text("Shipping to").await;
+    let address = shopper.text(".address-card").await;
+    for part in [
+        "Grace Hopper",
+        "1 Navy Yard",
+        "Building 7",
+        "Brooklyn, NY 11205",
+        "United States",
+        "Receipt to grace@example.com",
+        "Phone +1 212 555 0100",
+    ] {
+        assert!(address.contains(part), "{part:?} missing: {address}");
+    }
     assert_eq!(shopper.cart_badge().await, 0);
     shopper.click(".site-nav a[href='/orders']").await;
     assert_eq!(shopper.path().await, "/orders");
@@ -493,6 +524,7 @@ async fn checkout_and_search_pages_are_accessible_and_the_skip_link_shows() {
     chrome.assert_text("Please enter your name.").await;
     check_page(&chrome, "checkout with errors", &mut failures).await;
     chrome.fill("#name", "Ada Lovelace").await;
+    chrome.fill("#email", "ada@example.com").await;
     chrome.fill("#address", "12 St James's Square").await;
     chrome.fill("#city", "London").await;
     chrome.fill("#postcode", "SW1Y 4JH").await;
