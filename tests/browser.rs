@@ -739,6 +739,7 @@ async fn an_add_from_the_catalog_comes_back_to_its_card_without_javascript() {
         Options {
             width: 375,
             javascript: false,
+            ..Options::default()
         },
     )
     .await;
@@ -762,4 +763,142 @@ async fn an_add_from_the_catalog_comes_back_to_its_card_without_javascript() {
         .await
         .contains("In your cart: 1"));
     phone.close().await;
+}
+
+/// How many rows the header's items take (items whose tops are within a few
+/// pixels share a row).
+async fn header_rows(chrome: &Chrome) -> usize {
+    let tops = chrome
+        .execute(
+            "return [...document.querySelectorAll('.site-header > a, .site-nav > *')] \
+             .map(e => Math.round(e.getBoundingClientRect().top));",
+        )
+        .await
+        .unwrap();
+    let mut tops: Vec<i64> = tops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    tops.sort_unstable();
+    tops.dedup_by(|a, b| (*a - *b).abs() < 12);
+    tops.len()
+}
+
+/// What does not fit at `width`: the page scrolling sideways, or a table cut
+/// inside its scrolling box.
+async fn overflow_at(chrome: &Chrome, name: &str, width: u32, failures: &mut Vec<String>) {
+    chrome.set_width(width).await;
+    let (page_width, viewport) = chrome.scroll_width().await;
+    if page_width > viewport {
+        // The innermost elements that stick out, to say where to look.
+        let culprits = chrome
+            .execute(
+                "const out = e => e.getBoundingClientRect().right > window.innerWidth + 1; \
+                 return [...document.querySelectorAll('body *')] \
+                 .filter(e => out(e) && ![...e.children].some(out)).slice(0, 4) \
+                 .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '') \
+                   + (e.id ? '#' + e.id : '') + ' ' + (e.textContent || '').trim().slice(0, 30));",
+            )
+            .await
+            .unwrap();
+        failures.push(format!(
+            "{name} at {width}px: scrolls sideways ({page_width}px wide): {culprits}"
+        ));
+    }
+    let cut = chrome
+        .execute(
+            "return [...document.querySelectorAll('.table-wrap')] \
+             .filter(w => w.scrollWidth > w.clientWidth + 1).length;",
+        )
+        .await
+        .unwrap();
+    if cut.as_u64() != Some(0) {
+        failures.push(format!(
+            "{name} at {width}px: a table is wider than its box"
+        ));
+    }
+}
+
+/// At 320 CSS pixels, and with a reader's 24 px default font, no page scrolls
+/// sideways or cuts a table; on a 375 px phone the header takes two rows at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_fit_320_px_and_a_24_px_font_and_the_phone_header_takes_two_rows() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let mut failures = Vec::new();
+    for font_size in [16, 24] {
+        let chrome = Chrome::open(
+            &driver,
+            &app.address,
+            Options {
+                font_size,
+                ..Options::default()
+            },
+        )
+        .await;
+        let label = |page: &str| format!("{page} ({font_size}px font)");
+        for path in ["/", "/products/blue-teapot", "/login", "/register", "/cart"] {
+            chrome.visit(path).await;
+            overflow_at(&chrome, &label(path), 320, &mut failures).await;
+        }
+        chrome.visit("/login").await;
+        chrome.fill("#username", DEMO_USER).await;
+        chrome.fill("#password", DEMO_PASSWORD).await;
+        chrome.click_button("form[action='/login']", "Log in").await;
+        if font_size == 16 {
+            chrome.set_width(375).await;
+            let rows = header_rows(&chrome).await;
+            if rows > 2 {
+                failures.push(format!("logged-in header at 375px: {rows} rows"));
+            }
+        }
+        chrome.visit("/products/loose-leaf-sencha").await;
+        chrome.fill("#quantity", "12").await;
+        chrome.click_button(".product-detail", "Add to cart").await;
+        chrome.visit("/products/cast-iron-kettle").await;
+        chrome.click_button(".product-detail", "Add to cart").await;
+        for path in [
+            "/cart",
+            "/checkout",
+            "/account",
+            "/account/sessions",
+            "/account/password",
+            "/session",
+            "/orders",
+        ] {
+            chrome.visit(path).await;
+            overflow_at(&chrome, &label(path), 320, &mut failures).await;
+        }
+        chrome.visit("/checkout").await;
+        chrome.fill("#name", "Ada Lovelace").await;
+        chrome.fill("#email", "ada@example.com").await;
+        chrome.fill("#address", "12 St James's Square").await;
+        chrome.fill("#city", "London").await;
+        chrome.fill("#postcode", "SW1Y 4JH").await;
+        chrome
+            .find("#country option[value='GB']")
+            .await
+            .click()
+            .await
+            .unwrap();
+        chrome
+            .find(".checkout-form button[type=submit]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        chrome.assert_text("is placed.").await;
+        overflow_at(&chrome, &label("an order"), 320, &mut failures).await;
+        chrome.visit("/orders").await;
+        overflow_at(&chrome, &label("/orders (one order)"), 320, &mut failures).await;
+        chrome.close().await;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
 }

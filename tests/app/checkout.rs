@@ -560,6 +560,9 @@ async fn checkout_asks_for_email_phone_a_second_line_and_the_region_and_the_orde
     order.assert_contains("Brooklyn, <abbr title=\"New York\">NY</abbr> 11205");
     order.assert_contains("Receipt to <strong>grace@example.com</strong>");
     order.assert_contains("Phone +1 212 555 0100");
+    // One way to write a moment: in words, the exact time on hover.
+    order.assert_contains("Placed <time datetime=\"20");
+    order.assert_contains("UTC\">just now</time>");
     // The next checkout starts from this address, email and all.
     shopper.add_to_cart("1", "1").await;
     let next = shopper.get("/checkout").await;
@@ -589,6 +592,9 @@ async fn an_order_from_before_the_new_fields_still_shows() {
     page.assert_contains("London SW1Y 4JH<br>");
     assert!(!page.body.contains("Receipt to"));
     assert!(!page.body.contains("<abbr"));
+    page.assert_contains(
+        "<time datetime=\"2023-11-14T22:13:20Z\" title=\"14 November 2023, 22:13 UTC\">on 14 November 2023</time>",
+    );
     // Its address fills the next form; the email is asked for.
     let form = shopper.get("/checkout").await;
     form.assert_contains("value=\"London\"");
