@@ -329,3 +329,26 @@ async fn an_add_from_the_catalog_comes_back_to_its_card() {
         .await
         .assert_redirect("/");
 }
+
+#[tokio::test]
+async fn a_refused_cart_form_leads_back_to_the_cart_and_a_missing_file_is_not_cached() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let shopper = app.browser();
+    shopper.add_to_cart("1", "1").await;
+    let refused = shopper
+        .post("/cart/update", &[("product_id", "1"), ("quantity", "lots")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    refused.assert_contains("Quantity must be a whole number");
+    refused.assert_contains("<a href=\"/cart\">Back to your cart</a>");
+    assert_eq!(
+        shopper.get("/cart").await.cart_badge(),
+        1,
+        "nothing changed"
+    );
+
+    let missing = shopper.get("/static/no-such-file.css").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let cache = missing.headers["cache-control"].to_str().unwrap();
+    assert!(!cache.contains("max-age"), "{cache}");
+}
