@@ -902,3 +902,117 @@ async fn pages_fit_320_px_and_a_24_px_font_and_the_phone_header_takes_two_rows()
         failures.join("\n  ")
     );
 }
+
+/// Every page, as the server sends it, passes the Nu Html Checker (vnu.jar,
+/// offline) without an error: anonymous pages, a filled cart, checkout with its
+/// messages, an order, the account pages, the session inspector, the 404 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_passes_the_nu_html_checker() {
+    use support::browser::Browser;
+    let checker = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/vnu/node_modules/vnu-jar/build/dist/vnu.jar");
+    assert!(
+        checker.exists(),
+        "{} missing: run `(cd tools/vnu && npm ci)` (scripts/test does)",
+        checker.display()
+    );
+    let app = TestApp::spawn(Backend::Redis).await;
+    let pages = tempfile::tempdir().unwrap();
+    let shopper = Browser::new(&app.address);
+    let mut saved = 0;
+    let mut save = |name: &str, body: &str| {
+        std::fs::write(pages.path().join(format!("{name}.html")), body).unwrap();
+        saved += 1;
+    };
+    for (name, path) in [
+        ("catalog", "/"),
+        ("search", "/?q=tea&category=teaware"),
+        ("product", "/products/blue-teapot"),
+        ("login-for-checkout", "/login?next=/checkout"),
+        ("register-for-checkout", "/register?next=/checkout"),
+        ("cart-empty", "/cart"),
+        ("session-anonymous", "/session"),
+        ("not-found", "/nowhere"),
+    ] {
+        save(name, &shopper.get(path).await.body);
+    }
+    shopper.add_to_cart("1", "2").await;
+    save("cart", &shopper.get("/cart").await.body);
+    shopper
+        .post(
+            "/login",
+            &[("username", DEMO_USER), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    save("catalog-welcome", &shopper.get("/").await.body);
+    let checkout = shopper.get("/checkout").await;
+    save("checkout", &checkout.body);
+    let hidden = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let form = checkout.body.find("action=\"/checkout\"").unwrap();
+        let start = checkout.body[form..].find(&marker).unwrap() + form + marker.len();
+        let end = checkout.body[start..].find('"').unwrap() + start;
+        checkout.body[start..end].to_owned()
+    };
+    let (submission, cart) = (hidden("submission"), hidden("cart"));
+    let refused = shopper
+        .post(
+            "/checkout",
+            &[
+                ("submission", &submission),
+                ("cart", &cart),
+                ("country", "US"),
+            ],
+        )
+        .await;
+    save("checkout-errors", &refused.body);
+    let placed = shopper
+        .post(
+            "/checkout",
+            &[
+                ("submission", &submission),
+                ("cart", &cart),
+                ("name", "Grace Hopper"),
+                ("email", "grace@example.com"),
+                ("phone", "+1 212 555 0100"),
+                ("address", "1 Navy Yard"),
+                ("address2", "Building 7"),
+                ("city", "Brooklyn"),
+                ("region", "US-NY"),
+                ("postcode", "11205"),
+                ("country", "US"),
+            ],
+        )
+        .await;
+    let order = placed.location().expect("the order's page").to_owned();
+    for (name, path) in [
+        ("order", order.as_str()),
+        ("orders", "/orders"),
+        ("account", "/account"),
+        ("sessions", "/account/sessions"),
+        ("password", "/account/password"),
+        ("session", "/session"),
+    ] {
+        save(name, &shopper.get(path).await.body);
+    }
+    shopper.log_out().await;
+    save("logged-out", &shopper.get("/").await.body);
+
+    let files: Vec<_> = std::fs::read_dir(pages.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), saved);
+    let checked = std::process::Command::new("java")
+        .arg("-jar")
+        .arg(&checker)
+        .args(["--errors-only", "--format", "text"])
+        .args(&files)
+        .output()
+        .expect("java runs the Nu checker");
+    assert!(
+        checked.status.success(),
+        "the Nu checker found errors:\n{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
