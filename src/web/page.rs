@@ -133,8 +133,7 @@ async fn tell_why_signed_out(
     };
     let flash = match why {
         SignedOut::Elsewhere => Flash::info(
-            "You were signed out on this browser from another device. Your cart is saved: \
-             log in again to see it.",
+            "You were signed out on this browser from another device. Log in again to carry on.",
         ),
         SignedOut::TimedOut => Flash::info(format!(
             "You were signed out after {} without activity; your cart is saved. Log in to \
