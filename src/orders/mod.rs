@@ -13,14 +13,16 @@
 //!    the two loses nothing: the retry finds the order and empties the cart then.
 
 pub mod pages;
+mod regions;
 mod shipping;
 mod store;
 
 use std::sync::Arc;
 
+pub use regions::{country_name, region_name, CountryRegions, COUNTRIES, REGIONS};
 pub use shipping::{
-    country_name, region_name, CountryRegions, RawShipping, Shipping, ShippingErrors, COUNTRIES,
-    MAX_ADDRESS, MAX_CITY, MAX_EMAIL, MAX_NAME, MAX_PHONE, MAX_POSTCODE, REGIONS,
+    RawShipping, Shipping, ShippingErrors, MAX_ADDRESS, MAX_CITY, MAX_EMAIL, MAX_NAME, MAX_PHONE,
+    MAX_POSTCODE,
 };
 pub use store::{Order, OrderLine, OrderSummary};
 
