@@ -43,7 +43,10 @@ pub struct SessionStore {
 #[derive(Debug, Clone)]
 enum Backend {
     Redis(Pool),
-    Memory(MemoryStore),
+    /// The dev twin, and a lock that makes its check-then-write steps (a save only
+    /// over a live record, a tombstone only over a live one) one step each, as the
+    /// Redis scripts are: a save racing a logout must not bring the session back.
+    Memory(MemoryStore, Arc<tokio::sync::Mutex<()>>),
 }
 
 impl SessionStore {
@@ -58,7 +61,7 @@ impl SessionStore {
 
     pub fn memory(lifetimes: Lifetimes, index: SessionIndex) -> Self {
         SessionStore {
-            backend: Backend::Memory(MemoryStore::default()),
+            backend: Backend::Memory(MemoryStore::default(), Arc::default()),
             lifetimes,
             index,
             ended_meanwhile: Arc::default(),
@@ -127,7 +130,7 @@ impl tower_sessions::SessionStore for SessionStore {
         record.expiry_date = self.deadline(record);
         match &self.backend {
             Backend::Redis(pool) => create_new(connected(pool)?, record).await?,
-            Backend::Memory(store) => store.create(record).await?,
+            Backend::Memory(store, _) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
             let login_at = LifetimeFacts::from_record(&record.data).login_at;
@@ -163,8 +166,9 @@ impl tower_sessions::SessionStore for SessionStore {
                 }
                 Ok(())
             }
-            Backend::Memory(store) => {
-                // The dev twin has no script; check first (one process, one lock away).
+            Backend::Memory(store, lock) => {
+                // The dev twin has no script: check, then write, under its lock.
+                let _one_at_a_time = lock.lock().await;
                 match store.load(&record.id).await? {
                     Some(current) if !current.data.contains_key(key::ENDED) => {
                         let mut record = record.clone();
@@ -199,7 +203,7 @@ impl tower_sessions::SessionStore for SessionStore {
                     .map(Some)
                     .map_err(|e| session_store::Error::Decode(e.to_string()))
             }
-            Backend::Memory(store) => store.load(id).await,
+            Backend::Memory(store, _) => store.load(id).await,
         }
     }
 

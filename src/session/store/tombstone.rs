@@ -49,7 +49,8 @@ impl SessionStore {
                     .map_err(backend_error)?;
                 Ok(())
             }
-            Backend::Memory(store) => {
+            Backend::Memory(store, lock) => {
+                let _one_at_a_time = lock.lock().await;
                 if let Some(live) = store.load(id).await? {
                     let mut record = tombstone_record(*id, why);
                     record.expiry_date = if keep_lifetime {
