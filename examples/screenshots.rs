@@ -82,6 +82,7 @@ async fn main() {
     shoot("search").await;
     chrome.visit("/checkout").await;
     chrome.fill("#name", "Ada Lovelace").await;
+    chrome.fill("#email", "ada@example.com").await;
     chrome.fill("#address", "12 St James's Square").await;
     chrome.fill("#city", "London").await;
     chrome.fill("#postcode", "SW1Y 4JH").await;

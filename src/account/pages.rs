@@ -22,6 +22,7 @@ use crate::state::AppState;
 use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
+use crate::web::format::When;
 use crate::web::page::{Layout, LoggedIn};
 
 /// The routes of this feature, merged into the app's router (`router::build`).
@@ -45,7 +46,7 @@ pub fn router() -> Router<AppState> {
 pub struct AccountTemplate {
     layout: Layout,
     username: String,
-    member_since: String,
+    member_since: Option<When>,
     error: Option<String>,
 }
 
@@ -59,7 +60,7 @@ async fn account_template(
     Ok(AccountTemplate {
         layout,
         username: user.name.clone(),
-        member_since: created.map_or_else(|| "unknown".to_owned(), crate::web::format::date),
+        member_since: created.map(When),
         error,
     })
 }
@@ -79,8 +80,8 @@ pub struct SessionRow {
     handle: String,
     agent: String,
     client: String,
-    signed_in: String,
-    last_active: String,
+    signed_in: When,
+    last_active: When,
     replica: String,
     remember: bool,
     current: bool,
@@ -117,8 +118,8 @@ pub async fn sessions_page(
             } else {
                 facts.client
             },
-            signed_in: crate::web::format::date(facts.login_at),
-            last_active: crate::web::format::date(facts.seen_at.max(facts.login_at)),
+            signed_in: When(facts.login_at),
+            last_active: When(facts.seen_at.max(facts.login_at)),
             replica: facts.replica,
             remember: facts.remember,
             current: Some(id) == current,

@@ -98,6 +98,31 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// Why a page sent the visitor to log in, from where they are to come back to.
+pub(crate) fn why_log_in(next: &str) -> Option<&'static str> {
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    match path {
+        "/checkout" => Some(
+            "Please log in or create an account to check out. Your cart comes with you, \
+             and you come back here to finish your order.",
+        ),
+        "/orders" | "/account" | "/account/sessions" | "/account/password" => {
+            Some("Please log in to see that page.")
+        }
+        _ if path.starts_with("/orders/") => Some("Please log in to see that page."),
+        _ => None,
+    }
+}
+
+/// `path`, with `?next=` when there is somewhere other than home to come back to.
+pub(crate) fn with_next(path: &str, next: &str) -> String {
+    if next == "/" {
+        path.to_owned()
+    } else {
+        format!("{path}?next={}", crate::web::format::query_value(next))
+    }
+}
+
 /// Decodes %XX escapes repeatedly (up to a few rounds), for checking only.
 fn percent_decode(s: &str) -> String {
     let mut current = s.to_owned();

@@ -17,7 +17,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header::USER_AGENT, HeaderMap, StatusCode};
+use axum::http::{header::SET_COOKIE, header::USER_AGENT, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -32,6 +32,7 @@ use crate::state::AppState;
 use crate::token;
 use crate::web::agent;
 use crate::web::client_ip::ClientIp;
+use crate::web::notice::Notice;
 use crate::web::{form::FormData, page::Layout, page::Page};
 
 /// The routes of this feature, merged into the app's router (`router::build`).
@@ -276,9 +277,10 @@ pub struct LogoutForm {
 /// Ends this session. The form's `submission` is the session's handle: a logout
 /// replayed after this session ended (or from an older session's page) changes nothing.
 pub async fn log_out(
+    State(state): State<AppState>,
     session: ShopSession,
     form: std::result::Result<FormData<LogoutForm>, Response>,
-) -> Result<Redirect> {
+) -> Result<Response> {
     // `curl -X POST /logout` sends no form at all: that is a logout without an id.
     let submission = form
         .ok()
@@ -298,13 +300,15 @@ pub async fn log_out(
     };
     if let Some(flash) = stale {
         session.push_flash(flash).await.ok();
-        return Ok(Redirect::to("/"));
+        return Ok(Redirect::to("/").into_response());
     }
     if let Some(user) = user {
         tracing::info!(user_id = user.id, "logged out");
     }
     session.log_out().await?;
-    Ok(Redirect::to("/"))
+    // The session is gone, so the confirmation rides in a cookie of its own.
+    let notice = Notice::LoggedOut.set_cookie(state.config.cookie_secure);
+    Ok(([(SET_COOKIE, notice)], Redirect::to("/")).into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -314,14 +318,21 @@ pub struct RegisterTemplate {
     username: String,
     error: Option<String>,
     submission: String,
+    /// Where the new customer goes once the account exists (checkout, say).
+    next: String,
 }
 
-pub async fn register_page(page: Page) -> RegisterTemplate {
+pub async fn register_page(
+    page: Page,
+    query: Result<Query<NextQuery>, QueryRejection>,
+) -> RegisterTemplate {
+    let next = query.ok().and_then(|Query(query)| query.next);
     RegisterTemplate {
         layout: page.layout,
         username: String::new(),
         error: None,
         submission: token::random(),
+        next: safe_next(next.as_deref()),
     }
 }
 
@@ -331,6 +342,7 @@ pub struct RegisterForm {
     password: Option<String>,
     password_confirm: Option<String>,
     submission: Option<String>,
+    next: Option<String>,
 }
 
 /// The login page for an account that exists, with a note instead of an error.
@@ -340,11 +352,12 @@ fn account_exists(
     username: &str,
     status: StatusCode,
     note: &str,
+    next: &str,
 ) -> Response {
     let mut page = LoginTemplate::new(
         layout,
         username.to_owned(),
-        "/".to_owned(),
+        next.to_owned(),
         state.config.remember_me_days,
     );
     page.notice = Some(note.to_owned());
@@ -369,6 +382,7 @@ pub async fn register(
         SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
     // A retried form keeps its id, so the page it shows again keeps it too.
     let form_id = submission.clone().unwrap_or_else(token::random);
+    let next = safe_next(form.next.as_deref());
     let refuse = |status: StatusCode, error: &str, layout: Layout| {
         (
             status,
@@ -377,6 +391,7 @@ pub async fn register(
                 username: typed.clone(),
                 error: Some(error.to_owned()),
                 submission: form_id.clone(),
+                next: next.clone(),
             },
         )
             .into_response()
@@ -431,6 +446,7 @@ pub async fn register(
                         &name,
                         StatusCode::OK,
                         "Your account exists: it was created when you first sent this form. Please log in.",
+                        &next,
                     ));
                 }
             }
@@ -484,7 +500,8 @@ pub async fn register(
             &user.username,
             StatusCode::SERVICE_UNAVAILABLE,
             "Your account was created, but you could not be logged in just now. Please log in.",
+            &next,
         ));
     }
-    Ok(Redirect::to("/").into_response())
+    Ok(Redirect::to(&next).into_response())
 }

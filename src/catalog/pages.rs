@@ -44,13 +44,24 @@ pub struct CatalogTemplate {
     notice: Option<String>,
     /// The page's one-time submission id (each add form adds its product id).
     submission: String,
-    /// This page's address, for the add forms to come back to.
+    /// This page's address, for the add forms to come back to (to the card's
+    /// anchor: an add from far down the page does not jump back to the top).
     back: Cow<'static, str>,
+    /// The visitor's cart lines, to say on each card how many are in the cart.
+    cart: crate::cart::Lines,
 }
 
 impl CatalogTemplate {
     fn is_filtered(&self) -> bool {
         !self.q.is_empty() || self.category_name.is_some()
+    }
+
+    /// How many of this product the visitor's cart holds.
+    fn in_cart(&self, product_id: &i64) -> u32 {
+        self.cart
+            .iter()
+            .find(|(id, _)| id == product_id)
+            .map_or(0, |(_, quantity)| *quantity)
     }
 }
 
@@ -136,6 +147,7 @@ pub async fn catalog_page(
         notice,
         submission: page.submission,
         back,
+        cart: page.cart,
     }
 }
 

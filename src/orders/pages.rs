@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use super::store::{self, Order, OrderLine, OrderSummary, Placed};
 use super::{
-    fingerprint, item_count, price_lines, total, PricedLine, RawShipping, Shipping, ShippingErrors,
-    COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_NAME, MAX_POSTCODE,
+    fingerprint, item_count, price_lines, total, CountryRegions, PricedLine, RawShipping, Shipping,
+    ShippingErrors, COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_EMAIL, MAX_NAME, MAX_PHONE, MAX_POSTCODE,
+    REGIONS,
 };
 use crate::cart::{CartOwner, Cleared};
 use crate::catalog::Money;
@@ -51,7 +52,11 @@ pub struct CheckoutTemplate {
     /// The cart this page shows ([`super::fingerprint`]).
     cart: String,
     countries: &'static [(&'static str, &'static str)],
+    /// Country code, what its region is called, and its regions.
+    regions: &'static [CountryRegions],
     max_name: usize,
+    max_email: usize,
+    max_phone: usize,
     max_address: usize,
     max_city: usize,
     max_postcode: usize,
@@ -70,7 +75,10 @@ impl CheckoutTemplate {
             notice: None,
             submission,
             countries: COUNTRIES,
+            regions: REGIONS,
             max_name: MAX_NAME,
+            max_email: MAX_EMAIL,
+            max_phone: MAX_PHONE,
             max_address: MAX_ADDRESS,
             max_city: MAX_CITY,
             max_postcode: MAX_POSTCODE,
@@ -79,6 +87,10 @@ impl CheckoutTemplate {
 
     fn is_selected(&self, code: &&str) -> bool {
         self.shipping.country == *code
+    }
+
+    fn is_region(&self, code: &&str) -> bool {
+        self.shipping.region.eq_ignore_ascii_case(code)
     }
 }
 
@@ -98,8 +110,12 @@ pub async fn checkout_page(
 #[derive(Debug, Deserialize)]
 pub struct CheckoutForm {
     name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
     address: Option<String>,
+    address2: Option<String>,
     city: Option<String>,
+    region: Option<String>,
     postcode: Option<String>,
     country: Option<String>,
     /// The one-time submission id the page was rendered with.
@@ -127,8 +143,12 @@ pub async fn place_order(
     let lines = price_lines(&state.catalog, &page.cart);
     let typed = Shipping {
         name: keep_typed(form.name.as_deref(), MAX_NAME),
+        email: keep_typed(form.email.as_deref(), MAX_EMAIL),
+        phone: keep_typed(form.phone.as_deref(), MAX_PHONE),
         address: keep_typed(form.address.as_deref(), MAX_ADDRESS),
+        address2: keep_typed(form.address2.as_deref(), MAX_ADDRESS),
         city: keep_typed(form.city.as_deref(), MAX_CITY),
+        region: keep_typed(form.region.as_deref(), 6),
         postcode: keep_typed(form.postcode.as_deref(), MAX_POSTCODE),
         country: keep_typed(form.country.as_deref(), 2),
     };
@@ -162,8 +182,12 @@ pub async fn place_order(
         // 2. Everything checked before anything is written.
         let raw = RawShipping {
             name: form.name.as_deref(),
+            email: form.email.as_deref(),
+            phone: form.phone.as_deref(),
             address: form.address.as_deref(),
+            address2: form.address2.as_deref(),
             city: form.city.as_deref(),
+            region: form.region.as_deref(),
             postcode: form.postcode.as_deref(),
             country: form.country.as_deref(),
         };
@@ -194,7 +218,7 @@ pub async fn place_order(
                     again.notice = Some(text.to_owned());
                 }
                 if let Err(errors) = parsed {
-                    again.errors = errors;
+                    again.errors = *errors;
                 }
                 return Ok((status, again).into_response());
             }

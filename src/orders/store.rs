@@ -14,8 +14,12 @@ pub struct Order {
     pub user_id: i64,
     pub status: String,
     pub name: String,
+    pub email: String,
+    pub phone: String,
     pub address: String,
+    pub address2: String,
     pub city: String,
+    pub region: String,
     pub postcode: String,
     pub country: String,
     pub item_count: i64,
@@ -30,11 +34,19 @@ impl Order {
     pub fn country_name(&self) -> &str {
         super::country_name(&self.country)
     }
+    /// The region as the address line shows it (`CA` of `US-CA`); empty for none.
+    pub fn region_short(&self) -> &str {
+        self.region.split_once('-').map_or("", |(_, short)| short)
+    }
     pub fn shipping(&self) -> Shipping {
         Shipping {
             name: self.name.clone(),
+            email: self.email.clone(),
+            phone: self.phone.clone(),
             address: self.address.clone(),
+            address2: self.address2.clone(),
             city: self.city.clone(),
+            region: self.region.clone(),
             postcode: self.postcode.clone(),
             country: self.country.clone(),
         }
@@ -85,8 +97,8 @@ pub enum Placed {
     AlreadyExists,
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, status, name, address, city, postcode, country, \
-                             item_count, total_cents, created_at";
+const ORDER_COLUMNS: &str = "id, user_id, status, name, email, phone, address, address2, city, \
+                             region, postcode, country, item_count, total_cents, created_at";
 
 /// Writes the order and its lines in one transaction. A second order with the same
 /// key (a retry, a double click, the same form on another replica at the same
@@ -128,16 +140,21 @@ async fn place_on(
     let total_cents = super::total(lines).0;
     let mut tx = connection.begin().await?;
     let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO orders (user_id, idempotency_key, status, name, address, city, postcode, \
-                             country, item_count, total_cents, created_at) \
-         VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO orders (user_id, idempotency_key, status, name, email, phone, address, \
+                             address2, city, region, postcode, country, item_count, \
+                             total_cents, created_at) \
+         VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          RETURNING id",
     )
     .bind(user_id)
     .bind(idempotency_key)
     .bind(&shipping.name)
+    .bind(&shipping.email)
+    .bind(&shipping.phone)
     .bind(&shipping.address)
+    .bind(&shipping.address2)
     .bind(&shipping.city)
+    .bind(&shipping.region)
     .bind(&shipping.postcode)
     .bind(&shipping.country)
     .bind(item_count)

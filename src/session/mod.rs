@@ -46,4 +46,4 @@ pub use index::SessionIndex;
 pub use lifetimes::{apply_cookie_expiry, keep_alive, Lifetimes};
 pub use record::Login;
 pub use store::SessionStore;
-pub use typed::{LoginFacts, SessionUser, ShopSession, SESSION_ENDED};
+pub use typed::{LoginFacts, SessionUser, ShopSession, SignedOut, SESSION_ENDED};

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{Client, Expiration, KeysInterface, SetOptions};
@@ -25,6 +24,10 @@ use super::record::{key, Login};
 use crate::error::AppError;
 use crate::redis::{bounded, Durability, Redis, StoreError};
 
+mod tombstone;
+pub(crate) use tombstone::ENDED_ELSEWHERE;
+use tombstone::{tombstone_record, ENDED_HERE, TOMBSTONE_PREFIX};
+
 /// The session store: records in Redis (or, in dev mode, tower-sessions' in-memory store), with
 /// two things added in one place: the deadline from [`Lifetimes`], and a `save`
 /// that never brings back a session someone else deleted.
@@ -43,7 +46,10 @@ pub struct SessionStore {
 #[derive(Debug, Clone)]
 enum Backend {
     Redis(Redis),
-    Memory(MemoryStore),
+    /// The dev twin, and a lock that makes its check-then-write steps (a save only
+    /// over a live record, a tombstone only over a live one) one step each, as the
+    /// Redis scripts are: a save racing a logout must not bring the session back.
+    Memory(MemoryStore, Arc<tokio::sync::Mutex<()>>),
 }
 
 impl SessionStore {
@@ -64,7 +70,7 @@ impl SessionStore {
 
     pub fn memory(lifetimes: Lifetimes, index: SessionIndex) -> Self {
         SessionStore {
-            backend: Backend::Memory(MemoryStore::default()),
+            backend: Backend::Memory(MemoryStore::default(), Arc::default()),
             lifetimes,
             index,
             durability: Durability::primary(),
@@ -134,7 +140,7 @@ impl tower_sessions::SessionStore for SessionStore {
         record.expiry_date = self.deadline(record);
         match &self.backend {
             Backend::Redis(redis) => create_new(redis, &self.durability, record).await?,
-            Backend::Memory(store) => store.create(record).await?,
+            Backend::Memory(store, _) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
             let login_at = LifetimeFacts::from_record(&record.data).login_at;
@@ -170,8 +176,9 @@ impl tower_sessions::SessionStore for SessionStore {
                 }
                 Ok(())
             }
-            Backend::Memory(store) => {
-                // The dev twin has no script; check first (one process, one lock away).
+            Backend::Memory(store, lock) => {
+                // The dev twin has no script: check, then write, under its lock.
+                let _one_at_a_time = lock.lock().await;
                 match store.load(&record.id).await? {
                     Some(current) if !current.data.contains_key(key::ENDED) => {
                         let mut record = record.clone();
@@ -205,7 +212,7 @@ impl tower_sessions::SessionStore for SessionStore {
                     .map(Some)
                     .map_err(|e| session_store::Error::Decode(e.to_string()))
             }
-            Backend::Memory(store) => store.load(id).await,
+            Backend::Memory(store, _) => store.load(id).await,
         }
     }
 
@@ -214,52 +221,7 @@ impl tower_sessions::SessionStore for SessionStore {
     /// an add to cart racing the login in another tab — is told its session ended
     /// and changes nothing, instead of silently starting a new, orphaned cart.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        match &self.backend {
-            Backend::Redis(redis) => {
-                let mut value = TOMBSTONE_PREFIX.to_vec();
-                value.extend_from_slice(b"ended");
-                let client = connected(redis, id)?;
-                let key = id.to_string();
-                self.durability
-                    .write(&client, &key, |client| {
-                        client.set::<fred::types::Value, _, _>(
-                            &key,
-                            value.as_slice(),
-                            Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
-                            Some(SetOptions::XX),
-                            false,
-                        )
-                    })
-                    .await
-                    .map_err(store_error)?;
-                Ok(())
-            }
-            Backend::Memory(store) => {
-                if store.load(id).await?.is_some() {
-                    let mut record = tombstone_record(*id, "ended");
-                    record.expiry_date = OffsetDateTime::now_utc() + TOMBSTONE_TTL;
-                    store.save(&record).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What an ended session's key holds for [`TOMBSTONE_TTL`]: not msgpack, so it can
-/// never be mistaken for a live record.
-const TOMBSTONE_PREFIX: &[u8] = b"ended:";
-
-/// Long enough for any request that raced the logout or login to arrive.
-const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
-
-fn tombstone_record(id: Id, why: &str) -> Record {
-    let mut data = HashMap::new();
-    data.insert(key::ENDED.to_owned(), Value::String(why.to_owned()));
-    Record {
-        id,
-        data,
-        expiry_date: OffsetDateTime::now_utc() + TOMBSTONE_TTL,
+        self.end(id, ENDED_HERE).await
     }
 }
 
@@ -417,10 +379,22 @@ impl SessionStore {
         Ok(live.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// Ends the given sessions of a user: their keys are deleted and they leave the index.
+    /// Ends the given sessions of a user from another of their sessions (revoked,
+    /// a password change): their keys become tombstones that say so, and they
+    /// leave the index.
     pub async fn end_sessions(&self, user_id: i64, ids: &[Id]) -> Result<(), AppError> {
+        self.end_sessions_because(user_id, ids, ENDED_ELSEWHERE)
+            .await
+    }
+
+    async fn end_sessions_because(
+        &self,
+        user_id: i64,
+        ids: &[Id],
+        why: &str,
+    ) -> Result<(), AppError> {
         for id in ids {
-            self.delete(id).await?;
+            self.end(id, why).await?;
         }
         let members: Vec<String> = ids.iter().map(Id::to_string).collect();
         self.index
@@ -443,7 +417,9 @@ impl SessionStore {
             .filter(|s| s.facts.submission.as_deref() == Some(submission))
             .map(|s| s.id)
             .collect();
-        self.end_sessions(user_id, &earlier).await?;
+        // Replaced by this same browser's login: nothing to tell it later.
+        self.end_sessions_because(user_id, &earlier, ENDED_HERE)
+            .await?;
         Ok(!earlier.is_empty())
     }
 

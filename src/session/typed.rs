@@ -48,12 +48,28 @@ pub struct LoginFacts {
 #[derive(Debug, Clone, Default)]
 struct UserCheck(Arc<Mutex<Option<Option<SessionUser>>>>);
 
+/// Why the session this browser's cookie named is over, when it ended without
+/// the browser's doing: what the next page tells the visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedOut {
+    /// Revoked from another session, or from before a password change made elsewhere.
+    Elsewhere,
+    /// The cookie named a session the server no longer has: it ran out of time.
+    TimedOut,
+}
+
+/// What this request learnt about its session's end, shared like [`UserCheck`]:
+/// whether the request came with a session cookie at all, and why that session is over.
+#[derive(Debug, Clone, Default)]
+struct Arrival(Arc<Mutex<(bool, Option<SignedOut>)>>);
+
 /// Typed access to the session: handlers never touch raw keys.
 #[derive(Debug, Clone)]
 pub struct ShopSession {
     session: Session,
     index: SessionIndex,
     checked: UserCheck,
+    arrival: Arrival,
 }
 
 /// Any router whose state holds the session index can hand out a `ShopSession`
@@ -79,10 +95,22 @@ where
                 checked
             }
         };
+        // Noted by the first extractor, before anything is read: the session layer
+        // forgets the id of a cookie whose session it cannot find.
+        let arrival = match parts.extensions.get::<Arrival>() {
+            Some(arrival) => arrival.clone(),
+            None => {
+                let arrival = Arrival::default();
+                arrival.0.lock().expect("arrival lock").0 = session.id().is_some();
+                parts.extensions.insert(arrival.clone());
+                arrival
+            }
+        };
         Ok(ShopSession {
             session,
             index: SessionIndex::from_ref(state),
             checked,
+            arrival,
         })
     }
 }
@@ -175,7 +203,37 @@ impl ShopSession {
         }
         self.session.flush().await?;
         self.remember_verdict(None);
+        self.note_signed_out(SignedOut::Elsewhere);
         Ok(None)
+    }
+
+    fn note_signed_out(&self, why: SignedOut) {
+        self.arrival.0.lock().expect("arrival lock").1 = Some(why);
+    }
+
+    /// Why the session this request's cookie named is over, if it ended without
+    /// this browser's doing: ended from another device (a tombstone that says so,
+    /// or a credential change), or timed out (the cookie names no session at all).
+    /// A tombstone is ended here too, so its cookie goes and the visitor is told once.
+    pub async fn signed_out(&self) -> SessionResult<Option<SignedOut>> {
+        let ended = self.session.get_value(key::ENDED).await?;
+        let (had_cookie, known) = *self.arrival.0.lock().expect("arrival lock");
+        if known.is_some() {
+            return Ok(known);
+        }
+        let why = match ended {
+            Some(why) if why.as_str() == Some(super::store::ENDED_ELSEWHERE) => {
+                self.session.flush().await?;
+                Some(SignedOut::Elsewhere)
+            }
+            Some(_) => None,
+            None if had_cookie && self.session.id().is_none() => Some(SignedOut::TimedOut),
+            None => None,
+        };
+        if let Some(why) = why {
+            self.note_signed_out(why);
+        }
+        Ok(why)
     }
 
     /// Logs `user` in: a new session id (so an id planted before login is worthless:

@@ -68,7 +68,7 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         rows.push((
             "Expires at",
             if ttl >= 0 {
-                super::format::date_to_the_second(now + ttl)
+                super::format::moment_to_the_second(now + ttl)
             } else {
                 "—".into()
             },
@@ -87,12 +87,12 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
                 },
             ));
             if let Some(at) = session.login_at().await? {
-                rows.push(("Logged in at", super::format::date_to_the_second(at)));
+                rows.push(("Logged in at", super::format::moment_to_the_second(at)));
             }
             if let Some(seen) = session.seen_at().await? {
                 rows.push((
                     "Idle deadline last slid at",
-                    super::format::date_to_the_second(seen),
+                    super::format::moment_to_the_second(seen),
                 ));
             }
         }

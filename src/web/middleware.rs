@@ -200,6 +200,8 @@ pub async fn html_errors(
     let notes = Arc::new(RequestNotes::default());
     request.extensions_mut().insert(notes.clone());
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    // A refused cart form leads back to the cart, not only to the catalog.
+    let from_cart = request.uri().path().starts_with("/cart/");
     // `REQUEST_TIMEOUT` is kept here, where its page is drawn: cut off wherever it
     // was, the request's write may yet land, so its page must not say otherwise.
     let limit = state.config.request_timeout;
@@ -215,6 +217,14 @@ pub async fn html_errors(
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_html {
+        let mut response = response;
+        // The page showed the logout's notice: its cookie has done its job.
+        if notes.notice_shown() {
+            response.headers_mut().append(
+                header::SET_COOKIE,
+                crate::web::notice::removal(state.config.cookie_secure),
+            );
+        }
         return response;
     }
     let message = response
@@ -260,7 +270,10 @@ pub async fn html_errors(
             None if cut_off_write => Some(LookAt::Cart.link()),
             None => None,
         }
-        .filter(|_| status == StatusCode::SERVICE_UNAVAILABLE),
+        .filter(|_| status == StatusCode::SERVICE_UNAVAILABLE)
+        .or_else(|| {
+            (from_cart && status.is_client_error()).then_some(("/cart", "Back to your cart"))
+        }),
     };
     let mut rendered = (status, page).into_response();
     // Keep Retry-After and the like; the body and its type are new.

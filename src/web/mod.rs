@@ -11,4 +11,5 @@ pub mod inspector;
 pub mod layout;
 pub mod middleware;
 pub mod notes;
+pub mod notice;
 pub mod page;

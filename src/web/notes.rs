@@ -20,6 +20,8 @@ pub struct RequestNotes {
     /// Set when a write was applied: where its success redirect goes. If saving the
     /// session fails afterwards, the visitor is still sent there, not told to retry.
     pub applied: Mutex<Option<String>>,
+    /// Set when the page showed the `notice` cookie's message: the response removes it.
+    pub notice_shown: Mutex<bool>,
 }
 
 impl RequestNotes {
@@ -33,6 +35,10 @@ impl RequestNotes {
 
     pub fn is_degraded(&self) -> bool {
         self.layout().is_some_and(|c| c.degraded)
+    }
+
+    pub fn notice_shown(&self) -> bool {
+        *self.notice_shown.lock().expect("notes lock")
     }
 
     pub fn applied(&self) -> Option<String> {

@@ -12,12 +12,13 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 
 use crate::cart::{CartOwner, Lines};
 use crate::error::{AppError, Dependency};
-use crate::session::{SessionUser, ShopSession};
+use crate::session::{Flash, SessionUser, ShopSession, SignedOut};
 use crate::state::AppState;
 use tower_sessions::SessionStore as _;
 
 pub use super::layout::Layout;
 use super::notes::RequestNotes;
+use super::notice::Notice;
 
 /// Extractor for page handlers: the session, the visitor's cart and the layout data.
 ///
@@ -90,8 +91,23 @@ impl FromRequestParts<AppState> for Page {
             }
             Err(err) => Err(err),
         };
-        let (layout, cart) = layout?;
-        if let Some(notes) = RequestNotes::of(parts) {
+        let (mut layout, cart) = layout?;
+        let notes = RequestNotes::of(parts);
+        if read_only {
+            layout.log_in_next = log_in_next(&parts.uri);
+            // A logout's confirmation, carried by its own cookie (`web::notice`).
+            if let Some(notice) = Notice::carried_by(&parts.headers) {
+                layout.flashes.insert(0, notice.flash());
+                layout.title_note = Some(notice.title());
+                if let Some(notes) = &notes {
+                    *notes.notice_shown.lock().expect("notes lock") = true;
+                }
+            }
+        }
+        if !layout.degraded {
+            tell_why_signed_out(&session, state, &mut layout, read_only).await?;
+        }
+        if let Some(notes) = notes {
             *notes.layout.lock().expect("notes lock") = Some(layout.clone());
         }
         Ok(Page {
@@ -101,6 +117,72 @@ impl FromRequestParts<AppState> for Page {
             submission: crate::token::random(),
         })
     }
+}
+
+/// A session that ended without this browser's doing is explained on the next
+/// page, instead of looking like a lost cart: a page shows it at once, a form
+/// keeps it for the page it leads to.
+async fn tell_why_signed_out(
+    session: &ShopSession,
+    state: &AppState,
+    layout: &mut Layout,
+    read_only: bool,
+) -> Result<(), AppError> {
+    let Some(why) = session.signed_out().await? else {
+        return Ok(());
+    };
+    let flash = match why {
+        SignedOut::Elsewhere => Flash::info(
+            "You were signed out on this browser from another device. Log in again to carry on.",
+        ),
+        SignedOut::TimedOut => Flash::info(format!(
+            "You were signed out after {} without activity; your cart is saved. Log in to \
+             see it again.",
+            words_for(state.config.session_idle_timeout)
+        )),
+    }
+    .with_link(&layout.log_in_href(), "Log in");
+    if read_only {
+        layout.flashes.insert(0, flash);
+        layout.title_note = Some("Signed out");
+    } else {
+        session.push_flash(flash).await?;
+    }
+    Ok(())
+}
+
+/// A duration as people say it: "30 minutes", "1 hour", "45 seconds".
+fn words_for(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (n, unit) = if secs > 0 && secs.is_multiple_of(86_400) {
+        (secs / 86_400, "day")
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Where the header's "Log in" comes back to: this page, percent-encoded for the
+/// `next` parameter; nothing for the home page and the login pages themselves.
+fn log_in_next(uri: &axum::http::Uri) -> String {
+    let path = uri.path();
+    if matches!(path, "/login" | "/register") || (path == "/" && uri.query().is_none()) {
+        return String::new();
+    }
+    // A long search is not worth carrying through the login: its page will do.
+    const LONGEST: usize = 300;
+    let here = match uri.path_and_query() {
+        Some(pq) if pq.as_str().len() <= LONGEST => pq.as_str(),
+        _ => path,
+    };
+    if here.len() > LONGEST {
+        return String::new();
+    }
+    super::format::query_value(here)
 }
 
 /// The visitor as the layout shows them, and their cart's lines.
@@ -117,6 +199,8 @@ async fn visitor(session: &ShopSession, state: &AppState) -> Result<(Layout, Lin
         replica: state.replica.clone(),
         show_account: true,
         degraded: false,
+        title_note: None,
+        log_in_next: String::new(),
     };
     Ok((layout, cart))
 }

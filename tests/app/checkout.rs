@@ -493,3 +493,110 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
     empty.assert_contains("Your cart is empty: there is nothing to order.");
     assert_eq!(app.order_count().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_asks_for_email_phone_a_second_line_and_the_region_and_the_order_shows_them() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let shopper = shopper_with_a_cart(&app, "grace").await;
+    let form = CheckoutForm::open(&shopper).await;
+    let page = shopper.get("/checkout").await;
+    // Single-line inputs name their line; countries are listed by name.
+    assert!(!page.body.contains("street-address"));
+    page.assert_contains("autocomplete=\"address-line1\"");
+    page.assert_contains("autocomplete=\"address-line2\"");
+    page.assert_contains("type=\"email\" autocomplete=\"email\"");
+    let at = |name: &str| page.body.find(&format!(">{name}</option>")).unwrap();
+    assert!(at("Australia") < at("Austria"));
+    assert!(at("Canada") < at("Switzerland"));
+    assert!(at("Switzerland") < at("United Kingdom"));
+
+    // One message per field, the typed values kept, nothing written.
+    let wrong = shopper
+        .post(
+            "/checkout",
+            &form.fields(&[
+                ("email", "grace at navy"),
+                ("phone", "call me"),
+                ("country", "US"),
+                ("address2", "Building 7"),
+            ]),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    wrong.assert_contains(
+        "id=\"email-error\">Please enter your email address like name@example.com",
+    );
+    wrong.assert_contains("id=\"phone-error\">Phone numbers may use only digits");
+    wrong.assert_contains(
+        "id=\"region-error\">Please choose the state: addresses in United States need one.",
+    );
+    wrong.assert_contains("value=\"grace at navy\"");
+    wrong.assert_contains("value=\"Building 7\"");
+    let missing = shopper
+        .post("/checkout", &form.fields(&[("email", "")]))
+        .await;
+    missing.assert_contains("Please enter your email address.");
+    assert_eq!(app.order_count().await, 0);
+
+    let placed = shopper
+        .post(
+            "/checkout",
+            &form.fields(&[
+                ("name", "Grace Hopper"),
+                ("email", "grace@example.com"),
+                ("phone", "+1 212 555 0100"),
+                ("address", "1 Navy Yard"),
+                ("address2", "Building 7"),
+                ("city", "Brooklyn"),
+                ("region", "US-NY"),
+                ("postcode", "11205"),
+                ("country", "US"),
+            ]),
+        )
+        .await;
+    let id = order_id(&placed);
+    let order = shopper.get(&format!("/orders/{id}")).await;
+    order.assert_contains("Building 7<br>");
+    order.assert_contains("Brooklyn, <abbr title=\"New York\">NY</abbr> 11205");
+    order.assert_contains("Receipt to <strong>grace@example.com</strong>");
+    order.assert_contains("Phone +1 212 555 0100");
+    // One way to write a moment: in words, the exact time on hover.
+    order.assert_contains("Placed <time datetime=\"20");
+    order.assert_contains("UTC\">just now</time>");
+    // The next checkout starts from this address, email and all.
+    shopper.add_to_cart("1", "1").await;
+    let next = shopper.get("/checkout").await;
+    next.assert_contains("value=\"grace@example.com\"");
+    next.assert_contains("<option value=\"US-NY\" selected>New York</option>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_from_before_the_new_fields_still_shows() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let shopper = shopper_with_a_cart(&app, "early").await;
+    let uid = app.user_id("early").await;
+    // Written the way orders were before email, phone, line 2 and region.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (user_id, idempotency_key, name, address, city, postcode, country, \
+                             item_count, total_cents, created_at) \
+         VALUES ($1, 'early-order-key-0123456789', 'Ada Lovelace', '12 St James''s Square', \
+                 'London', 'SW1Y 4JH', 'GB', 1, 3400, 1700000000) RETURNING id",
+    )
+    .bind(uid)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    let page = shopper.get(&format!("/orders/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.assert_contains("12 St James&#39;s Square<br>");
+    page.assert_contains("London SW1Y 4JH<br>");
+    assert!(!page.body.contains("Receipt to"));
+    assert!(!page.body.contains("<abbr"));
+    page.assert_contains(
+        "<time datetime=\"2023-11-14T22:13:20Z\" title=\"14 November 2023, 22:13 UTC\">on 14 November 2023</time>",
+    );
+    // Its address fills the next form; the email is asked for.
+    let form = shopper.get("/checkout").await;
+    form.assert_contains("value=\"London\"");
+    form.assert_contains("id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" maxlength=\"254\" value=\"\"");
+}

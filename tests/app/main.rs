@@ -11,6 +11,7 @@ mod accounts;
 mod checkout;
 mod concurrency;
 mod hardening;
+mod messages;
 mod postgres;
 mod redis_outage;
 mod shop;

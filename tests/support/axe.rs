@@ -18,12 +18,6 @@ pub struct Violation {
     pub nodes: Vec<String>,
 }
 
-impl Violation {
-    pub fn is_serious(&self) -> bool {
-        matches!(self.impact.as_deref(), Some("serious" | "critical"))
-    }
-}
-
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -5,8 +5,9 @@ use reqwest::StatusCode;
 use super::browser::{Browser, Page};
 
 /// The shipping fields of a good checkout form.
-pub const ADDRESS: [(&str, &str); 5] = [
+pub const ADDRESS: [(&str, &str); 6] = [
     ("name", "Ada Lovelace"),
+    ("email", "ada@example.com"),
     ("address", "12 St James's Square"),
     ("city", "London"),
     ("postcode", "SW1Y 4JH"),

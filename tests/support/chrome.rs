@@ -95,6 +95,8 @@ pub struct Options {
     pub javascript: bool,
     /// Viewport width in CSS pixels.
     pub width: u32,
+    /// The browser's default font size in pixels (a reader's setting; 16 by default).
+    pub font_size: u32,
 }
 
 impl Default for Options {
@@ -102,6 +104,7 @@ impl Default for Options {
         Options {
             javascript: true,
             width: 1280,
+            font_size: 16,
         }
     }
 }
@@ -122,11 +125,12 @@ impl Chrome {
         args.push(format!("--user-data-dir={}", profile.path().display()));
         args.push(format!("--window-size={},900", options.width.max(500)));
         let mut chrome_options = json!({ "binary": chromium_binary(), "args": args });
+        let mut prefs = json!({ "webkit.webprefs.default_font_size": options.font_size });
         if !options.javascript {
             // The content setting a user changes in chrome://settings/content/javascript.
-            chrome_options["prefs"] =
-                json!({ "profile.managed_default_content_settings.javascript": 2 });
+            prefs["profile.managed_default_content_settings.javascript"] = json!(2);
         }
+        chrome_options["prefs"] = prefs;
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
         capabilities.insert("goog:chromeOptions".into(), chrome_options);
