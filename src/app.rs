@@ -51,6 +51,9 @@ impl Application {
             per_client: config.login_max_failures_per_client,
             per_user_total: config.login_max_failures_per_user_total,
             window: config.login_throttle_window,
+            // A login's reads and its password check, each bounded: the Redis ones
+            // by REDIS_TIMEOUT, the check by the hashing queue (a few seconds).
+            lease: config.redis_timeout * 3 + std::time::Duration::from_secs(5),
             register_per_client: config.register_max_per_client,
             register_window: config.register_throttle_window,
         };

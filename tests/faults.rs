@@ -1109,6 +1109,88 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
     assert_eq!(app.order_count().await, 1);
 }
 
+// ---- Logins: a form retried while Redis stalls is one attempt, and no failure.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_retries_while_redis_stalls_never_lock_the_owner_out() {
+    let (proxy, app) = behind_stall_proxy("stalled-logins", Duration::from_millis(300)).await;
+    // One login first, so the throttle's scripts are loaded: the held commands
+    // below run in full when Redis comes back.
+    app.browser()
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let owner = app.browser();
+    let form = owner.get("/login").await.form_value("/login", "submission");
+    let send = |form: String| {
+        let owner = owner.clone();
+        async move {
+            owner
+                .post(
+                    "/login",
+                    &[
+                        ("username", DEMO_USER),
+                        ("password", DEMO_PASSWORD),
+                        ("submission", &form),
+                    ],
+                )
+                .await
+        }
+    };
+
+    // Redis hangs at the throttle's first step: the owner retries the form eight
+    // times, told each time that nothing was changed; Redis runs every held
+    // step when it comes back.
+    proxy.stall_at("throttle:login", 0);
+    for _ in 0..8 {
+        let page = send(form.clone()).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            page.body
+        );
+    }
+    proxy.release();
+    let failures: Option<i64> = app
+        .redis()
+        .unwrap()
+        .get("throttle:login:{user:demo}:from:127.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(failures, None, "no password was checked, nothing failed");
+
+    // The owner logs in at once with a new form.
+    let fresh = owner.get("/login").await.form_value("/login", "submission");
+    send(fresh).await.assert_redirect("/");
+
+    // The same form again, in another browser: one of its held tries may still
+    // hold its place (until its lease runs out), then it is checked like any.
+    let other = app.browser();
+    let started = Instant::now();
+    loop {
+        let page = other
+            .post(
+                "/login",
+                &[
+                    ("username", DEMO_USER),
+                    ("password", DEMO_PASSWORD),
+                    ("submission", &form),
+                ],
+            )
+            .await;
+        if page.status == StatusCode::SEE_OTHER {
+            break;
+        }
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+        page.assert_contains("being checked at this moment");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the form's held try never gave its place back"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_replay_of_a_checkout_form_never_empties_a_refilled_cart() {
     for backend in [Backend::Redis, Backend::Memory] {

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::auth::throttle::Verdict;
-use crate::auth::{password, too_many_logins, users, Password};
+use crate::auth::throttle::{LoginVerdict, Outcome};
+use crate::auth::{password, throttled, users, Password};
 use crate::cart::CartOwner;
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
@@ -207,13 +207,14 @@ async fn reauthenticate(
     client: std::net::IpAddr,
     password_given: String,
 ) -> Result<Option<users::User>> {
-    if let Verdict::Wait(wait) = state
+    let attempt = match state
         .throttle
-        .login_attempt(Some(&user.name), client)
+        .login_attempt(Some(&user.name), client, None)
         .await?
     {
-        return Err(too_many_logins(wait));
-    }
+        LoginVerdict::Go(attempt) => attempt,
+        refused => return Err(throttled(&refused)),
+    };
     let row = users::find_by_id(&state.db, user.id).await?;
     let hash = row.as_ref().map(|u| u.password_hash.clone());
     let verified = password::verify_password(password_given, hash)
@@ -221,10 +222,13 @@ async fn reauthenticate(
         .map_err(AppError::Internal)?;
     match row.filter(|_| verified) {
         Some(row) => {
-            state.throttle.succeeded(&user.name, client).await?;
+            if let Err(err) = state.throttle.finish(attempt, Outcome::Succeeded).await {
+                tracing::warn!(error = %err, "a re-authentication's attempt was not recorded");
+            }
             Ok(Some(row))
         }
         None => {
+            state.throttle.finish(attempt, Outcome::Failed).await?;
             tracing::info!(user_id = user.id, %client, "failed re-authentication");
             Ok(None)
         }

@@ -23,8 +23,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::throttle::Verdict;
-use super::{password, safe_next, too_many_logins, users, Password, Username};
+use super::throttle::{LoginVerdict, Outcome, Verdict};
+use super::{password, safe_next, throttled, users, Password, Username};
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
@@ -105,6 +105,10 @@ pub struct LoginForm {
 /// The one message for every failed login: it must not tell which part was wrong.
 const WRONG_CREDENTIALS: &str = "Wrong username or password.";
 
+/// A login form sent again after its password was found wrong: not checked again.
+const FORM_SPENT: &str = "This form was already sent with a wrong password, so it was not \
+                          checked again. Please enter your password below.";
+
 pub async fn log_in(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
@@ -140,10 +144,21 @@ pub async fn log_in(
     let username = Username::parse(raw_username).ok();
     let throttle_name = username.as_ref().map(Username::as_str);
 
-    // Counted before the password is checked: simultaneous guesses cannot outrun it.
-    if let Verdict::Wait(wait) = state.throttle.login_attempt(throttle_name, client).await? {
-        return Err(too_many_logins(wait));
-    }
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
+    // Asked before the password is checked: simultaneous guesses cannot outrun the
+    // throttle, and this form, retried, is one attempt (see throttle.rs).
+    let attempt = match state
+        .throttle
+        .login_attempt(throttle_name, client, submission.as_deref())
+        .await?
+    {
+        LoginVerdict::Go(attempt) => attempt,
+        LoginVerdict::FormSpent => {
+            return Ok(again(StatusCode::CONFLICT, FORM_SPENT, page.layout));
+        }
+        refused => return Err(throttled(&refused)),
+    };
 
     let found = match &username {
         Some(name) => users::find_by_username(&state.db, name).await?,
@@ -166,6 +181,9 @@ pub async fn log_in(
         .await
         .map_err(AppError::Internal)?;
     let Some(user) = user.filter(|_| verified) else {
+        // Counted before the visitor hears the verdict: if it cannot be, the
+        // verdict is not told (the 503 page) and the attempt counts as nothing.
+        state.throttle.finish(attempt, Outcome::Failed).await?;
         tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
         return Ok(again(
             StatusCode::UNAUTHORIZED,
@@ -174,9 +192,10 @@ pub async fn log_in(
         ));
     };
 
-    state.throttle.succeeded(&user.username, client).await?;
-    let submission =
-        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
+    // A success that cannot be recorded only leaves a lease that runs out.
+    if let Err(err) = state.throttle.finish(attempt, Outcome::Succeeded).await {
+        tracing::warn!(error = %err, "a successful login's attempt was not recorded");
+    }
     // A replay of this very form (double click, retry after a lost response): the
     // session its first try created is replaced, not joined by a second one.
     let replayed = match &submission {

@@ -13,21 +13,9 @@ pub const ADDRESS: [(&str, &str); 5] = [
     ("country", "GB"),
 ];
 
-/// The value of a hidden field of the page's form.
+/// The value of a hidden field of the page's checkout form.
 pub fn hidden(page: &Page, name: &str) -> String {
-    // In the checkout form: the header's logout form has a `submission` field too.
-    let form = page
-        .body
-        .find("action=\"/checkout\"")
-        .unwrap_or_else(|| panic!("no checkout form in the page:\n{}", page.body));
-    let body = &page.body[form..];
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no hidden {name} in the page:\n{}", page.body))
-        + marker.len();
-    let end = body[start..].find('"').unwrap() + start;
-    body[start..end].to_owned()
+    page.form_value("/checkout", name)
 }
 
 /// The checkout form as the page rendered it: its submission id and cart.
