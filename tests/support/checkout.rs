@@ -18,10 +18,12 @@ pub fn hidden(page: &Page, name: &str) -> String {
     page.form_value("/checkout", name)
 }
 
-/// The checkout form as the page rendered it: its submission id and cart.
+/// The checkout form as the page rendered it: its submission id, its cart, and
+/// the shopper's latest order when it was shown.
 pub struct CheckoutForm {
     pub submission: String,
     pub cart: String,
+    pub last_order: String,
 }
 
 impl CheckoutForm {
@@ -31,6 +33,7 @@ impl CheckoutForm {
         CheckoutForm {
             submission: hidden(&page, "submission"),
             cart: hidden(&page, "cart"),
+            last_order: hidden(&page, "last_order"),
         }
     }
 
@@ -40,6 +43,7 @@ impl CheckoutForm {
         let mut fields: Vec<(&str, &str)> = ADDRESS.to_vec();
         fields.push(("submission", &self.submission));
         fields.push(("cart", &self.cart));
+        fields.push(("last_order", &self.last_order));
         for (name, value) in changes {
             fields.retain(|(n, _)| n != name);
             if !value.is_empty() {
