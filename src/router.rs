@@ -116,6 +116,10 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
             state.clone(),
             web::middleware::connection_upkeep,
         ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::client_ip::request_id_from_trusted_proxies_only,
+        ))
         .layer(SetRequestIdLayer::new(
             REQUEST_ID,
             web::middleware::MakeRequestId,

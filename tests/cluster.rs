@@ -555,3 +555,42 @@ async fn the_request_id_goes_from_nginx_into_the_replicas_log() {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_forwarded_for_through_nginx_buys_no_extra_guesses() {
+    let cluster = Cluster::start().await;
+    // Each guess claims another address; nginx overwrites the claim with the
+    // address it saw, so all of them count against this client: 5 are checked.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let page = fetch(
+            cluster
+                .browser()
+                .request(Method::POST, "/login")
+                .header("X-Forwarded-For", format!("203.0.113.{i}"))
+                .form(&[("username", DEMO_USER), ("password", "wrong password")]),
+        )
+        .await
+        .unwrap();
+        statuses.push(page.status);
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 5, "{statuses:?}");
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // The replicas saw the client's real address, never a forged one.
+    let keys = cluster.redis.cli(&["KEYS", "throttle:login:*"]);
+    assert!(!keys.contains("203.0.113."), "{keys}");
+    assert!(
+        keys.lines()
+            .any(|k| k.trim() == "throttle:login:{user:demo}:from:127.0.0.1"),
+        "{keys}"
+    );
+}

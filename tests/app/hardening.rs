@@ -240,6 +240,34 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     );
 }
 
+#[tokio::test]
+async fn a_request_id_is_taken_from_trusted_proxies_only() {
+    let direct = TestApp::spawn(Backend::Memory).await; // no trusted proxies
+    let proxied = TestApp::spawn_with(Backend::Memory, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]
+    })
+    .await;
+    let id_for = |app: &TestApp| {
+        let browser = app.browser();
+        async move {
+            let response = browser
+                .request(Method::GET, "/healthz")
+                .header("x-request-id", "chosen-by-the-client")
+                .send()
+                .await
+                .unwrap();
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let own = id_for(&direct).await;
+    assert_ne!(own, "chosen-by-the-client");
+    assert_eq!(own.len(), 32, "the replica's own id: {own}");
+    assert_eq!(id_for(&proxied).await, "chosen-by-the-client");
+}
+
 /// `n` simultaneous login POSTs for `username`; returns the statuses, in order of `passwords`.
 async fn simultaneous_logins(
     app: &TestApp,
