@@ -38,11 +38,12 @@
 //!   locking the owner out takes 20 addresses, every window.
 //!
 //! Keys, each script touching one hash slot (Redis Cluster safe):
-//! `throttle:login:{user:<name>}:from:<ip>` and `throttle:login:{user:<name>}`
+//! (`<net>`: the client's network, [`client_network`]: an IPv6 client's /64)
+//! `throttle:login:{user:<name>}:from:<net>` and `throttle:login:{user:<name>}`
 //! (failures; each with an `:inflight` sorted set of leases) and the form's state
 //! `throttle:login:{user:<name>}:form:<id>` share the username's slot;
-//! `throttle:login:{client:<ip>}` (with its `:inflight` and `:form:<id>`) and
-//! `throttle:register:{client:<ip>}` live in the address's slot.
+//! `throttle:login:{client:<net>}` (with its `:inflight` and `:form:<id>`) and
+//! `throttle:register:{client:<net>}` live in the network's slot.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -240,8 +241,23 @@ impl Group {
     }
 }
 
+/// The network a client address counts as: an IPv4 address is itself (also when
+/// it arrives IPv4-mapped, `::ffff:a.b.c.d`, from a dual-stack socket); an IPv6
+/// address counts as its /64, which one host or one home is given whole, so
+/// walking through its addresses is one client, not 2^64.
+pub fn client_network(client: IpAddr) -> String {
+    match client.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 fn pair_key(username: &str, client: IpAddr) -> String {
-    format!("throttle:login:{{user:{username}}}:from:{client}")
+    let network = client_network(client);
+    format!("throttle:login:{{user:{username}}}:from:{network}")
 }
 
 fn user_key(username: &str) -> String {
@@ -249,7 +265,7 @@ fn user_key(username: &str) -> String {
 }
 
 fn client_key(client: IpAddr) -> String {
-    format!("throttle:login:{{client:{client}}}")
+    format!("throttle:login:{{client:{}}}", client_network(client))
 }
 
 fn inflight_key(counter: &str) -> String {
@@ -257,7 +273,7 @@ fn inflight_key(counter: &str) -> String {
 }
 
 fn register_key(client: IpAddr) -> String {
-    format!("throttle:register:{{client:{client}}}")
+    format!("throttle:register:{{client:{}}}", client_network(client))
 }
 
 /// One slot's answer to begin.
@@ -592,5 +608,21 @@ impl MemoryState {
         {
             self.forms.remove(&form);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_network;
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64_and_a_mapped_ipv4_as_itself() {
+        let net = |ip: &str| client_network(ip.parse().unwrap());
+        assert_eq!(net("203.0.113.7"), "203.0.113.7");
+        assert_eq!(net("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(net("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(net("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(net("2001:db8:1:3::1"), net("2001:db8:1:2::1"));
+        assert_eq!(net("::1"), "0:0:0:0::/64");
     }
 }

@@ -538,6 +538,107 @@ async fn failures_from_one_address_do_not_lock_the_owner_out_from_another() {
     );
 }
 
+/// A replica on the IPv6 loopback behind a proxy there: every request claims
+/// (through the trusted proxy) an address of the documentation prefix.
+async fn ipv6_app(adjust: impl FnOnce(&mut crate::support::api::Config)) -> TestApp {
+    TestApp::spawn_with(Backend::Redis, |c| {
+        c.bind = "::1".parse().unwrap();
+        c.trusted_proxies = vec!["::1".parse().unwrap()];
+        adjust(c);
+    })
+    .await
+}
+
+async fn post_from(app: &TestApp, client: &str, path: &str, form: &[(&str, &str)]) -> StatusCode {
+    let request = app
+        .browser()
+        .request(Method::POST, path)
+        .header("x-forwarded-for", client)
+        .form(form);
+    Browser::read(request.send().await.unwrap()).await.status
+}
+
+#[tokio::test]
+async fn one_ipv6_host_is_one_client_its_64() {
+    let app = ipv6_app(|_| {}).await;
+    // 20 addresses of one /64, 6 guesses each: 5 checked in all, not 100.
+    let mut statuses = Vec::new();
+    for host in 1..=20 {
+        let client = format!("2001:db8:1:2::{host:x}");
+        for _ in 0..6 {
+            let form = [("username", DEMO_USER), ("password", "wrong password")];
+            statuses.push(post_from(&app, &client, "/login", &form).await);
+        }
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 115);
+    // So the owner, on another network, is not locked out.
+    let owner = [("username", DEMO_USER), ("password", DEMO_PASSWORD)];
+    assert_eq!(
+        post_from(&app, "2001:db8:9:9::1", "/login", &owner).await,
+        StatusCode::SEE_OTHER
+    );
+    // An IPv4-mapped address is its IPv4 address.
+    for _ in 0..5 {
+        let form = [("username", DEMO_USER), ("password", "wrong password")];
+        post_from(&app, "::ffff:198.51.100.4", "/login", &form).await;
+    }
+    assert_eq!(
+        post_from(&app, "198.51.100.4", "/login", &owner).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn one_ipv6_64_cannot_spray_usernames_or_registrations() {
+    let app = ipv6_app(|c| c.register_max_per_client = 3).await;
+    // 60 names, each from another address of the /64: 20 checked (the address limit).
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let (client, name) = (format!("2001:db8:1:2::{:x}", 100 + i), format!("name{i}"));
+        let form = [("username", name.as_str()), ("password", "wrong password")];
+        statuses.push(post_from(&app, &client, "/login", &form).await);
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 40);
+    // Registrations: 3 per /64, whichever of its addresses they come from.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let (client, name) = (
+            format!("2001:db8:1:2::{:x}", 200 + i),
+            format!("newcomer{i}"),
+        );
+        let form = [
+            ("username", name.as_str()),
+            ("password", "long enough pw"),
+            ("password_confirm", "long enough pw"),
+        ];
+        statuses.push(post_from(&app, &client, "/register", &form).await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert!(
+        app.redis_exists("throttle:register:{client:2001:db8:1:2::/64}")
+            .await
+    );
+}
+
 #[tokio::test]
 async fn registrations_are_throttled_per_client_address() {
     let app = TestApp::spawn_with(Backend::Redis, |c| {
