@@ -118,6 +118,7 @@ impl Application {
             redis,
             carts,
             throttle,
+            hashing: crate::auth::queue::HashingLine::new(),
             index,
             sessions: sessions.clone(),
             catalog,

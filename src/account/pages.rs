@@ -217,9 +217,15 @@ async fn reauthenticate(
     };
     let row = users::find_by_id(&state.db, user.id).await?;
     let hash = row.as_ref().map(|u| u.password_hash.clone());
-    let verified = password::verify_password(password_given, hash)
-        .await
-        .map_err(AppError::Internal)?;
+    let network = crate::auth::throttle::client_network(client);
+    let verified =
+        match password::verify_password(&state.hashing, password_given, hash, network).await {
+            Ok(verified) => verified,
+            Err(err) => {
+                let _ = state.throttle.finish(attempt, Outcome::NotChecked).await;
+                return Err(err.into());
+            }
+        };
     match row.filter(|_| verified) {
         Some(row) => {
             if let Err(err) = state.throttle.finish(attempt, Outcome::Succeeded).await {
@@ -326,7 +332,7 @@ pub async fn change_password(
         ));
     }
 
-    let hash = password::hash_password(new)
+    let hash = password::hash_password(&state.hashing, new)
         .await
         .map_err(AppError::Internal)?;
     if !users::set_password_hash(&state.db, user.id, &hash).await? {

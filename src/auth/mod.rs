@@ -3,6 +3,7 @@
 
 pub mod pages;
 pub mod password;
+pub mod queue;
 pub mod throttle;
 pub mod users;
 

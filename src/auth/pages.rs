@@ -177,9 +177,16 @@ pub async fn log_in(
     };
     // Unknown users are checked against a dummy hash: the same work, the same time.
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = password::verify_password(raw_password, stored_hash)
-        .await
-        .map_err(AppError::Internal)?;
+    let network = super::throttle::client_network(client);
+    let verified =
+        match password::verify_password(&state.hashing, raw_password, stored_hash, network).await {
+            Ok(verified) => verified,
+            Err(err) => {
+                // Not checked: it counts as nothing, and the form may be sent again.
+                let _ = state.throttle.finish(attempt, Outcome::NotChecked).await;
+                return Err(err.into());
+            }
+        };
     let Some(user) = user.filter(|_| verified) else {
         // Counted before the visitor hears the verdict: if it cannot be, the
         // verdict is not told (the 503 page) and the attempt counts as nothing.
@@ -410,6 +417,7 @@ pub async fn register(
 
     let user = match users::create(
         &state.db,
+        &state.hashing,
         &username,
         password.into_inner(),
         submission.as_deref(),

@@ -199,11 +199,14 @@ pub enum LoginVerdict {
     FormSpent,
 }
 
-/// How a checked login ended.
+/// How a login attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Failed,
     Succeeded,
+    /// The password was not checked (no hashing slot): nothing counts, and the
+    /// form may be sent again at once.
+    NotChecked,
 }
 
 /// A login attempt allowed to check a password. Dropped without
@@ -382,6 +385,7 @@ impl LoginThrottle {
         let outcome = match outcome {
             Outcome::Failed => "failed",
             Outcome::Succeeded => "succeeded",
+            Outcome::NotChecked => "abandoned",
         };
         self.run_finish(&attempt, outcome).await
     }
