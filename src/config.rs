@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "ALLOW_EVICTING_REDIS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_evicting_redis: bool,
 
+    /// Show `/readyz`'s detail (Redis host, memory, database kind) to every client,
+    /// not only to requests made on this host directly.
+    #[arg(long, env = "HEALTH_DETAIL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub health_detail: bool,
+
     /// A client must send a request's headers within this time once it has started
     /// (slow clients are disconnected).
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::api::{DEMO_PASSWORD, DEMO_USER};
 use support::browser::Browser;
-use support::cluster::{fetch, footer_replica, session_row, Cluster};
+use support::cluster::{fetch, footer_replica, plain_client, session_row, Cluster};
 use support::process::{send_signal, wait_until};
 
 const PAGES: [&str; 4] = ["/session", "/cart", "/", "/products/blue-teapot"];
@@ -689,4 +689,28 @@ async fn the_owners_login_gets_through_a_flood_of_allowed_guesses_within_two_sec
         "each network's 20 allowed guesses were checked"
     );
     assert!(refused > 0, "the line was never full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_through_nginx_says_ready_and_nothing_more() {
+    let cluster = Cluster::start().await;
+    let page = fetch(cluster.browser().request(Method::GET, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.status, page.body.as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+    // The replica itself, asked on its host, still tells the operator everything.
+    let direct =
+        fetch(plain_client().get(format!("{}/readyz", cluster.replica("replica-1").url())))
+            .await
+            .unwrap();
+    assert!(
+        direct
+            .body
+            .contains(&format!("127.0.0.1:{}", cluster.redis.port)),
+        "{}",
+        direct.body
+    );
 }

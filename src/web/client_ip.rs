@@ -50,6 +50,22 @@ fn peer_address(extensions: &axum::http::Extensions) -> IpAddr {
         })
 }
 
+/// A request made on this host directly: from a loopback address and not passed
+/// on by a proxy (nginx always sets `X-Forwarded-For`). Such a request may see
+/// the infrastructure's detail (`/readyz`).
+pub struct FromThisHost(pub bool);
+
+impl FromRequestParts<AppState> for FromThisHost {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let loopback = peer_address(&parts.extensions).to_canonical().is_loopback();
+        Ok(FromThisHost(
+            loopback && !parts.headers.contains_key("x-forwarded-for"),
+        ))
+    }
+}
+
 /// Outside the request-id layer: an `X-Request-Id` from a peer that is not a
 /// trusted proxy is dropped, so the replica makes its own. A client talking to a
 /// replica directly cannot choose what its requests are logged under.

@@ -268,6 +268,61 @@ async fn a_request_id_is_taken_from_trusted_proxies_only() {
     assert_eq!(id_for(&proxied).await, "chosen-by-the-client");
 }
 
+#[tokio::test]
+async fn health_detail_and_redis_addresses_are_for_this_host_only() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let redis_address = format!("127.0.0.1:{}", app.redis_server.as_ref().unwrap().port);
+    let readyz = |forwarded: Option<&'static str>| {
+        let browser = app.browser();
+        async move {
+            let mut request = browser.request(Method::GET, "/readyz");
+            if let Some(client) = forwarded {
+                request = request.header("x-forwarded-for", client);
+            }
+            Browser::read(request.send().await.unwrap()).await
+        }
+    };
+    // Asked on this host directly: the detail.
+    let local = readyz(None).await;
+    assert_eq!(local.status, StatusCode::OK);
+    assert!(local.body.contains(&redis_address), "{}", local.body);
+    assert!(local.body.contains("sqlite: ok"), "{}", local.body);
+    // Passed on by a proxy (nginx always sets X-Forwarded-For): ready, nothing more.
+    let remote = readyz(Some("203.0.113.7")).await;
+    assert_eq!(
+        (remote.status, remote.body.as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+
+    // The session inspector names the Redis node on this host only.
+    let visitor = app.browser();
+    visitor.add_to_cart("1", "1").await;
+    let request = visitor
+        .request(Method::GET, "/session")
+        .header("x-forwarded-for", "203.0.113.7");
+    let anonymous = Browser::read(request.send().await.unwrap()).await;
+    anonymous.assert_contains("anonymous");
+    assert!(
+        !anonymous.body.contains(&redis_address),
+        "{}",
+        anonymous.body
+    );
+    assert!(!anonymous.body.contains("Redis node"));
+    visitor
+        .get("/session")
+        .await
+        .assert_contains(&redis_address);
+
+    // HEALTH_DETAIL shows the detail to everyone.
+    let open = TestApp::spawn_with(Backend::Redis, |c| c.health_detail = true).await;
+    let request = open
+        .browser()
+        .request(Method::GET, "/readyz")
+        .header("x-forwarded-for", "203.0.113.7");
+    let page = Browser::read(request.send().await.unwrap()).await;
+    assert!(page.body.contains("redis: ok"), "{}", page.body);
+}
+
 /// `n` simultaneous login POSTs for `username`; returns the statuses, in order of `passwords`.
 async fn simultaneous_logins(
     app: &TestApp,
