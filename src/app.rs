@@ -56,6 +56,8 @@ impl Application {
             lease: config.redis_timeout * 3 + std::time::Duration::from_secs(5),
             register_per_client: config.register_max_per_client,
             register_window: config.register_throttle_window,
+            anon_carts_per_client: config.anon_carts_per_client,
+            anon_cart_window: config.anon_cart_window,
         };
 
         let longest_login = config.longest_login();

@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_positive_duration)]
     pub register_throttle_window: Duration,
 
+    /// New anonymous carts (each with its session) allowed per client network
+    /// (an IPv4 address, an IPv6 /64) within the anonymous cart window.
+    #[arg(long, env = "ANON_CARTS_PER_CLIENT", default_value_t = 300)]
+    pub anon_carts_per_client: u32,
+
+    /// The anonymous cart budget's window.
+    #[arg(long, env = "ANON_CART_WINDOW", default_value = "10m", value_parser = parse_positive_duration)]
+    pub anon_cart_window: Duration,
+
     /// The login throttle window.
     #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_positive_duration)]
     pub login_throttle_window: Duration,

@@ -165,6 +165,9 @@ pub struct Limits {
     /// Registrations per client address.
     pub register_per_client: u32,
     pub register_window: Duration,
+    /// New anonymous carts (with their sessions) per client network.
+    pub anon_carts_per_client: u32,
+    pub anon_cart_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +280,10 @@ fn inflight_key(counter: &str) -> String {
 
 fn register_key(client: IpAddr) -> String {
     format!("throttle:register:{{client:{}}}", client_network(client))
+}
+
+fn anonymous_cart_key(client: IpAddr) -> String {
+    format!("throttle:anon:{{client:{}}}", client_network(client))
 }
 
 /// One slot's answer to begin.
@@ -466,9 +473,33 @@ impl LoginThrottle {
 
     /// Counts a registration attempt from `client`.
     pub async fn register_attempt(&self, client: IpAddr) -> Result<Verdict, StoreError> {
-        let key = register_key(client);
-        let limit = self.limits.register_per_client;
-        let window = self.limits.register_window;
+        let limits = &self.limits;
+        self.count(
+            register_key(client),
+            limits.register_per_client,
+            limits.register_window,
+        )
+        .await
+    }
+
+    /// Counts a new anonymous cart (and the session that holds it) for `client`.
+    pub async fn anonymous_cart(&self, client: IpAddr) -> Result<Verdict, StoreError> {
+        let limits = &self.limits;
+        self.count(
+            anonymous_cart_key(client),
+            limits.anon_carts_per_client,
+            limits.anon_cart_window,
+        )
+        .await
+    }
+
+    /// One more on `key`'s counter for its window; `Wait` once over `limit`.
+    async fn count(
+        &self,
+        key: String,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Verdict, StoreError> {
         let wait: i64 = match &self.backend {
             Backend::Redis(pool) => {
                 let args = vec![window.as_secs().max(1).to_string(), limit.to_string()];

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
 use crate::support::app::{Backend, TestApp};
-use crate::support::browser::Browser;
+use crate::support::browser::{Browser, Page};
 
 /// A form's fields.
 type Form<'a> = Vec<(&'a str, &'a str)>;
@@ -1330,4 +1330,92 @@ async fn migrate_creates_the_demo_account_only_when_asked() {
         assert_eq!(demo, expected, "DEMO_USER={setting}");
         db.close().await;
     }
+}
+
+/// Redis's `used_memory`, in bytes.
+fn redis_used_memory(app: &TestApp) -> i64 {
+    let info = app.redis_server.as_ref().unwrap().cli(&["INFO", "memory"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// An add to the cart from a new browser (no cookie), from `client`.
+async fn new_visitor_adds(app: &TestApp, client: &str) -> Page {
+    let request = app
+        .browser()
+        .request(Method::POST, "/cart/add")
+        .header("x-forwarded-for", client)
+        .form(&[("product_id", "1"), ("quantity", "1")]);
+    Browser::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.anon_carts_per_client = 50;
+    })
+    .await;
+    // A shopper with a cart and a logged-in member, before the flood.
+    let shopper = app.browser();
+    shopper.add_to_cart("2", "1").await;
+    let member = app.browser();
+    member.log_in(DEMO_USER, DEMO_PASSWORD).await;
+
+    // What one anonymous visitor with a one-line cart costs Redis: its session
+    // and its cart, by MEMORY USAGE (used_memory moves with buffers too).
+    let redis = app.redis_server.as_ref().unwrap();
+    let keys_before = app.redis_keys().await;
+    for _ in 0..40 {
+        new_visitor_adds(&app, "198.51.100.9")
+            .await
+            .assert_redirect("/cart");
+    }
+    let new_keys: Vec<String> = app
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| !keys_before.contains(k) && !k.starts_with("throttle:"))
+        .collect();
+    assert_eq!(
+        new_keys.len(),
+        80,
+        "a session and a cart each: {new_keys:?}"
+    );
+    let bytes: i64 = new_keys
+        .iter()
+        .map(|key| redis.cli(&["MEMORY", "USAGE", key]).parse::<i64>().unwrap())
+        .sum();
+    let per_visitor = bytes / 40;
+    eprintln!("one anonymous visitor (session + one-line cart): {per_visitor} bytes");
+    assert!((100..5_000).contains(&per_visitor), "{per_visitor}");
+
+    // Redis may grow 1 MB more; 2,000 new carts from one network would need more.
+    let cap = redis_used_memory(&app) + 1024 * 1024;
+    redis.cli(&["CONFIG", "SET", "maxmemory", &cap.to_string()]);
+    let (mut created, mut refused) = (0, 0);
+    for _ in 0..2000 {
+        let page = new_visitor_adds(&app, "203.0.113.7").await;
+        match page.status {
+            StatusCode::SEE_OTHER => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                page.assert_contains("Too many new carts were started from your network");
+                refused += 1
+            }
+            other => panic!("{other}: {}", page.body),
+        }
+    }
+    assert_eq!((created, refused), (50, 1950));
+    // Redis is not full: the shopper and the member still change their carts.
+    assert_eq!(
+        shopper.add_to_cart("2", "1").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        member.add_to_cart("3", "1").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.browser().get("/readyz").await.status, StatusCode::OK);
 }
