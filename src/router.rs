@@ -93,7 +93,10 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
             state.clone(),
             web::middleware::html_errors,
         ))
-        .layer(from_fn(web::middleware::cross_origin_protection))
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::middleware::cross_origin_protection,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .service(
@@ -110,6 +113,7 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .route("/readyz", get(web::health::readyz))
         .fallback_service(site)
         .with_state(state.clone());
+    let hsts = state.config.cookie_secure;
     let outer = ServiceBuilder::new()
         // Listed outermost first.
         .layer(from_fn_with_state(
@@ -149,6 +153,14 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
+        ))
+        // Served over HTTPS (COOKIE_SECURE=true): browsers must not fall back to
+        // plain HTTP for a year, where the cookie could be planted or read.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            move |_: &axum::http::Response<_>| {
+                hsts.then(|| HeaderValue::from_static("max-age=31536000"))
+            },
         ))
         .service(everything);
     Router::new().fallback_service(outer)

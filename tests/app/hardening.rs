@@ -47,11 +47,13 @@ async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
     let host = app.address.trim_start_matches("http://").to_owned();
     let form = [("product_id", "1"), ("quantity", "1")];
 
-    let refused: [(&str, String); 4] = [
+    let refused: [(&str, String); 5] = [
         ("sec-fetch-site", "cross-site".into()),
         ("sec-fetch-site", "same-site".into()),
         ("origin", "http://evil.example".into()),
         ("origin", "null".into()),
+        // The same host over the other scheme is another origin.
+        ("origin", format!("https://{host}")),
     ];
     for (header, value) in refused {
         let response = visitor
@@ -106,6 +108,34 @@ async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
         visitor.get("/").await.logged_in_as().as_deref(),
         Some("demo")
     );
+}
+
+#[tokio::test]
+async fn https_sites_send_hsts_and_check_the_origins_scheme() {
+    let plain = TestApp::spawn(Backend::Memory).await;
+    let page = plain.browser().get("/").await;
+    assert!(!page.headers.contains_key("strict-transport-security"));
+
+    let secure = TestApp::spawn_with(Backend::Memory, |c| c.cookie_secure = true).await;
+    let page = secure.browser().get("/").await;
+    assert_eq!(
+        page.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+    // Served over HTTPS, an http:// Origin of the same host is cross-site.
+    let host = secure.address.trim_start_matches("http://").to_owned();
+    for (origin, expected) in [
+        (format!("http://{host}"), StatusCode::FORBIDDEN),
+        (format!("https://{host}"), StatusCode::SEE_OTHER),
+    ] {
+        let request = secure
+            .browser()
+            .request(Method::POST, "/cart/add")
+            .header("origin", &origin)
+            .form(&[("product_id", "1"), ("quantity", "1")]);
+        let page = Browser::read(request.send().await.unwrap()).await;
+        assert_eq!(page.status, expected, "{origin}");
+    }
 }
 
 // ---------------------------------------------------------------- 2. Throttling
