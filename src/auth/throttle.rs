@@ -45,104 +45,19 @@
 //! `throttle:login:{client:<net>}` (with its `:inflight` and `:form:<id>`) and
 //! `throttle:register:{client:<net>}` live in the network's slot.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::Pool;
-use fred::types::scripts::Script;
 
 use crate::redis::StoreError;
 
-/// Counts one registration on each key in order, stopping at the first that is
-/// over its limit. Returns 0 when it may go on, else the refusing key's PTTL in ms.
-/// KEYS: counters of one hash slot; ARGV[1]: window in seconds; ARGV[2..]: limits.
-const COUNT_LUA: &str = r#"
-for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  if n == 1 then
-    redis.call('EXPIRE', key, ARGV[1])
-  end
-  if n > tonumber(ARGV[i + 1]) then
-    local ttl = redis.call('PTTL', key)
-    if ttl < 1 then ttl = 1 end
-    return ttl
-  end
-end
-return 0
-"#;
+mod lua;
+mod memory;
 
-/// Begins a login attempt in one slot. KEYS: failures 1, in flight 1, failures 2,
-/// in flight 2, …, then the form's state. ARGV: the attempt's nonce, the lease in
-/// ms, '1' if there is a form id, then one limit per counter.
-/// Returns {0, 0} go; {1, ms} wait for attempts in flight; {2, 0} the form is
-/// spent; {3, ms} refused: failures at the limit for ms more.
-const BEGIN_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nonce, lease = ARGV[1], tonumber(ARGV[2])
-local counters = (#KEYS - 1) / 2
-local form = KEYS[#KEYS]
-if ARGV[3] == '1' then
-  local state = redis.call('GET', form)
-  if state == 'spent' then return {2, 0} end
-  if state and state ~= nonce then
-    return {1, math.max(redis.call('PTTL', form), 1)}
-  end
-end
-local busy = 0
-for i = 1, counters do
-  local failures, inflight = KEYS[2 * i - 1], KEYS[2 * i]
-  local failed = tonumber(redis.call('GET', failures) or '0')
-  local limit = tonumber(ARGV[3 + i])
-  if failed >= limit then
-    return {3, math.max(redis.call('PTTL', failures), 1)}
-  end
-  redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
-  local others = redis.call('ZCARD', inflight)
-  if redis.call('ZSCORE', inflight, nonce) then others = others - 1 end
-  if failed + others >= limit then
-    local first = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
-    busy = math.max(busy, tonumber(first[2]) - now, 1)
-  end
-end
-if busy > 0 then return {1, busy} end
-for i = 1, counters do
-  redis.call('ZADD', KEYS[2 * i], now + lease, nonce)
-  redis.call('PEXPIRE', KEYS[2 * i], lease)
-end
-if ARGV[3] == '1' then redis.call('SET', form, nonce, 'PX', lease) end
-return {0, 0}
-"#;
-
-/// Finishes a login attempt in one slot (KEYS as for begin). ARGV: the nonce,
-/// 'failed' | 'succeeded' | 'abandoned', the window in seconds, '1' to clear the
-/// first counter on success.
-const FINISH_LUA: &str = r#"
-local counters = (#KEYS - 1) / 2
-local form = KEYS[#KEYS]
-for i = 1, counters do
-  redis.call('ZREM', KEYS[2 * i], ARGV[1])
-  if ARGV[2] == 'failed' then
-    if redis.call('INCR', KEYS[2 * i - 1]) == 1 then
-      redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[3])
-    end
-  elseif ARGV[2] == 'succeeded' and i == 1 and ARGV[4] == '1' then
-    redis.call('DEL', KEYS[1])
-  end
-end
-if ARGV[2] == 'failed' then
-  redis.call('SET', form, 'spent', 'EX', ARGV[3])
-elseif redis.call('GET', form) == ARGV[1] then
-  redis.call('DEL', form)
-end
-return 0
-"#;
-
-static COUNT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(COUNT_LUA));
-static BEGIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(BEGIN_LUA));
-static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(FINISH_LUA));
+use lua::{BEGIN_SCRIPT, COUNT_SCRIPT, FINISH_SCRIPT};
+use memory::MemoryState;
 
 /// How long a login waits for other attempts in flight before it is told to try
 /// again in a moment, and how often it looks meanwhile.
@@ -543,105 +458,6 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
                 answers.push(future.await);
             }
             answers
-        }
-    }
-}
-
-/// The same counters, leases and form states in this process (no Redis).
-#[derive(Debug, Default)]
-struct MemoryState {
-    /// Counter → (count, end of its window).
-    failures: HashMap<String, (u32, Instant)>,
-    /// Counter → attempt nonce → end of its lease.
-    leases: HashMap<String, HashMap<String, Instant>>,
-    /// Form state key → (nonce or "spent", until).
-    forms: HashMap<String, (String, Instant)>,
-}
-
-const SPENT: &str = "spent";
-
-impl MemoryState {
-    fn purge(&mut self, now: Instant) {
-        self.failures.retain(|_, (_, until)| *until > now);
-        for leases in self.leases.values_mut() {
-            leases.retain(|_, until| *until > now);
-        }
-        self.leases.retain(|_, leases| !leases.is_empty());
-        self.forms.retain(|_, (_, until)| *until > now);
-    }
-
-    fn form_key(group: &Group, attempt: &Attempt) -> Option<String> {
-        let form = attempt.form.as_deref()?;
-        Some(format!("{}:form:{form}", group.base))
-    }
-
-    /// As `BEGIN_LUA`.
-    fn begin(&mut self, group: &Group, attempt: &Attempt, lease: Duration, now: Instant) -> Step {
-        let form = Self::form_key(group, attempt);
-        if let Some((state, until)) = form.as_ref().and_then(|key| self.forms.get(key)) {
-            if state == SPENT {
-                return Step::Spent;
-            }
-            if *state != attempt.nonce {
-                return Step::Busy((*until - now).max(Duration::from_millis(1)));
-            }
-        }
-        let mut busy = None;
-        for (key, limit) in group.keys.iter().zip(&group.limits) {
-            let (failed, window_end) = self.failures.get(key).copied().unwrap_or((0, now));
-            if failed >= *limit {
-                return Step::Refused((window_end - now).max(Duration::from_millis(1)));
-            }
-            let leases = self.leases.get(key);
-            let others = leases.map_or(0, |l| l.keys().filter(|n| **n != attempt.nonce).count());
-            if failed as usize + others >= *limit as usize {
-                let first = leases.and_then(|l| l.values().min()).copied();
-                let wait = first.map_or(BUSY_POLL, |first| first - now);
-                busy = busy.max(Some(wait.max(Duration::from_millis(1))));
-            }
-        }
-        if let Some(wait) = busy {
-            return Step::Busy(wait);
-        }
-        for key in &group.keys {
-            self.leases
-                .entry(key.clone())
-                .or_default()
-                .insert(attempt.nonce.clone(), now + lease);
-        }
-        if let Some(form) = form {
-            self.forms
-                .insert(form, (attempt.nonce.clone(), now + lease));
-        }
-        Step::Go
-    }
-
-    /// As `FINISH_LUA`.
-    fn finish(&mut self, group: &Group, attempt: &Attempt, outcome: &str, window_end: Instant) {
-        for (i, key) in group.keys.iter().enumerate() {
-            if let Some(leases) = self.leases.get_mut(key) {
-                leases.remove(&attempt.nonce);
-            }
-            if outcome == "failed" {
-                self.failures
-                    .entry(key.clone())
-                    .or_insert((0, window_end))
-                    .0 += 1;
-            } else if outcome == "succeeded" && i == 0 && group.clear_first_on_success {
-                self.failures.remove(key);
-            }
-        }
-        let Some(form) = Self::form_key(group, attempt) else {
-            return;
-        };
-        if outcome == "failed" {
-            self.forms.insert(form, (SPENT.to_owned(), window_end));
-        } else if self
-            .forms
-            .get(&form)
-            .is_some_and(|(s, _)| *s == attempt.nonce)
-        {
-            self.forms.remove(&form);
         }
     }
 }
