@@ -51,8 +51,13 @@ impl Application {
             per_client: config.login_max_failures_per_client,
             per_user_total: config.login_max_failures_per_user_total,
             window: config.login_throttle_window,
+            // A login's reads and its password check, each bounded: the Redis ones
+            // by REDIS_TIMEOUT, the check by the hashing queue (a few seconds).
+            lease: config.redis_timeout * 3 + std::time::Duration::from_secs(5),
             register_per_client: config.register_max_per_client,
             register_window: config.register_throttle_window,
+            anon_carts_per_client: config.anon_carts_per_client,
+            anon_cart_window: config.anon_cart_window,
         };
 
         let longest_login = config.longest_login();
@@ -96,9 +101,9 @@ impl Application {
                     Some(pool.clone()),
                     SessionStore::redis(redis.clone(), lifetimes.clone(), index.clone())
                         .confirmed_by(durability.clone()),
-                    CartStore::redis(redis, config.cart_ttl, config.anon_cart_ttl)
+                    CartStore::redis(redis.clone(), config.cart_ttl, config.anon_cart_ttl)
                         .confirmed_by(durability),
-                    LoginThrottle::redis(pool, limits),
+                    LoginThrottle::redis(redis, limits),
                     index,
                 )
             }
@@ -129,6 +134,7 @@ impl Application {
             redis,
             carts,
             throttle,
+            hashing: crate::auth::queue::HashingLine::new(),
             index,
             sessions: sessions.clone(),
             catalog,

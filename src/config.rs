@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long, env = "REGISTER_THROTTLE_WINDOW", default_value = "1h", value_parser = parse_positive_duration)]
     pub register_throttle_window: Duration,
 
+    /// New anonymous carts (each with its session) allowed per client network
+    /// (an IPv4 address, an IPv6 /64) within the anonymous cart window.
+    #[arg(long, env = "ANON_CARTS_PER_CLIENT", default_value_t = 300)]
+    pub anon_carts_per_client: u32,
+
+    /// The anonymous cart budget's window.
+    #[arg(long, env = "ANON_CART_WINDOW", default_value = "10m", value_parser = parse_positive_duration)]
+    pub anon_cart_window: Duration,
+
     /// The login throttle window.
     #[arg(long, env = "LOGIN_THROTTLE_WINDOW", default_value = "15m", value_parser = parse_positive_duration)]
     pub login_throttle_window: Duration,
@@ -111,6 +120,11 @@ pub struct Config {
     /// users out and empty carts when Redis is full). Logged as a warning.
     #[arg(long, env = "ALLOW_EVICTING_REDIS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_evicting_redis: bool,
+
+    /// Show `/readyz`'s detail (Redis host, memory, database kind) to every client,
+    /// not only to requests made on this host directly.
+    #[arg(long, env = "HEALTH_DETAIL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub health_detail: bool,
 
     /// A client must send a request's headers within this time once it has started
     /// (slow clients are disconnected).

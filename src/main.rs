@@ -96,9 +96,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 storefront::auth::Password::parse(password).map_err(anyhow::Error::msg)?;
             let pool = db::connect(&database_url).await?;
             db::migrate(&pool).await?;
-            let user = users::create(&pool, &username, password.into_inner(), None)
-                .await
-                .context("creating the user")?;
+            let user = users::create(
+                &pool,
+                &storefront::auth::queue::HashingLine::new(),
+                &username,
+                password.into_inner(),
+                None,
+            )
+            .await
+            .context("creating the user")?;
             // As a registration does: the new account starts a new credential epoch,
             // so no session made for an earlier holder of its id can open it.
             if let Some(url) = &cli.serve.redis_url {

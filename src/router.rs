@@ -50,6 +50,7 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .merge(crate::catalog::pages::router())
         .merge(crate::cart::pages::router())
         .merge(crate::auth::pages::router())
+        .merge(crate::auth::register::router())
         .merge(crate::account::pages::router())
         .merge(crate::orders::pages::router())
         .route("/session", get(web::inspector::session_page))
@@ -93,7 +94,10 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
             state.clone(),
             web::middleware::html_errors,
         ))
-        .layer(from_fn(web::middleware::cross_origin_protection))
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::middleware::cross_origin_protection,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .service(
@@ -110,11 +114,16 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .route("/readyz", get(web::health::readyz))
         .fallback_service(site)
         .with_state(state.clone());
+    let hsts = state.config.cookie_secure;
     let outer = ServiceBuilder::new()
         // Listed outermost first.
         .layer(from_fn_with_state(
             state.clone(),
             web::middleware::connection_upkeep,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            web::client_ip::request_id_from_trusted_proxies_only,
         ))
         .layer(SetRequestIdLayer::new(
             REQUEST_ID,
@@ -145,6 +154,14 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
+        ))
+        // Served over HTTPS (COOKIE_SECURE=true): browsers must not fall back to
+        // plain HTTP for a year, where the cookie could be planted or read.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            move |_: &axum::http::Response<_>| {
+                hsts.then(|| HeaderValue::from_static("max-age=31536000"))
+            },
         ))
         .service(everything);
     Router::new().fallback_service(outer)

@@ -47,6 +47,8 @@ pub struct Shared {
     pub redis: Option<Pool>,
     pub carts: CartStore,
     pub throttle: LoginThrottle,
+    /// The line for this replica's password hashing slots (`auth::queue`).
+    pub hashing: crate::auth::queue::HashingLine,
     /// Per-user session index and credential epoch.
     pub index: SessionIndex,
     /// The session store, for the account pages that list and end sessions.

@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::api::{DEMO_PASSWORD, DEMO_USER};
 use support::browser::Browser;
-use support::cluster::{fetch, footer_replica, session_row, Cluster};
+use support::cluster::{fetch, footer_replica, plain_client, session_row, Cluster};
 use support::process::{send_signal, wait_until};
 
 const PAGES: [&str; 4] = ["/session", "/cart", "/", "/products/blue-teapot"];
@@ -554,4 +554,171 @@ async fn the_request_id_goes_from_nginx_into_the_replicas_log() {
         assert_eq!(id.len(), 32, "{id}");
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_forwarded_for_through_nginx_buys_no_extra_guesses() {
+    let cluster = Cluster::start().await;
+    // Each guess claims another address; nginx overwrites the claim with the
+    // address it saw, so all of them count against this client: 5 are checked.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let page = fetch(
+            cluster
+                .browser()
+                .request(Method::POST, "/login")
+                .header("X-Forwarded-For", format!("203.0.113.{i}"))
+                .form(&[("username", DEMO_USER), ("password", "wrong password")]),
+        )
+        .await
+        .unwrap();
+        statuses.push(page.status);
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(checked, 5, "{statuses:?}");
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // The replicas saw the client's real address, never a forged one.
+    let keys = cluster.redis.cli(&["KEYS", "throttle:login:*"]);
+    assert!(!keys.contains("203.0.113."), "{keys}");
+    assert!(
+        keys.lines()
+            .any(|k| k.trim() == "throttle:login:{user:demo}:from:127.0.0.1"),
+        "{keys}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owners_login_gets_through_a_flood_of_allowed_guesses_within_two_seconds() {
+    let cluster = Cluster::start().await;
+    let replica = cluster.replica("replica-1").url();
+    // A sustained flood from 10 networks, 5 senders each, every guess within the
+    // throttle's limits (a spray: a new username each time), sent to one replica
+    // directly through its trusted address. A guess told "try again in a moment"
+    // is sent again at once; a network stops when the throttle has counted its 20
+    // failures (200 checks in all, the most 10 networks may cost per window).
+    let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused_at_once = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let flood: Vec<_> = (0..50)
+        .map(|worker| {
+            let replica = replica.clone();
+            let (checked, refused_at_once) = (checked.clone(), refused_at_once.clone());
+            tokio::spawn(async move {
+                let browser = Browser::new(&replica);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for guess in 0.. {
+                    let request = browser
+                        .request(Method::POST, "/login")
+                        .header("X-Forwarded-For", format!("203.0.113.{}", worker % 10))
+                        .form(&[
+                            ("username", format!("sprayed{worker}x{guess}").as_str()),
+                            ("password", "a guess"),
+                        ]);
+                    let page = fetch(request).await.unwrap();
+                    match page.status {
+                        StatusCode::UNAUTHORIZED => {
+                            checked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        StatusCode::TOO_MANY_REQUESTS
+                            if page.body.contains("checking many passwords") =>
+                        {
+                            refused_at_once.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // The network's failures are all counted: this sender is done.
+                        StatusCode::TOO_MANY_REQUESTS
+                            if page.body.contains("Too many failed logins") =>
+                        {
+                            break
+                        }
+                        // Anything else ("being checked at this moment", a 503 of
+                        // a loaded machine): sent again, as an attacker would.
+                        _ => {}
+                    }
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Once every flooding network had guesses checked (the line is theirs)...
+    wait_until("twenty guesses checked", Duration::from_secs(30), || {
+        let checked = checked.load(Ordering::SeqCst);
+        async move { checked >= 20 }
+    })
+    .await;
+    // ...the owner logs in three times in a row, from another network.
+    let owner = Browser::new(&replica);
+    let mut waited = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let page = fetch(
+            owner
+                .request(Method::POST, "/login")
+                .header("X-Forwarded-For", "198.51.100.7")
+                .form(&[("username", DEMO_USER), ("password", DEMO_PASSWORD)]),
+        )
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "after {took:?}");
+        waited.push(took);
+        owner.log_out().await;
+    }
+    let during = checked.load(Ordering::SeqCst);
+    for task in flood {
+        task.await.unwrap();
+    }
+    let (checked, refused) = (
+        checked.load(Ordering::SeqCst),
+        refused_at_once.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "owner's logins took {waited:?}, with {during} of the flood's {checked} guesses \
+         checked; {refused} guesses were refused at once and sent again"
+    );
+    assert!(
+        waited.iter().all(|took| *took < Duration::from_secs(2)),
+        "{waited:?}"
+    );
+    assert!(
+        checked > during,
+        "the flood was over before the owner's logins"
+    );
+    assert!(
+        checked >= 150,
+        "most of the 200 allowed guesses were checked: {checked}"
+    );
+    assert!(refused > 0, "the line was never full");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_through_nginx_says_ready_and_nothing_more() {
+    let cluster = Cluster::start().await;
+    let page = fetch(cluster.browser().request(Method::GET, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.status, page.body.as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+    // The replica itself, asked on its host, still tells the operator everything.
+    let direct =
+        fetch(plain_client().get(format!("{}/readyz", cluster.replica("replica-1").url())))
+            .await
+            .unwrap();
+    assert!(
+        direct
+            .body
+            .contains(&format!("127.0.0.1:{}", cluster.redis.port)),
+        "{}",
+        direct.body
+    );
 }

@@ -1110,6 +1110,88 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
     assert_eq!(app.order_count().await, 1);
 }
 
+// ---- Logins: a form retried while Redis stalls is one attempt, and no failure.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_retries_while_redis_stalls_never_lock_the_owner_out() {
+    let (proxy, app) = behind_stall_proxy("stalled-logins", Duration::from_millis(300)).await;
+    // One login first, so the throttle's scripts are loaded: the held commands
+    // below run in full when Redis comes back.
+    app.browser()
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let owner = app.browser();
+    let form = owner.get("/login").await.form_value("/login", "submission");
+    let send = |form: String| {
+        let owner = owner.clone();
+        async move {
+            owner
+                .post(
+                    "/login",
+                    &[
+                        ("username", DEMO_USER),
+                        ("password", DEMO_PASSWORD),
+                        ("submission", &form),
+                    ],
+                )
+                .await
+        }
+    };
+
+    // Redis hangs at the throttle's first step: the owner retries the form eight
+    // times, told each time that nothing was changed; Redis runs every held
+    // step when it comes back.
+    proxy.stall_at("throttle:login", 0);
+    for _ in 0..8 {
+        let page = send(form.clone()).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            page.body
+        );
+    }
+    proxy.release();
+    let failures: Option<i64> = app
+        .redis()
+        .unwrap()
+        .get("throttle:login:{user:demo}:from:127.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(failures, None, "no password was checked, nothing failed");
+
+    // The owner logs in at once with a new form.
+    let fresh = owner.get("/login").await.form_value("/login", "submission");
+    send(fresh).await.assert_redirect("/");
+
+    // The same form again, in another browser: one of its held tries may still
+    // hold its place (until its lease runs out), then it is checked like any.
+    let other = app.browser();
+    let started = Instant::now();
+    loop {
+        let page = other
+            .post(
+                "/login",
+                &[
+                    ("username", DEMO_USER),
+                    ("password", DEMO_PASSWORD),
+                    ("submission", &form),
+                ],
+            )
+            .await;
+        if page.status == StatusCode::SEE_OTHER {
+            break;
+        }
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+        page.assert_contains("being checked at this moment");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the form's held try never gave its place back"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_replay_of_a_checkout_form_never_empties_a_refilled_cart() {
     for backend in [Backend::Redis, Backend::Memory] {
@@ -1403,5 +1485,83 @@ async fn a_login_cut_short_between_the_merge_steps_says_to_log_in_again() {
         cart.cart_lines(),
         vec![("Blue Teapot".to_owned(), 2)],
         "the visitor's two teapots, added once"
+    );
+}
+/// A Redis that answers just under the command timeout: a page that needs three
+/// round trips in a row (session, cart, session saved back) would take three
+/// timeouts if each command had its own. The request's Redis time is one
+/// `REDIS_TIMEOUT`, so every answer comes within it plus a small margin — and what
+/// it says is true: a write cut off is "could not confirm", one never sent is
+/// "nothing changed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_answer_comes_within_one_redis_timeout_however_many_round_trips() {
+    let timeout = Duration::from_millis(500);
+    let (proxy, app) = behind_latency_proxy(|config| config.redis_timeout = timeout).await;
+    let user = app.browser();
+    user.log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    user.add_to_cart("1", "1").await.assert_redirect("/cart");
+    let anonymous = app.browser();
+    anonymous
+        .add_to_cart("2", "1")
+        .await
+        .assert_redirect("/cart");
+    let fresh = app.browser();
+
+    // Each answer from Redis now takes 80 % of the timeout.
+    proxy.set_latency(timeout * 4 / 5);
+    let login = [("username", DEMO_USER), ("password", DEMO_PASSWORD)];
+    let mut slowest = Duration::ZERO;
+    for (what, browser, path, form) in [
+        ("GET / logged in", &user, "/", None),
+        ("GET /cart", &user, "/cart", None),
+        ("GET /account/sessions", &user, "/account/sessions", None),
+        (
+            "POST /cart/add",
+            &user,
+            "/cart/add",
+            Some(&[("product_id", "3"), ("quantity", "1")][..]),
+        ),
+        (
+            "POST /cart/update",
+            &user,
+            "/cart/update",
+            Some(&[("product_id", "1"), ("quantity", "3")][..]),
+        ),
+        ("GET / anonymous cart", &anonymous, "/", None),
+        (
+            "POST /login with a cart",
+            &anonymous,
+            "/login",
+            Some(&login[..]),
+        ),
+        ("POST /login", &fresh, "/login", Some(&login[..])),
+        ("POST /logout", &user, "/logout", Some(&[][..])),
+    ] {
+        let started = Instant::now();
+        let page = match form {
+            None => browser.get(path).await,
+            Some(form) => browser.post(path, form).await,
+        };
+        let took = started.elapsed();
+        println!("{what}: {took:?}, {}", page.status);
+        slowest = slowest.max(took);
+        // Never a 500, never a lie: the page, the degraded page, or the 503 page.
+        assert!(
+            page.status.is_success()
+                || page.status.is_redirection()
+                || page.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {page:?}"
+        );
+        if page.status == StatusCode::SERVICE_UNAVAILABLE {
+            page.assert_contains("Served by <strong>");
+        }
+    }
+    // One timeout of Redis waiting, and the page's own work besides.
+    let bound = timeout + Duration::from_millis(400);
+    assert!(
+        slowest <= bound,
+        "slowest answer {slowest:?}, bound {bound:?}"
     );
 }

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use crate::auth::throttle::Verdict;
-use crate::auth::{password, too_many_logins, users, Password};
+use crate::auth::throttle::{LoginVerdict, Outcome};
+use crate::auth::{password, throttled, users, Password};
 use crate::cart::CartOwner;
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
@@ -208,24 +208,34 @@ async fn reauthenticate(
     client: std::net::IpAddr,
     password_given: String,
 ) -> Result<Option<users::User>> {
-    if let Verdict::Wait(wait) = state
+    let attempt = match state
         .throttle
-        .login_attempt(Some(&user.name), client)
+        .login_attempt(Some(&user.name), client, None)
         .await?
     {
-        return Err(too_many_logins(wait));
-    }
+        LoginVerdict::Go(attempt) => attempt,
+        refused => return Err(throttled(&refused)),
+    };
     let row = users::find_by_id(&state.db, user.id).await?;
     let hash = row.as_ref().map(|u| u.password_hash.clone());
-    let verified = password::verify_password(password_given, hash)
-        .await
-        .map_err(AppError::Internal)?;
+    let network = crate::auth::throttle::client_network(client);
+    let verified =
+        match password::verify_password(&state.hashing, password_given, hash, network).await {
+            Ok(verified) => verified,
+            Err(err) => {
+                let _ = state.throttle.finish(attempt, Outcome::NotChecked).await;
+                return Err(err.into());
+            }
+        };
     match row.filter(|_| verified) {
         Some(row) => {
-            state.throttle.succeeded(&user.name, client).await?;
+            if let Err(err) = state.throttle.finish(attempt, Outcome::Succeeded).await {
+                tracing::warn!(error = %err, "a re-authentication's attempt was not recorded");
+            }
             Ok(Some(row))
         }
         None => {
+            state.throttle.finish(attempt, Outcome::Failed).await?;
             tracing::info!(user_id = user.id, %client, "failed re-authentication");
             Ok(None)
         }
@@ -323,7 +333,7 @@ pub async fn change_password(
         ));
     }
 
-    let hash = password::hash_password(new)
+    let hash = password::hash_password(&state.hashing, new)
         .await
         .map_err(AppError::Internal)?;
     if !users::set_password_hash(&state.db, user.id, &hash).await? {

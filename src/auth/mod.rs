@@ -3,10 +3,28 @@
 
 pub mod pages;
 pub mod password;
+pub mod queue;
+pub mod register;
 pub mod throttle;
 pub mod users;
 
 pub use throttle::LoginThrottle;
+
+/// The 429 page for a throttle's answer other than "go": too many failures, or
+/// other attempts still being checked. (A spent login form is the login page's.)
+pub fn throttled(verdict: &throttle::LoginVerdict) -> crate::error::AppError {
+    use throttle::LoginVerdict;
+    match verdict {
+        LoginVerdict::Busy(wait) => crate::error::AppError::TooManyRequests {
+            retry_after: (*wait).max(std::time::Duration::from_secs(1)),
+            message: "Other logins for this account or from your address are being checked \
+                      at this moment. Please try again in a few seconds."
+                .to_owned(),
+        },
+        LoginVerdict::Wait(wait) => too_many_logins(*wait),
+        LoginVerdict::Go(_) | LoginVerdict::FormSpent => too_many_logins(std::time::Duration::ZERO),
+    }
+}
 
 /// The 429 page for a throttled login (or re-authentication).
 pub fn too_many_logins(wait: std::time::Duration) -> crate::error::AppError {

@@ -23,8 +23,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-use super::throttle::Verdict;
-use super::{password, safe_next, too_many_logins, users, Password, Username};
+use super::throttle::{LoginVerdict, Outcome};
+use super::{password, safe_next, throttled, users, Password, Username};
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Dependency, LookAt, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
@@ -40,7 +40,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(log_in))
         .route("/logout", post(log_out))
-        .route("/register", get(register_page).post(register))
 }
 
 #[derive(Template, WebTemplate)]
@@ -54,12 +53,12 @@ pub struct LoginTemplate {
     remember_days: u32,
     error: Option<String>,
     /// A note that is not an error ("your account exists, please log in").
-    notice: Option<String>,
+    pub(super) notice: Option<String>,
     submission: String,
 }
 
 impl LoginTemplate {
-    fn new(layout: Layout, username: String, next: String, remember_days: u32) -> Self {
+    pub(super) fn new(layout: Layout, username: String, next: String, remember_days: u32) -> Self {
         LoginTemplate {
             layout,
             username,
@@ -75,7 +74,7 @@ impl LoginTemplate {
 
 #[derive(Debug, Deserialize)]
 pub struct NextQuery {
-    next: Option<String>,
+    pub(super) next: Option<String>,
 }
 
 pub async fn login_page(
@@ -105,6 +104,10 @@ pub struct LoginForm {
 
 /// The one message for every failed login: it must not tell which part was wrong.
 const WRONG_CREDENTIALS: &str = "Wrong username or password.";
+
+/// A login form sent again after its password was found wrong: not checked again.
+const FORM_SPENT: &str = "This form was already sent with a wrong password, so it was not \
+                          checked again. Please enter your password below.";
 
 pub async fn log_in(
     State(state): State<AppState>,
@@ -141,10 +144,21 @@ pub async fn log_in(
     let username = Username::parse(raw_username).ok();
     let throttle_name = username.as_ref().map(Username::as_str);
 
-    // Counted before the password is checked: simultaneous guesses cannot outrun it.
-    if let Verdict::Wait(wait) = state.throttle.login_attempt(throttle_name, client).await? {
-        return Err(too_many_logins(wait));
-    }
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
+    // Asked before the password is checked: simultaneous guesses cannot outrun the
+    // throttle, and this form, retried, is one attempt (see throttle.rs).
+    let attempt = match state
+        .throttle
+        .login_attempt(throttle_name, client, submission.as_deref())
+        .await?
+    {
+        LoginVerdict::Go(attempt) => attempt,
+        LoginVerdict::FormSpent => {
+            return Ok(again(StatusCode::CONFLICT, FORM_SPENT, page.layout));
+        }
+        refused => return Err(throttled(&refused)),
+    };
 
     let found = match &username {
         Some(name) => users::find_by_username(&state.db, name).await?,
@@ -163,10 +177,20 @@ pub async fn log_in(
     };
     // Unknown users are checked against a dummy hash: the same work, the same time.
     let stored_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = password::verify_password(raw_password, stored_hash)
-        .await
-        .map_err(AppError::Internal)?;
+    let network = super::throttle::client_network(client);
+    let verified =
+        match password::verify_password(&state.hashing, raw_password, stored_hash, network).await {
+            Ok(verified) => verified,
+            Err(err) => {
+                // Not checked: it counts as nothing, and the form may be sent again.
+                let _ = state.throttle.finish(attempt, Outcome::NotChecked).await;
+                return Err(err.into());
+            }
+        };
     let Some(user) = user.filter(|_| verified) else {
+        // Counted before the visitor hears the verdict: if it cannot be, the
+        // verdict is not told (the 503 page) and the attempt counts as nothing.
+        state.throttle.finish(attempt, Outcome::Failed).await?;
         tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
         return Ok(again(
             StatusCode::UNAUTHORIZED,
@@ -175,9 +199,10 @@ pub async fn log_in(
         ));
     };
 
-    state.throttle.succeeded(&user.username, client).await?;
-    let submission =
-        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
+    // A success that cannot be recorded only leaves a lease that runs out.
+    if let Err(err) = state.throttle.finish(attempt, Outcome::Succeeded).await {
+        tracing::warn!(error = %err, "a successful login's attempt was not recorded");
+    }
     // A replay of this very form (double click, retry after a lost response): the
     // session its first try created is replaced, not joined by a second one.
     let replayed = match &submission {
@@ -226,7 +251,7 @@ fn welcome_back(name: &str, merged: usize) -> String {
 /// the merge's two steps are idempotent, so nothing is lost or added twice. The
 /// anonymous cart is retired in the same step that takes it, so an add still in
 /// flight with the old cookie is refused rather than lost.
-async fn start_session(
+pub(super) async fn start_session(
     state: &AppState,
     session: &ShopSession,
     user_id: &i64,
@@ -309,199 +334,4 @@ pub async fn log_out(
     // The session is gone, so the confirmation rides in a cookie of its own.
     let notice = Notice::LoggedOut.set_cookie(state.config.cookie_secure);
     Ok(([(SET_COOKIE, notice)], Redirect::to("/")).into_response())
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "register.html")]
-pub struct RegisterTemplate {
-    layout: Layout,
-    username: String,
-    error: Option<String>,
-    submission: String,
-    /// Where the new customer goes once the account exists (checkout, say).
-    next: String,
-}
-
-pub async fn register_page(
-    page: Page,
-    query: Result<Query<NextQuery>, QueryRejection>,
-) -> RegisterTemplate {
-    let next = query.ok().and_then(|Query(query)| query.next);
-    RegisterTemplate {
-        layout: page.layout,
-        username: String::new(),
-        error: None,
-        submission: token::random(),
-        next: safe_next(next.as_deref()),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RegisterForm {
-    username: Option<String>,
-    password: Option<String>,
-    password_confirm: Option<String>,
-    submission: Option<String>,
-    next: Option<String>,
-}
-
-/// The login page for an account that exists, with a note instead of an error.
-fn account_exists(
-    state: &AppState,
-    layout: Layout,
-    username: &str,
-    status: StatusCode,
-    note: &str,
-    next: &str,
-) -> Response {
-    let mut page = LoginTemplate::new(
-        layout,
-        username.to_owned(),
-        next.to_owned(),
-        state.config.remember_me_days,
-    );
-    page.notice = Some(note.to_owned());
-    (status, page).into_response()
-}
-
-pub async fn register(
-    State(state): State<AppState>,
-    ClientIp(client): ClientIp,
-    headers: HeaderMap,
-    page: Page,
-    FormData(form): FormData<RegisterForm>,
-) -> Result<Response> {
-    let typed: String = form
-        .username
-        .as_deref()
-        .unwrap_or_default()
-        .chars()
-        .take(64)
-        .collect();
-    let submission =
-        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
-    // A retried form keeps its id, so the page it shows again keeps it too.
-    let form_id = submission.clone().unwrap_or_else(token::random);
-    let next = safe_next(form.next.as_deref());
-    let refuse = |status: StatusCode, error: &str, layout: Layout| {
-        (
-            status,
-            RegisterTemplate {
-                layout,
-                username: typed.clone(),
-                error: Some(error.to_owned()),
-                submission: form_id.clone(),
-                next: next.clone(),
-            },
-        )
-            .into_response()
-    };
-
-    let username = match Username::parse(form.username.as_deref().unwrap_or_default()) {
-        Ok(username) => username,
-        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.layout)),
-    };
-    let password = match Password::parse(form.password.unwrap_or_default()) {
-        Ok(password) => password,
-        Err(message) => return Ok(refuse(StatusCode::BAD_REQUEST, message, page.layout)),
-    };
-    if form.password_confirm.as_deref() != Some(password.0.as_str()) {
-        return Ok(refuse(
-            StatusCode::BAD_REQUEST,
-            "The two passwords do not match.",
-            page.layout,
-        ));
-    }
-
-    // Counted per address before the name is looked at: "that username is taken"
-    // tells whether an account exists, so answering it is rationed (SECURITY.md).
-    if let Verdict::Wait(wait) = state.throttle.register_attempt(client).await? {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        return Err(AppError::TooManyRequests {
-            retry_after: wait,
-            message: format!(
-                "Too many registrations from your address. Please try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            ),
-        });
-    }
-
-    let user = match users::create(
-        &state.db,
-        &username,
-        password.into_inner(),
-        submission.as_deref(),
-    )
-    .await
-    {
-        Ok(user) => user,
-        Err(users::CreateUserError::UsernameTaken) => {
-            // Taken by this very form's first try (its response was lost)?
-            if let Some(id) = &submission {
-                if let Some(name) = users::created_by_submission(&state.db, id).await? {
-                    tracing::info!(username = %name, "registration replayed");
-                    return Ok(account_exists(
-                        &state,
-                        page.layout,
-                        &name,
-                        StatusCode::OK,
-                        "Your account exists: it was created when you first sent this form. Please log in.",
-                        &next,
-                    ));
-                }
-            }
-            return Ok(refuse(
-                StatusCode::CONFLICT,
-                "That username is taken. Please choose another.",
-                page.layout,
-            ));
-        }
-        Err(users::CreateUserError::Database(e)) => return Err(e.into()),
-        Err(users::CreateUserError::Hashing(e)) => return Err(AppError::Internal(e)),
-    };
-    tracing::info!(user_id = user.id, "registered");
-
-    // The account exists from here on. If the session cannot be saved now (Redis
-    // down), the visitor is told so and sent to log in, never "try again" (which
-    // would answer "taken"): all-or-nothing as far as they can see.
-    let session_result = async {
-        // A new account starts a new credential epoch, and its session carries it:
-        // a session made for an earlier holder of this user id (an account deleted,
-        // a database restored from a backup) carries an older epoch and is ended
-        // where the user is read. The session is bound to this account, not only
-        // to its number.
-        let epoch = state.index.bump_epoch(user.id).await?;
-        let facts = LoginFacts {
-            remember: false,
-            replica: state.replica.to_string(),
-            epoch,
-            client,
-            agent: agent::describe(headers.get(USER_AGENT).and_then(|v| v.to_str().ok())),
-            submission: None,
-        };
-        start_session(&state, &page.session, &user.id, &user.username, &facts).await?;
-        page.session
-            .push_flash(Flash::success(format!(
-                "Welcome, {}! Your account is ready.",
-                user.username
-            )))
-            .await?;
-        // Saved here, not after the handler, so that a failure is this page's to explain.
-        page.session.save().await?;
-        Ok::<_, AppError>(())
-    }
-    .await;
-    if let Err(err) = session_result {
-        tracing::warn!(user_id = user.id, error = %err, "account created, session not saved");
-        // A 5xx: the session layer leaves the unsaved session alone.
-        return Ok(account_exists(
-            &state,
-            Layout::bare(state.replica.clone()),
-            &user.username,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Your account was created, but you could not be logged in just now. Please log in.",
-            &next,
-        ));
-    }
-    Ok(Redirect::to(&next).into_response())
 }

@@ -9,8 +9,9 @@ use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+use super::queue::{HashingLine, Lane};
 
 fn argon2() -> Argon2<'static> {
     let params = Params::new(19_456, 2, 1, None).expect("valid argon2 parameters");
@@ -43,37 +44,72 @@ fn verify_blocking(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// How many hashes may run at once: all cores but one, so that a burst of logins
-/// queues up instead of taking every core away from page views.
-static HASHING_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Semaphore::new(cores.saturating_sub(1).max(1))
-});
+/// A password check that could not be done: the line for the hashing slots was
+/// full ([`super::queue`]), or the work itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Busy(#[from] super::queue::Refused),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
 
-/// Runs CPU-heavy work on the blocking pool, inside the caller's tracing span.
+/// A full line is the visitor's 429 page, asking to try again in a moment.
+impl From<CheckError> for crate::error::AppError {
+    fn from(err: CheckError) -> Self {
+        match err {
+            CheckError::Busy(refused) => {
+                tracing::warn!(%refused, "password check refused");
+                crate::error::AppError::TooManyRequests {
+                    retry_after: std::time::Duration::from_secs(1),
+                    message: "The shop is checking many passwords right now, so yours was not \
+                              checked and nothing was changed. Please try again in a moment."
+                        .to_owned(),
+                }
+            }
+            CheckError::Failed(cause) => crate::error::AppError::Internal(cause),
+        }
+    }
+}
+
+/// Runs CPU-heavy work on the blocking pool, inside the caller's tracing span,
+/// once `lane` has its turn at a hashing slot.
 async fn blocking<T: Send + 'static>(
+    line: &HashingLine,
+    lane: Lane,
     work: impl FnOnce() -> T + Send + 'static,
-) -> anyhow::Result<T> {
-    let _slot = HASHING_SLOTS.acquire().await?;
+) -> Result<T, CheckError> {
+    let _slot = line.slot(lane).await?;
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
+    Ok(tokio::task::spawn_blocking(move || {
         let done = span.in_scope(work);
         crate::memory::return_freed_memory();
         done
     })
     .in_current_span()
     .await
-    .map_err(|e| anyhow::anyhow!("password task failed: {e}"))
+    .map_err(|e| anyhow::anyhow!("password task failed: {e}"))?)
 }
 
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    blocking(move || hash_blocking(&password)).await?
+/// Hashes a new password (registration, password change): never refused.
+pub async fn hash_password(line: &HashingLine, password: String) -> anyhow::Result<String> {
+    match blocking(line, Lane::NewPassword, move || hash_blocking(&password)).await {
+        Ok(hashed) => hashed,
+        Err(CheckError::Failed(e)) => Err(e),
+        Err(CheckError::Busy(refused)) => Err(anyhow::anyhow!(refused)),
+    }
 }
 
 /// Checks a password against a stored hash, or against [`DUMMY_HASH`] when there is
-/// no user (and then always answers false).
-pub async fn verify_password(password: String, stored: Option<String>) -> anyhow::Result<bool> {
-    blocking(move || match stored {
+/// no user (and then always answers false), in the line of the client's network
+/// ([`crate::auth::throttle::client_network`]).
+pub async fn verify_password(
+    line: &HashingLine,
+    password: String,
+    stored: Option<String>,
+    network: String,
+) -> Result<bool, CheckError> {
+    blocking(line, Lane::Network(network), move || match stored {
         Some(phc) => verify_blocking(&password, &phc),
         None => {
             verify_blocking(&password, &DUMMY_HASH);
@@ -95,14 +131,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_only_its_password() {
-        let phc = hash_password("correct horse".into()).await.unwrap();
+        let line = HashingLine::new();
+        let phc = hash_password(&line, "correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password("correct horse".into(), Some(phc.clone()))
+        let net = || "192.0.2.1".to_owned();
+        assert!(
+            verify_password(&line, "correct horse".into(), Some(phc.clone()), net())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password(&line, "wrong horse".into(), Some(phc), net())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password(&line, "anything".into(), None, net())
             .await
             .unwrap());
-        assert!(!verify_password("wrong horse".into(), Some(phc))
-            .await
-            .unwrap());
-        assert!(!verify_password("anything".into(), None).await.unwrap());
     }
 }

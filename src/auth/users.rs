@@ -51,11 +51,12 @@ pub enum CreateUserError {
 /// returns `Ok`, and not otherwise.
 pub async fn create(
     db: &Db,
+    line: &super::queue::HashingLine,
     username: &Username,
     password: String,
     submission: Option<&str>,
 ) -> Result<User, CreateUserError> {
-    let password_hash = password::hash_password(password).await?;
+    let password_hash = password::hash_password(line, password).await?;
     let mut connection = db.acquire().await?;
     let result = insert_user(&mut connection, username, &password_hash, submission).await;
     if matches!(result, Err(CreateUserError::Database(_))) {
@@ -160,7 +161,15 @@ pub async fn ensure_demo_user(db: &Db) -> anyhow::Result<()> {
     if find_by_username(db, &username).await?.is_some() {
         return Ok(());
     }
-    match create(db, &username, DEMO_PASSWORD.to_owned(), None).await {
+    match create(
+        db,
+        &super::queue::HashingLine::new(),
+        &username,
+        DEMO_PASSWORD.to_owned(),
+        None,
+    )
+    .await
+    {
         Ok(_) | Err(CreateUserError::UsernameTaken) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -18,11 +18,13 @@ use super::{
     product_from_form, Added, CartOwner, EpochGuard, Guarded, Quantity, Updated, MAX_QUANTITY,
 };
 use crate::auth::safe_next;
+use crate::auth::throttle::Verdict;
 use crate::catalog::{Money, Product};
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
+use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
 use crate::web::notes::WriteNotes;
 use crate::web::page::{Layout, Page};
@@ -93,6 +95,7 @@ impl LineForm {
 
 pub async fn add_to_cart(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     session: ShopSession,
     notes: WriteNotes,
     FormData(form): FormData<LineForm>,
@@ -106,6 +109,23 @@ pub async fn add_to_cart(
         Some(back) => safe_next(Some(back)),
         None => "/cart".to_owned(),
     };
+
+    // A visitor without a session gets one, and a cart: state in Redis that
+    // anyone can make, so it is rationed per client network. A shopper who has a
+    // session (and so a cart, or a login) is never refused here.
+    if session.id().is_none() {
+        if let Verdict::Wait(wait) = state.throttle.anonymous_cart(client).await? {
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            return Err(AppError::TooManyRequests {
+                retry_after: wait,
+                message: format!(
+                    "Too many new carts were started from your network. Please try again in \
+                     {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                ),
+            });
+        }
+    }
 
     let carts = &state.carts;
     let change = |owner: CartOwner, guard: Option<EpochGuard>| async move {

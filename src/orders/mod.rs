@@ -7,7 +7,11 @@
 //!    answer, or the same form posted to two replicas at once writes one order, and
 //!    every other attempt finds that order and is sent to it.
 //! 2. The page also carries the cart it showed (`cart`, see [`fingerprint`]): if the
-//!    cart changed since, nothing is ordered and the new cart is shown.
+//!    cart changed since, nothing is ordered and the new cart is shown. And the
+//!    shopper's latest order when it was shown (`last_order`): every page of one
+//!    cart has the same, stored with the order as its cart key, UNIQUE too, so
+//!    two pages of one cart (two tabs) sent together give one order, and the
+//!    other is told the cart was already ordered.
 //! 3. The cart is emptied after the order is committed, only if it still holds
 //!    exactly what was ordered (one atomic step in the cart store). A crash between
 //!    the two loses nothing: the retry finds the order and empties the cart then.

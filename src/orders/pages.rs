@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use super::store::{self, Order, OrderLine, OrderSummary, Placed};
+use super::store::{self, Existing, Order, OrderLine, OrderSummary, Placed};
 use super::{
     fingerprint, item_count, price_lines, total, CountryRegions, PricedLine, RawShipping, Shipping,
     ShippingErrors, COUNTRIES, MAX_ADDRESS, MAX_CITY, MAX_EMAIL, MAX_NAME, MAX_PHONE, MAX_POSTCODE,
@@ -51,6 +51,9 @@ pub struct CheckoutTemplate {
     submission: String,
     /// The cart this page shows ([`super::fingerprint`]).
     cart: String,
+    /// The shopper's latest order when the page was first shown: with the user,
+    /// the cart's key ([`store::cart_key`]), the same for every page of one cart.
+    last_order: i64,
     countries: &'static [(&'static str, &'static str)],
     /// Country code, what its region is called, and its regions.
     regions: &'static [CountryRegions],
@@ -63,9 +66,15 @@ pub struct CheckoutTemplate {
 }
 
 impl CheckoutTemplate {
-    fn new(layout: Layout, lines: Vec<PricedLine>, shipping: Shipping, submission: String) -> Self {
+    fn new(
+        layout: Layout,
+        lines: Vec<PricedLine>,
+        shipping: Shipping,
+        (submission, last_order): (String, i64),
+    ) -> Self {
         CheckoutTemplate {
             layout,
+            last_order,
             total: total(&lines),
             item_count: item_count(&lines),
             cart: fingerprint(&lines),
@@ -104,7 +113,9 @@ pub async fn checkout_page(
     let shipping = store::latest_shipping(&state.db, user.id)
         .await?
         .unwrap_or_default();
-    Ok(CheckoutTemplate::new(page.layout, lines, shipping, token::random()).into_response())
+    let last_order = store::last_order_id(&state.db, user.id).await?;
+    let form = (token::random(), last_order);
+    Ok(CheckoutTemplate::new(page.layout, lines, shipping, form).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,16 +133,20 @@ pub struct CheckoutForm {
     submission: Option<String>,
     /// The cart the page showed.
     cart: Option<String>,
+    /// The shopper's latest order when the page was shown.
+    last_order: Option<String>,
 }
 
 /// POST /checkout: one order per submission id, whatever happens to the requests.
 ///
 /// 1. The submission id already names an order → go to it (and empty the cart if
 ///    it still holds what was ordered: the first attempt may have died before).
+///    The cart (another checkout page of it) already has an order → "this cart
+///    was already ordered", nothing written.
 /// 2. Check the fields, the cart, and that the cart is the one the page showed;
 ///    anything wrong → the form again with messages, nothing written.
 /// 3. Write the order (prices from the catalog now). A concurrent attempt with the
-///    same id loses on the UNIQUE index → step 1's answer.
+///    same id, or from the same cart, loses on a UNIQUE index → step 1's answers.
 /// 4. Empty the cart if it still holds exactly the ordered lines.
 pub async fn place_order(
     State(state): State<AppState>,
@@ -153,11 +168,20 @@ pub async fn place_order(
         country: keep_typed(form.country.as_deref(), 2),
     };
 
-    // A form without a usable id cannot be made exactly-once: show it again with one.
-    let Some(submission) =
-        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string)
-    else {
-        let mut again = CheckoutTemplate::new(page.layout, lines, typed, token::random());
+    // A form without a usable id, or without the cart's, cannot be made
+    // exactly-once: show it again with them.
+    let submission =
+        SubmissionId::parse_or_none(form.submission.as_deref()).map(SubmissionId::into_string);
+    let last_order = form
+        .last_order
+        .as_deref()
+        .and_then(|n| n.parse::<i64>().ok());
+    let (Some(submission), Some(last_order)) = (submission, last_order) else {
+        let fresh = (
+            token::random(),
+            store::last_order_id(&state.db, user.id).await?,
+        );
+        let mut again = CheckoutTemplate::new(page.layout, lines, typed, fresh);
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),
@@ -173,10 +197,23 @@ pub async fn place_order(
         submission: &submission,
     };
 
-    // 1. Already placed (a double click, a retry after a lost answer)?
+    let cart_key = store::cart_key(user.id, last_order);
+    let keys = store::OrderKeys {
+        idempotency_key: &submission,
+        cart_key: &cart_key,
+    };
+
+    // 1. Already placed (a double click, a retry after a lost answer), or this
+    // cart ordered from another of its checkout pages?
     let placed_before = 'placed: {
-        if let Some(order) = store::find_by_key(&state.db, &submission).await? {
-            break 'placed order;
+        match store::existing(&state.db, keys).await? {
+            Some(Existing::ThisForm(order)) => break 'placed order,
+            Some(Existing::ThisCart(order)) => {
+                return answer
+                    .cart_already_ordered(page.layout, lines, typed, &order)
+                    .await
+            }
+            None => {}
         }
 
         // 2. Everything checked before anything is written.
@@ -211,7 +248,8 @@ pub async fn place_order(
         let shipping = match (parsed, notice) {
             (Ok(shipping), None) => shipping,
             (parsed, notice) => {
-                let mut again = CheckoutTemplate::new(page.layout, lines, typed, submission);
+                let form = (submission, last_order);
+                let mut again = CheckoutTemplate::new(page.layout, lines, typed, form);
                 let mut status = StatusCode::BAD_REQUEST;
                 if let Some((notice_status, text)) = notice {
                     status = notice_status;
@@ -226,18 +264,23 @@ pub async fn place_order(
 
         // 3. Write it, once.
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let order_id = match store::place(&state.db, user.id, &submission, &shipping, &lines, now)
-            .await?
-        {
+        let order_id = match store::place(&state.db, user.id, keys, &shipping, &lines, now).await? {
             Placed::New(id) => id,
             // Another attempt with this id committed first: its order is the answer.
-            Placed::AlreadyExists => {
-                break 'placed store::find_by_key(&state.db, &submission)
-                    .await?
-                    .ok_or_else(|| {
-                        AppError::Internal(anyhow::anyhow!("order key conflict without an order"))
-                    })?
-            }
+            // Or another page of this cart did: this one orders nothing.
+            Placed::AlreadyExists => match store::existing(&state.db, keys).await? {
+                Some(Existing::ThisForm(order)) => break 'placed order,
+                Some(Existing::ThisCart(order)) => {
+                    return answer
+                        .cart_already_ordered(page.layout, lines, typed, &order)
+                        .await
+                }
+                None => {
+                    return Err(AppError::Internal(anyhow::anyhow!(
+                        "order key conflict without an order"
+                    )))
+                }
+            },
         };
         tracing::info!(
             order_id,
@@ -255,7 +298,11 @@ pub async fn place_order(
     // it is this user's.
     if placed_before.user_id != user.id {
         // Someone else's id (it cannot happen by chance: 128 random bits).
-        let mut again = CheckoutTemplate::new(page.layout, lines, typed, token::random());
+        let fresh = (
+            token::random(),
+            store::last_order_id(&state.db, user.id).await?,
+        );
+        let mut again = CheckoutTemplate::new(page.layout, lines, typed, fresh);
         again.notice = Some(
             "This checkout form could not be confirmed. Please check your order and place it again."
                 .to_owned(),
@@ -288,6 +335,37 @@ struct OrderAnswer<'a> {
 }
 
 impl OrderAnswer<'_> {
+    /// The 409 page for a checkout page of a cart that another page of it ordered
+    /// (two tabs): nothing more was ordered, and the order is named. The form is
+    /// shown again, fresh, with the cart as it is now, for a shopper who does
+    /// want a second order.
+    async fn cart_already_ordered(
+        &self,
+        layout: Layout,
+        lines: Vec<PricedLine>,
+        typed: Shipping,
+        order: &Order,
+    ) -> Result<Response> {
+        if order.user_id != self.user_id {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "a cart key names another user's order"
+            )));
+        }
+        let last_order = store::last_order_id(&self.state.db, self.user_id).await?;
+        let mut again = CheckoutTemplate::new(layout, lines, typed, (token::random(), last_order));
+        again.notice = Some(format!(
+            "This cart was already ordered from another checkout page: it is order #{} (see \
+             Orders). Nothing more was ordered.",
+            order.id
+        ));
+        tracing::info!(
+            order_id = order.id,
+            submission = self.submission,
+            "cart already ordered"
+        );
+        Ok((StatusCode::CONFLICT, again).into_response())
+    }
+
     /// Marks the order applied, empties the cart if it still holds `ordered` (once
     /// per order), says `message` and what became of the cart, and goes to the order.
     async fn go_to(&self, order_id: i64, ordered: &[(i64, u32)], message: Flash) -> Response {

@@ -93,20 +93,37 @@ impl OrderSummary {
 pub enum Placed {
     /// A new order, with this id.
     New(i64),
-    /// An order with this idempotency key already exists: nothing was written.
+    /// An order with this idempotency key, or with this cart key (another checkout
+    /// page of the same cart), already exists: nothing was written.
     AlreadyExists,
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, status, name, email, phone, address, address2, city, \
                              region, postcode, country, item_count, total_cents, created_at";
 
+/// The keys that make an order happen once: the checkout form's one-time id, and
+/// the cart it was placed from ([`cart_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKeys<'a> {
+    pub idempotency_key: &'a str,
+    pub cart_key: &'a str,
+}
+
+/// The cart key of a checkout page shown to `user_id` when their latest order was
+/// `last_order` (0: none): every page of one cart has the same, and an order
+/// placed from it gives the next page another.
+pub fn cart_key(user_id: i64, last_order: i64) -> String {
+    format!("u{user_id}:after:{last_order}")
+}
+
 /// Writes the order and its lines in one transaction. A second order with the same
 /// key (a retry, a double click, the same form on another replica at the same
-/// moment) is refused by the UNIQUE index, whichever transaction comes second.
+/// moment) or from the same cart (another checkout page of it, another tab) is
+/// refused by a UNIQUE index, whichever transaction comes second.
 pub async fn place(
     db: &Db,
     user_id: i64,
-    idempotency_key: &str,
+    keys: OrderKeys<'_>,
     shipping: &Shipping,
     lines: &[PricedLine],
     now: i64,
@@ -115,7 +132,7 @@ pub async fn place(
     let result = place_on(
         &mut connection,
         Backend::of(db),
-        (user_id, idempotency_key),
+        (user_id, keys),
         shipping,
         lines,
         now,
@@ -130,7 +147,7 @@ pub async fn place(
 async fn place_on(
     connection: &mut sqlx::AnyConnection,
     backend: Backend,
-    (user_id, idempotency_key): (i64, &str),
+    (user_id, keys): (i64, OrderKeys<'_>),
     shipping: &Shipping,
     lines: &[PricedLine],
     now: i64,
@@ -140,14 +157,15 @@ async fn place_on(
     let total_cents = super::total(lines).0;
     let mut tx = connection.begin().await?;
     let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO orders (user_id, idempotency_key, status, name, email, phone, address, \
-                             address2, city, region, postcode, country, item_count, \
+        "INSERT INTO orders (user_id, idempotency_key, cart_key, status, name, email, phone, \
+                             address, address2, city, region, postcode, country, item_count, \
                              total_cents, created_at) \
-         VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         VALUES ($1, $2, $3, 'placed', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          RETURNING id",
     )
     .bind(user_id)
-    .bind(idempotency_key)
+    .bind(keys.idempotency_key)
+    .bind(keys.cart_key)
     .bind(&shipping.name)
     .bind(&shipping.email)
     .bind(&shipping.phone)
@@ -206,6 +224,45 @@ pub async fn find_by_key(db: &Db, idempotency_key: &str) -> sqlx::Result<Option<
     .bind(idempotency_key)
     .fetch_optional(db)
     .await
+}
+
+/// An order that makes a checkout form's answer: its own, or its cart's.
+#[derive(Debug)]
+pub enum Existing {
+    /// This form was placed before (a double click, a retry).
+    ThisForm(Order),
+    /// Another checkout page of the same cart was placed.
+    ThisCart(Order),
+}
+
+/// The order these keys already have, if any. The cart is looked up first: an
+/// order found by it that is this form's own (a twin request committed it a
+/// moment ago) is then found by the form's key too, and is this form's answer.
+pub async fn existing(db: &Db, keys: OrderKeys<'_>) -> sqlx::Result<Option<Existing>> {
+    let by_cart = find_by_cart_key(db, keys.cart_key).await?;
+    if let Some(order) = find_by_key(db, keys.idempotency_key).await? {
+        return Ok(Some(Existing::ThisForm(order)));
+    }
+    Ok(by_cart.map(Existing::ThisCart))
+}
+
+/// The order placed from a cart ([`cart_key`]), by whichever checkout page.
+async fn find_by_cart_key(db: &Db, cart_key: &str) -> sqlx::Result<Option<Order>> {
+    sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE cart_key = $1"
+    ))
+    .bind(cart_key)
+    .fetch_optional(db)
+    .await
+}
+
+/// The id of the user's latest order, 0 when there is none.
+pub async fn last_order_id(db: &Db, user_id: i64) -> sqlx::Result<i64> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM orders WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(db)
+        .await?;
+    Ok(last.unwrap_or(0))
 }
 
 /// One order of this user; another user's order is `None`, like an unknown id.

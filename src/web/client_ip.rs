@@ -1,13 +1,17 @@
-//! The client's address, for login throttling.
+//! The client's address, for login throttling, and which request headers a
+//! peer may set.
 //!
 //! Behind nginx every request comes from nginx's address, so the real client is in
 //! `X-Forwarded-For`, but that header is only believed when the peer is one of the
-//! configured `TRUSTED_PROXIES`: anybody else could write anything in it.
+//! configured `TRUSTED_PROXIES`: anybody else could write anything in it. The same
+//! holds for `X-Request-Id`: a request id is taken from a trusted proxy only.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
 
 use crate::config::IpNet;
 use crate::shutdown::Peer;
@@ -22,12 +26,7 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
-                peer.address.ip()
-            });
+        let peer = peer_address(&parts.extensions);
         let forwarded = parts
             .headers
             .get_all("x-forwarded-for")
@@ -39,6 +38,52 @@ impl FromRequestParts<AppState> for ClientIp {
             &state.config.trusted_proxies,
         )))
     }
+}
+
+/// The address of the connection's other end (unspecified if unknown, as in
+/// tests that call the router directly).
+fn peer_address(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<Peer>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
+            peer.address.ip()
+        })
+}
+
+/// A request made on this host directly: from a loopback address and not passed
+/// on by a proxy (nginx always sets `X-Forwarded-For`). Such a request may see
+/// the infrastructure's detail (`/readyz`).
+pub struct FromThisHost(pub bool);
+
+impl FromRequestParts<AppState> for FromThisHost {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let loopback = peer_address(&parts.extensions).to_canonical().is_loopback();
+        Ok(FromThisHost(
+            loopback && !parts.headers.contains_key("x-forwarded-for"),
+        ))
+    }
+}
+
+/// Outside the request-id layer: an `X-Request-Id` from a peer that is not a
+/// trusted proxy is dropped, so the replica makes its own. A client talking to a
+/// replica directly cannot choose what its requests are logged under.
+pub async fn request_id_from_trusted_proxies_only(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = peer_address(request.extensions());
+    if !state
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(peer))
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    next.run(request).await
 }
 
 /// Walks `X-Forwarded-For` from the right (the hop nearest to us) past trusted

@@ -9,6 +9,7 @@ use fred::prelude::ClientLike;
 use crate::redis::checks;
 use crate::redis::topology;
 use crate::state::AppState;
+use crate::web::client_ip::FromThisHost;
 
 /// Single server, Sentinel or Cluster, from `REDIS_URL`.
 pub fn redis_mode(state: &AppState) -> topology::Mode {
@@ -21,14 +22,32 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready to serve logged-in users: Redis answers, does not evict and is not full,
-/// the database answers, and the replica is not shutting down. The body names the
-/// Redis server(s) in use (after a Sentinel failover: the new primary) and the
-/// database backend (`sqlite: ok` or `postgres: ok`).
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+/// the database answers, and the replica is not shutting down. To a request made
+/// on this host directly (or with `HEALTH_DETAIL`), the body names the Redis
+/// server(s) in use (after a Sentinel failover: the new primary), its memory and
+/// the database backend (`sqlite: ok` or `postgres: ok`); to anyone else it is
+/// only `ready` or `not ready`: those are the infrastructure's secrets.
+pub async fn readyz(
+    State(state): State<AppState>,
+    FromThisHost(from_this_host): FromThisHost,
+) -> (StatusCode, String) {
+    let (status, detail) = readiness(&state).await;
+    if from_this_host || state.config.health_detail {
+        return (status, detail);
+    }
+    let word = if status == StatusCode::OK {
+        "ready\n"
+    } else {
+        "not ready\n"
+    };
+    (status, word.to_owned())
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, String) {
     let redis = match &state.redis {
         Some(pool) => redis_readiness(pool, state.config.allow_evicting_redis)
             .await
-            .map(|facts| format!("{facts}, {}", topology::describe(pool, redis_mode(&state)))),
+            .map(|facts| format!("{facts}, {}", topology::describe(pool, redis_mode(state)))),
         None => Ok("in-memory".to_owned()),
     };
     let backend = crate::db::Backend::of(&state.db).name();

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::cart::CartOwner;
 use crate::error::{AppError, Result};
 use crate::state::AppState;
+use crate::web::client_ip::FromThisHost;
 use crate::web::page::{Layout, Page};
 
 #[derive(Template, WebTemplate)]
@@ -26,7 +27,11 @@ fn shorten(id: &str) -> String {
     format!("{}…", id.chars().take(8).collect::<String>())
 }
 
-pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<SessionTemplate> {
+pub async fn session_page(
+    State(state): State<AppState>,
+    FromThisHost(from_this_host): FromThisHost,
+    page: Page,
+) -> Result<SessionTemplate> {
     let backend = if state.redis.is_some() {
         "Redis"
     } else {
@@ -54,7 +59,9 @@ pub async fn session_page(State(state): State<AppState>, page: Page) -> Result<S
         ("Session id (cookie sid)", shorten(&id)),
         ("Stored in", format!("{backend}, key {}", shorten(&id))),
     ];
-    if let Some(redis) = &state.redis {
+    // Which Redis node holds it: infrastructure, shown as `/readyz`'s detail is
+    // (on this host, or with HEALTH_DETAIL), never to the internet.
+    if let (Some(redis), true) = (&state.redis, from_this_host || state.config.health_detail) {
         let mode = crate::web::health::redis_mode(&state);
         rows.push(("Redis node", crate::redis::topology::describe(redis, mode)));
     }

@@ -104,7 +104,11 @@ pub async fn session_upkeep(
 /// (`none`: typed address, bookmark). Without that header, `Origin` must match the
 /// host. With neither, it is not a browser (curl, a script): no ambient cookies
 /// to abuse, so it passes. No token needed, so anonymous browsing stays sessionless.
-pub async fn cross_origin_protection(request: Request, next: Next) -> Response {
+pub async fn cross_origin_protection(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
@@ -118,13 +122,22 @@ pub async fn cross_origin_protection(request: Request, next: Next) -> Response {
         None => match headers.get(header::ORIGIN) {
             None => Ok(()),
             Some(origin) => {
+                // Scheme and host: http://shop is not https://shop. The site's
+                // scheme is the proxy's (X-Forwarded-Proto), else https with
+                // COOKIE_SECURE, else http.
                 let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-                let origin_host = origin
-                    .to_str()
-                    .ok()
-                    .and_then(|o| o.split_once("://"))
-                    .map(|(_, rest)| rest);
-                if host.is_some() && origin_host == host {
+                let scheme = headers
+                    .get("x-forwarded-proto")
+                    .and_then(|p| p.to_str().ok())
+                    .and_then(|p| p.split(',').next())
+                    .map(str::trim)
+                    .unwrap_or(if state.config.cookie_secure {
+                        "https"
+                    } else {
+                        "http"
+                    });
+                let expected = host.map(|host| format!("{scheme}://{host}"));
+                if expected.is_some() && origin.to_str().ok() == expected.as_deref() {
                     Ok(())
                 } else {
                     Err("origin mismatch")

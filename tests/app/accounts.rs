@@ -880,3 +880,32 @@ async fn wrong_current_passwords_are_throttled_like_logins() {
         "a login counts the same"
     );
 }
+
+#[tokio::test]
+async fn a_logout_form_from_any_page_of_this_login_ends_it() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let owner = app.browser();
+    owner.register(USER, PASSWORD).await.assert_redirect("/");
+    // A page shown before the password change, which gives this session a new id.
+    let old_page = owner.get("/account").await;
+    let handle = old_page.form_value("/logout", "submission");
+    owner.change_password_to_the_new_one().await;
+    let sid = owner.sid().unwrap();
+    // Its logout form is this login's: it logs out.
+    owner
+        .post("/logout", &[("submission", &handle)])
+        .await
+        .assert_redirect("/");
+    let home = owner.get("/").await;
+    assert_eq!(home.logged_in_as(), None);
+    assert!(!app.session_is_live(&sid).await, "the session ended");
+    // Sent again, the session it belonged to has ended: it says so.
+    owner
+        .post("/logout", &[("submission", &handle)])
+        .await
+        .assert_redirect("/");
+    owner
+        .get("/")
+        .await
+        .assert_contains("You were already logged out.");
+}

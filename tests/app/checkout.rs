@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 
 use crate::support::api::{user_cart, DEMO_PASSWORD, DEMO_USER};
-use crate::support::app::{Backend, TestApp};
+use crate::support::app::{Backend, Database, TestApp};
 use crate::support::browser::{Browser, Page};
 use crate::support::checkout::{hidden, CheckoutForm, ADDRESS};
 
@@ -456,8 +456,9 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
         .request(reqwest::Method::POST, "/checkout")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!(
-            "name=Ad%FF%FEa&address=1+Tea+St&city=Leeds&postcode=LS1&country=GB&submission={}&cart={}",
-            form.submission, form.cart
+            "name=Ad%FF%FEa&address=1+Tea+St&city=Leeds&postcode=LS1&country=GB&submission={}&cart={}\
+             &last_order={}",
+            form.submission, form.cart, form.last_order
         ))
         .send()
         .await
@@ -478,7 +479,7 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
         cart_of(&app, &shopper).await,
         cart(&[("Blue Teapot", 2), ("Bamboo Whisk", 3)])
     );
-    order_id(&form.submit(&shopper).await);
+    let placed = order_id(&form.submit(&shopper).await).to_string();
 
     // An empty cart: the page says so, and a post orders nothing.
     let page = shopper.get("/checkout").await;
@@ -486,7 +487,11 @@ async fn bad_checkout_input_shows_the_form_again_and_writes_nothing() {
     let empty = shopper
         .post(
             "/checkout",
-            &form.fields(&[("submission", &"e".repeat(32)), ("cart", "")]),
+            &form.fields(&[
+                ("submission", &"e".repeat(32)),
+                ("cart", ""),
+                ("last_order", &placed),
+            ]),
         )
         .await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
@@ -599,4 +604,77 @@ async fn an_order_from_before_the_new_fields_still_shows() {
     let form = shopper.get("/checkout").await;
     form.assert_contains("value=\"London\"");
     form.assert_contains("id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" maxlength=\"254\" value=\"\"");
+}
+
+/// Two checkout pages of one cart (two tabs, each with its own one-time id),
+/// submitted at the same moment to two replicas: one order, and the other page
+/// is told the cart was already ordered. Ten rounds, each with a new cart; then
+/// the second page sent after the first.
+pub async fn two_pages_of_one_cart_make_one_order(database: Database) {
+    let app = TestApp::spawn_on(Backend::Redis, database).await;
+    let other = app.sibling("replica-two").await;
+    let shopper = app.browser();
+    shopper
+        .register("two-tabs", PASSWORD)
+        .await
+        .assert_redirect("/");
+    for round in 1..=10 {
+        shopper.add_to_cart("1", "2").await;
+        let (first, second) = (
+            CheckoutForm::open(&shopper).await,
+            CheckoutForm::open(&shopper).await,
+        );
+        assert_ne!(first.submission, second.submission);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let send = |form: CheckoutForm, browser: Browser| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                form.submit(&browser).await
+            })
+        };
+        let a = send(first, shopper.clone());
+        let b = send(second, shopper.at(&other.address));
+        let pages = [a.await.unwrap(), b.await.unwrap()];
+        assert_eq!(
+            app.order_count().await,
+            round,
+            "{database:?}, round {round}: {pages:#?}"
+        );
+        let placed: Vec<&Page> = pages
+            .iter()
+            .filter(|p| p.status == StatusCode::SEE_OTHER)
+            .collect();
+        let refused: Vec<&Page> = pages
+            .iter()
+            .filter(|p| p.status == StatusCode::CONFLICT)
+            .collect();
+        assert_eq!((placed.len(), refused.len()), (1, 1), "{pages:#?}");
+        let id = order_id(placed[0]);
+        refused[0].assert_contains(&format!(
+            "This cart was already ordered from another checkout page: it is order #{id}"
+        ));
+        assert!(cart_of(&app, &shopper).await.is_empty());
+    }
+
+    // One after the other: the second page finds the order, whatever the cart holds.
+    shopper.add_to_cart("4", "1").await;
+    let (first, second) = (
+        CheckoutForm::open(&shopper).await,
+        CheckoutForm::open(&shopper).await,
+    );
+    let id = order_id(&first.submit(&shopper).await);
+    let late = second.submit(&shopper.at(&other.address)).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{late:#?}");
+    late.assert_contains(&format!("it is order #{id}"));
+    assert_eq!(app.order_count().await, 11);
+    // A page shown after that order is a new cart: it orders.
+    shopper.add_to_cart("4", "1").await;
+    order_id(&CheckoutForm::open(&shopper).await.submit(&shopper).await);
+    assert_eq!(app.order_count().await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_checkout_pages_of_one_cart_make_one_order_on_sqlite() {
+    two_pages_of_one_cart_make_one_order(Database::Sqlite).await;
 }

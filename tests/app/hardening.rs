@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::support::api::{DEMO_PASSWORD, DEMO_USER};
 use crate::support::app::{Backend, TestApp};
-use crate::support::browser::Browser;
+use crate::support::browser::{Browser, Page};
 
 /// A form's fields.
 type Form<'a> = Vec<(&'a str, &'a str)>;
@@ -47,11 +47,13 @@ async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
     let host = app.address.trim_start_matches("http://").to_owned();
     let form = [("product_id", "1"), ("quantity", "1")];
 
-    let refused: [(&str, String); 4] = [
+    let refused: [(&str, String); 5] = [
         ("sec-fetch-site", "cross-site".into()),
         ("sec-fetch-site", "same-site".into()),
         ("origin", "http://evil.example".into()),
         ("origin", "null".into()),
+        // The same host over the other scheme is another origin.
+        ("origin", format!("https://{host}")),
     ];
     for (header, value) in refused {
         let response = visitor
@@ -106,6 +108,34 @@ async fn cross_site_posts_are_refused_and_same_site_ones_pass() {
         visitor.get("/").await.logged_in_as().as_deref(),
         Some("demo")
     );
+}
+
+#[tokio::test]
+async fn https_sites_send_hsts_and_check_the_origins_scheme() {
+    let plain = TestApp::spawn(Backend::Memory).await;
+    let page = plain.browser().get("/").await;
+    assert!(!page.headers.contains_key("strict-transport-security"));
+
+    let secure = TestApp::spawn_with(Backend::Memory, |c| c.cookie_secure = true).await;
+    let page = secure.browser().get("/").await;
+    assert_eq!(
+        page.headers["strict-transport-security"],
+        "max-age=31536000"
+    );
+    // Served over HTTPS, an http:// Origin of the same host is cross-site.
+    let host = secure.address.trim_start_matches("http://").to_owned();
+    for (origin, expected) in [
+        (format!("http://{host}"), StatusCode::FORBIDDEN),
+        (format!("https://{host}"), StatusCode::SEE_OTHER),
+    ] {
+        let request = secure
+            .browser()
+            .request(Method::POST, "/cart/add")
+            .header("origin", &origin)
+            .form(&[("product_id", "1"), ("quantity", "1")]);
+        let page = Browser::read(request.send().await.unwrap()).await;
+        assert_eq!(page.status, expected, "{origin}");
+    }
 }
 
 // ---------------------------------------------------------------- 2. Throttling
@@ -240,6 +270,89 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
     );
 }
 
+#[tokio::test]
+async fn a_request_id_is_taken_from_trusted_proxies_only() {
+    let direct = TestApp::spawn(Backend::Memory).await; // no trusted proxies
+    let proxied = TestApp::spawn_with(Backend::Memory, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]
+    })
+    .await;
+    let id_for = |app: &TestApp| {
+        let browser = app.browser();
+        async move {
+            let response = browser
+                .request(Method::GET, "/healthz")
+                .header("x-request-id", "chosen-by-the-client")
+                .send()
+                .await
+                .unwrap();
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let own = id_for(&direct).await;
+    assert_ne!(own, "chosen-by-the-client");
+    assert_eq!(own.len(), 32, "the replica's own id: {own}");
+    assert_eq!(id_for(&proxied).await, "chosen-by-the-client");
+}
+
+#[tokio::test]
+async fn health_detail_and_redis_addresses_are_for_this_host_only() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let redis_address = format!("127.0.0.1:{}", app.redis_server.as_ref().unwrap().port);
+    let readyz = |forwarded: Option<&'static str>| {
+        let browser = app.browser();
+        async move {
+            let mut request = browser.request(Method::GET, "/readyz");
+            if let Some(client) = forwarded {
+                request = request.header("x-forwarded-for", client);
+            }
+            Browser::read(request.send().await.unwrap()).await
+        }
+    };
+    // Asked on this host directly: the detail.
+    let local = readyz(None).await;
+    assert_eq!(local.status, StatusCode::OK);
+    assert!(local.body.contains(&redis_address), "{}", local.body);
+    assert!(local.body.contains("sqlite: ok"), "{}", local.body);
+    // Passed on by a proxy (nginx always sets X-Forwarded-For): ready, nothing more.
+    let remote = readyz(Some("203.0.113.7")).await;
+    assert_eq!(
+        (remote.status, remote.body.as_str()),
+        (StatusCode::OK, "ready\n")
+    );
+
+    // The session inspector names the Redis node on this host only.
+    let visitor = app.browser();
+    visitor.add_to_cart("1", "1").await;
+    let request = visitor
+        .request(Method::GET, "/session")
+        .header("x-forwarded-for", "203.0.113.7");
+    let anonymous = Browser::read(request.send().await.unwrap()).await;
+    anonymous.assert_contains("anonymous");
+    assert!(
+        !anonymous.body.contains(&redis_address),
+        "{}",
+        anonymous.body
+    );
+    assert!(!anonymous.body.contains("Redis node"));
+    visitor
+        .get("/session")
+        .await
+        .assert_contains(&redis_address);
+
+    // HEALTH_DETAIL shows the detail to everyone.
+    let open = TestApp::spawn_with(Backend::Redis, |c| c.health_detail = true).await;
+    let request = open
+        .browser()
+        .request(Method::GET, "/readyz")
+        .header("x-forwarded-for", "203.0.113.7");
+    let page = Browser::read(request.send().await.unwrap()).await;
+    assert!(page.body.contains("redis: ok"), "{}", page.body);
+}
+
 /// `n` simultaneous login POSTs for `username`; returns the statuses, in order of `passwords`.
 async fn simultaneous_logins(
     app: &TestApp,
@@ -286,7 +399,8 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
             StatusCode::UNAUTHORIZED
         );
     }
-    // One attempt left; 60 simultaneous guesses: one is checked, 59 wait.
+    // One attempt left; 60 simultaneous guesses: one is checked while the others
+    // wait for its verdict; it fails, and the 59 are refused unchecked.
     let wrong: Vec<String> = (0..60).map(|i| format!("wrong guess {i}")).collect();
     let statuses = simultaneous_logins(&app, DEMO_USER, &wrong).await;
     assert_eq!(
@@ -301,7 +415,7 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
         .get("throttle:login:{user:demo}:from:127.0.0.1")
         .await
         .unwrap();
-    assert_eq!(counted, 64, "every attempt was counted");
+    assert_eq!(counted, 5, "only checked passwords count as failures");
 
     // At the limit: 60 simultaneous attempts with the right password among them: none logged in.
     let mut with_right = wrong.clone();
@@ -340,6 +454,108 @@ async fn simultaneous_guesses_never_verify_more_passwords_than_the_limit_allows(
         // counter for the name (the owner proved themselves here), so guesses still
         // in flight get a new budget of 5, never more.
         assert!(wrong_checked <= 5, "{statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_simultaneous_right_logins_from_one_address_all_get_in() {
+    for backend in [Backend::Redis, Backend::Memory] {
+        let app = TestApp::spawn(backend).await;
+        // Ten browsers of the owner's, each with a cart of its own.
+        let mut browsers = Vec::new();
+        for _ in 0..10 {
+            let browser = app.browser();
+            browser.add_to_cart("2", "1").await;
+            browsers.push(browser);
+        }
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(browsers.len()));
+        let tasks: Vec<_> = browsers
+            .iter()
+            .cloned()
+            .map(|browser| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    browser.log_in(DEMO_USER, DEMO_PASSWORD).await.status
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.unwrap());
+        }
+        assert_eq!(
+            count(&statuses, StatusCode::SEE_OTHER),
+            10,
+            "{backend:?}: {statuses:?}"
+        );
+        // Every visit's cart went into the account's.
+        let lines = browsers[0].get("/cart").await.cart_lines();
+        assert_eq!(lines.len(), 1, "{backend:?}: {lines:?}");
+        assert_eq!(lines[0].1, 10, "{backend:?}: {lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_login_form_sent_again_after_a_wrong_password_is_not_checked_again() {
+    for backend in [Backend::Redis, Backend::Memory] {
+        let app = TestApp::spawn(backend).await;
+        let visitor = app.browser();
+        let form = visitor
+            .get("/login")
+            .await
+            .form_value("/login", "submission");
+        let send = |password: &'static str| {
+            let (visitor, form) = (visitor.clone(), form.clone());
+            async move {
+                visitor
+                    .post(
+                        "/login",
+                        &[
+                            ("username", DEMO_USER),
+                            ("password", password),
+                            ("submission", &form),
+                        ],
+                    )
+                    .await
+            }
+        };
+        let first = send("wrong password").await;
+        assert_eq!(first.status, StatusCode::UNAUTHORIZED, "{backend:?}");
+        // Reusing the spent form's id buys no check, not even of the right password.
+        for _ in 0..10 {
+            let again = send(DEMO_PASSWORD).await;
+            assert_eq!(again.status, StatusCode::CONFLICT, "{backend:?}");
+            again.assert_contains("This form was already sent with a wrong password");
+            assert_eq!(again.logged_in_as(), None);
+            // The page it shows carries a new form.
+            assert_ne!(again.form_value("/login", "submission"), form);
+        }
+        if backend == Backend::Redis {
+            let failures: i64 = app
+                .redis()
+                .unwrap()
+                .get("throttle:login:{user:demo}:from:127.0.0.1")
+                .await
+                .unwrap();
+            assert_eq!(failures, 1, "one checked password, one failure");
+        }
+        // A new form is checked.
+        let fresh = visitor
+            .get("/login")
+            .await
+            .form_value("/login", "submission");
+        visitor
+            .post(
+                "/login",
+                &[
+                    ("username", DEMO_USER),
+                    ("password", DEMO_PASSWORD),
+                    ("submission", &fresh),
+                ],
+            )
+            .await
+            .assert_redirect("/");
     }
 }
 
@@ -404,6 +620,107 @@ async fn failures_from_one_address_do_not_lock_the_owner_out_from_another() {
     assert_eq!(
         from("198.51.100.4", DEMO_PASSWORD).await,
         StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+/// A replica on the IPv6 loopback behind a proxy there: every request claims
+/// (through the trusted proxy) an address of the documentation prefix.
+async fn ipv6_app(adjust: impl FnOnce(&mut crate::support::api::Config)) -> TestApp {
+    TestApp::spawn_with(Backend::Redis, |c| {
+        c.bind = "::1".parse().unwrap();
+        c.trusted_proxies = vec!["::1".parse().unwrap()];
+        adjust(c);
+    })
+    .await
+}
+
+async fn post_from(app: &TestApp, client: &str, path: &str, form: &[(&str, &str)]) -> StatusCode {
+    let request = app
+        .browser()
+        .request(Method::POST, path)
+        .header("x-forwarded-for", client)
+        .form(form);
+    Browser::read(request.send().await.unwrap()).await.status
+}
+
+#[tokio::test]
+async fn one_ipv6_host_is_one_client_its_64() {
+    let app = ipv6_app(|_| {}).await;
+    // 20 addresses of one /64, 6 guesses each: 5 checked in all, not 100.
+    let mut statuses = Vec::new();
+    for host in 1..=20 {
+        let client = format!("2001:db8:1:2::{host:x}");
+        for _ in 0..6 {
+            let form = [("username", DEMO_USER), ("password", "wrong password")];
+            statuses.push(post_from(&app, &client, "/login", &form).await);
+        }
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 115);
+    // So the owner, on another network, is not locked out.
+    let owner = [("username", DEMO_USER), ("password", DEMO_PASSWORD)];
+    assert_eq!(
+        post_from(&app, "2001:db8:9:9::1", "/login", &owner).await,
+        StatusCode::SEE_OTHER
+    );
+    // An IPv4-mapped address is its IPv4 address.
+    for _ in 0..5 {
+        let form = [("username", DEMO_USER), ("password", "wrong password")];
+        post_from(&app, "::ffff:198.51.100.4", "/login", &form).await;
+    }
+    assert_eq!(
+        post_from(&app, "198.51.100.4", "/login", &owner).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn one_ipv6_64_cannot_spray_usernames_or_registrations() {
+    let app = ipv6_app(|c| c.register_max_per_client = 3).await;
+    // 60 names, each from another address of the /64: 20 checked (the address limit).
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let (client, name) = (format!("2001:db8:1:2::{:x}", 100 + i), format!("name{i}"));
+        let form = [("username", name.as_str()), ("password", "wrong password")];
+        statuses.push(post_from(&app, &client, "/login", &form).await);
+    }
+    assert_eq!(
+        count(&statuses, StatusCode::UNAUTHORIZED),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(count(&statuses, StatusCode::TOO_MANY_REQUESTS), 40);
+    // Registrations: 3 per /64, whichever of its addresses they come from.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let (client, name) = (
+            format!("2001:db8:1:2::{:x}", 200 + i),
+            format!("newcomer{i}"),
+        );
+        let form = [
+            ("username", name.as_str()),
+            ("password", "long enough pw"),
+            ("password_confirm", "long enough pw"),
+        ];
+        statuses.push(post_from(&app, &client, "/register", &form).await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::SEE_OTHER,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert!(
+        app.redis_exists("throttle:register:{client:2001:db8:1:2::/64}")
+            .await
     );
 }
 
@@ -1043,4 +1360,92 @@ async fn migrate_creates_the_demo_account_only_when_asked() {
         assert_eq!(demo, expected, "DEMO_USER={setting}");
         db.close().await;
     }
+}
+
+/// Redis's `used_memory`, in bytes.
+fn redis_used_memory(app: &TestApp) -> i64 {
+    let info = app.redis_server.as_ref().unwrap().cli(&["INFO", "memory"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// An add to the cart from a new browser (no cookie), from `client`.
+async fn new_visitor_adds(app: &TestApp, client: &str) -> Page {
+    let request = app
+        .browser()
+        .request(Method::POST, "/cart/add")
+        .header("x-forwarded-for", client)
+        .form(&[("product_id", "1"), ("quantity", "1")]);
+    Browser::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.anon_carts_per_client = 50;
+    })
+    .await;
+    // A shopper with a cart and a logged-in member, before the flood.
+    let shopper = app.browser();
+    shopper.add_to_cart("2", "1").await;
+    let member = app.browser();
+    member.log_in(DEMO_USER, DEMO_PASSWORD).await;
+
+    // What one anonymous visitor with a one-line cart costs Redis: its session
+    // and its cart, by MEMORY USAGE (used_memory moves with buffers too).
+    let redis = app.redis_server.as_ref().unwrap();
+    let keys_before = app.redis_keys().await;
+    for _ in 0..40 {
+        new_visitor_adds(&app, "198.51.100.9")
+            .await
+            .assert_redirect("/cart");
+    }
+    let new_keys: Vec<String> = app
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| !keys_before.contains(k) && !k.starts_with("throttle:"))
+        .collect();
+    assert_eq!(
+        new_keys.len(),
+        80,
+        "a session and a cart each: {new_keys:?}"
+    );
+    let bytes: i64 = new_keys
+        .iter()
+        .map(|key| redis.cli(&["MEMORY", "USAGE", key]).parse::<i64>().unwrap())
+        .sum();
+    let per_visitor = bytes / 40;
+    eprintln!("one anonymous visitor (session + one-line cart): {per_visitor} bytes");
+    assert!((100..5_000).contains(&per_visitor), "{per_visitor}");
+
+    // Redis may grow 1 MB more; 2,000 new carts from one network would need more.
+    let cap = redis_used_memory(&app) + 1024 * 1024;
+    redis.cli(&["CONFIG", "SET", "maxmemory", &cap.to_string()]);
+    let (mut created, mut refused) = (0, 0);
+    for _ in 0..2000 {
+        let page = new_visitor_adds(&app, "203.0.113.7").await;
+        match page.status {
+            StatusCode::SEE_OTHER => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                page.assert_contains("Too many new carts were started from your network");
+                refused += 1
+            }
+            other => panic!("{other}: {}", page.body),
+        }
+    }
+    assert_eq!((created, refused), (50, 1950));
+    // Redis is not full: the shopper and the member still change their carts.
+    assert_eq!(
+        shopper.add_to_cart("2", "1").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        member.add_to_cart("3", "1").await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(app.browser().get("/readyz").await.status, StatusCode::OK);
 }

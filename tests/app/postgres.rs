@@ -168,3 +168,8 @@ async fn a_postgres_outage_is_a_503_page_and_the_app_recovers_alone() {
     assert_eq!(cart.logged_in_as().as_deref(), Some("demo"));
     assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 2)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_checkout_pages_of_one_cart_make_one_order_on_postgres() {
+    crate::checkout::two_pages_of_one_cart_make_one_order(Database::Postgres).await;
+}

@@ -83,7 +83,9 @@ on_both_backends! {
             // The session holds only the cart's id; there is one session key.
             let sid = visitor.sid().unwrap();
             assert!(keys.contains(&sid), "session key {sid} in {keys:?}");
-            assert_eq!(keys.len(), 2, "{keys:?}");
+            // And the new-cart budget's counter for this address.
+            assert!(keys.contains(&"throttle:anon:{client:127.0.0.1}".to_owned()), "{keys:?}");
+            assert_eq!(keys.len(), 3, "{keys:?}");
         }
     }
 

@@ -114,11 +114,15 @@ impl TestApp {
         config.replica_name = Some(replica.to_owned());
         config.trusted_proxies = Vec::new();
         adjust(&mut config);
+        let bind = config.bind;
 
         let app = Application::build(config)
             .await
             .expect("application starts");
-        let address = format!("http://127.0.0.1:{}", app.port());
+        let address = match bind {
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", app.port()),
+            std::net::IpAddr::V4(ip) => format!("http://{ip}:{}", app.port()),
+        };
         let state = app.state().clone();
         let redis = match &redis_server {
             Some(server) => Some(server.client().await),

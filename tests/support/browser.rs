@@ -79,6 +79,23 @@ impl Page {
         );
     }
 
+    /// The value of the field `name` in the page's form that posts to `action`
+    /// (the header's logout form has a `submission` field too).
+    pub fn form_value(&self, action: &str, name: &str) -> String {
+        let form = self
+            .body
+            .find(&format!("action=\"{action}\""))
+            .unwrap_or_else(|| panic!("no form for {action} in the page:\n{}", self.body));
+        let body = &self.body[form..];
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} in the form:\n{}", self.body))
+            + marker.len();
+        let end = body[start..].find('"').unwrap() + start;
+        body[start..end].to_owned()
+    }
+
     /// Cart lines as (product name, quantity), from the cart page.
     pub fn cart_lines(&self) -> Vec<(String, u32)> {
         let mut lines = Vec::new();

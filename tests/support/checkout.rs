@@ -14,27 +14,17 @@ pub const ADDRESS: [(&str, &str); 6] = [
     ("country", "GB"),
 ];
 
-/// The value of a hidden field of the page's form.
+/// The value of a hidden field of the page's checkout form.
 pub fn hidden(page: &Page, name: &str) -> String {
-    // In the checkout form: the header's logout form has a `submission` field too.
-    let form = page
-        .body
-        .find("action=\"/checkout\"")
-        .unwrap_or_else(|| panic!("no checkout form in the page:\n{}", page.body));
-    let body = &page.body[form..];
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = body
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no hidden {name} in the page:\n{}", page.body))
-        + marker.len();
-    let end = body[start..].find('"').unwrap() + start;
-    body[start..end].to_owned()
+    page.form_value("/checkout", name)
 }
 
-/// The checkout form as the page rendered it: its submission id and cart.
+/// The checkout form as the page rendered it: its submission id, its cart, and
+/// the shopper's latest order when it was shown.
 pub struct CheckoutForm {
     pub submission: String,
     pub cart: String,
+    pub last_order: String,
 }
 
 impl CheckoutForm {
@@ -44,6 +34,7 @@ impl CheckoutForm {
         CheckoutForm {
             submission: hidden(&page, "submission"),
             cart: hidden(&page, "cart"),
+            last_order: hidden(&page, "last_order"),
         }
     }
 
@@ -53,6 +44,7 @@ impl CheckoutForm {
         let mut fields: Vec<(&str, &str)> = ADDRESS.to_vec();
         fields.push(("submission", &self.submission));
         fields.push(("cart", &self.cart));
+        fields.push(("last_order", &self.last_order));
         for (name, value) in changes {
             fields.retain(|(n, _)| n != name);
             if !value.is_empty() {
