@@ -105,7 +105,7 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
     pub redis_timeout: Duration,
 
-    /// Replicas that must confirm each cart and session write (`WAIT`) before it is
+    /// Replicas that must confirm each cart write, login and logout (`WAIT`) before it is
     /// acknowledged, so that a Sentinel failover cannot lose it. Default: 1 with a
     /// Sentinel `REDIS_URL`, 0 (the primary's answer) otherwise.
     #[arg(long, env = "REDIS_WAIT_REPLICAS")]
@@ -113,7 +113,7 @@ pub struct Config {
 
     /// How long a write waits for its replicas before the shopper is told
     /// "could not confirm".
-    #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration)]
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT", default_value = "250ms", value_parser = parse_positive_duration)]
     pub redis_wait_timeout: Duration,
 
     /// Start even if Redis's `maxmemory-policy` evicts keys (it would silently log
@@ -380,6 +380,6 @@ mod tests {
         assert!(!config.allow_evicting_redis);
         assert!(config.demo_user);
         assert!(config.redis_wait_replicas.is_none());
-        assert_eq!(config.redis_wait_timeout, Duration::from_millis(100));
+        assert_eq!(config.redis_wait_timeout, Duration::from_millis(250));
     }
 }

@@ -956,13 +956,15 @@ async fn every_page_passes_the_nu_html_checker() {
         let end = checkout.body[start..].find('"').unwrap() + start;
         checkout.body[start..end].to_owned()
     };
-    let (submission, cart) = (hidden("submission"), hidden("cart"));
+    let (submission, cart, last_order) =
+        (hidden("submission"), hidden("cart"), hidden("last_order"));
     let refused = shopper
         .post(
             "/checkout",
             &[
                 ("submission", &submission),
                 ("cart", &cart),
+                ("last_order", &last_order),
                 ("country", "US"),
             ],
         )
@@ -974,6 +976,7 @@ async fn every_page_passes_the_nu_html_checker() {
             &[
                 ("submission", &submission),
                 ("cart", &cart),
+                ("last_order", &last_order),
                 ("name", "Grace Hopper"),
                 ("email", "grace@example.com"),
                 ("phone", "+1 212 555 0100"),

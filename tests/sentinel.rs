@@ -289,7 +289,7 @@ async fn acknowledged_again(acked: &AtomicU32, when: &str) {
     let before = acked.load(Ordering::Relaxed);
     wait_until(
         &format!("adds acknowledged {when}"),
-        RECOVERY_BOUND,
+        RECOVERY_BOUND + REJOIN_BOUND * 4,
         || async move { acked.load(Ordering::Relaxed) >= before + SHOPPERS as u32 },
     )
     .await;

@@ -171,7 +171,11 @@ impl tower_sessions::SessionStore for SessionStore {
                     data: &record.data,
                     expiry_date,
                 };
-                if !save_if_live(&connected(redis, &record.id)?, &self.durability, &saved).await? {
+                // A save keeps a live session current (a flash shown, a deadline slid):
+                // not a write the shopper was promised, so not one to wait for a
+                // replica over. Creating and ending sessions are confirmed.
+                let routine = Durability::primary();
+                if !save_if_live(&connected(redis, &record.id)?, &routine, &saved).await? {
                     self.ended_meanwhile.note(&record.id);
                 }
                 Ok(())
