@@ -120,6 +120,8 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
             REQUEST_ID,
             web::middleware::MakeRequestId,
         ))
+        // The request's W3C trace id, for the log span and the session inspector.
+        .map_request(web::trace::note_trace)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(web::middleware::RequestSpan::new(state.replica.clone()))

@@ -1,6 +1,6 @@
 //! The web kit every page uses: the page extractors and layout, the notes one
 //! request's layers share, the error pages and middleware, form parsing, the
-//! client's address, health checks and the session inspector.
+//! client's address, health checks, the session inspector and trace context.
 
 pub mod agent;
 pub mod client_ip;
@@ -12,3 +12,4 @@ pub mod layout;
 pub mod middleware;
 pub mod notes;
 pub mod page;
+pub mod trace;
