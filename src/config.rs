@@ -126,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
+    /// Serve Prometheus metrics at `http://METRICS_ADDR/metrics` (e.g. 127.0.0.1:9100,
+    /// or 0.0.0.0:9100 inside a container): an address of its own, never the
+    /// shop's port, kept off the internet. Unset: no metrics.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -354,5 +360,6 @@ mod tests {
         assert_eq!(config.shutdown_drain, Duration::from_secs(3));
         assert!(!config.allow_evicting_redis);
         assert!(config.demo_user);
+        assert!(config.metrics_addr.is_none());
     }
 }

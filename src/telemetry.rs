@@ -4,6 +4,8 @@
 
 use std::io::IsTerminal;
 
+pub mod metrics;
+
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::config::LogFormat;

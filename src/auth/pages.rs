@@ -29,6 +29,7 @@ use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::token;
 use crate::web::agent;
 use crate::web::client_ip::ClientIp;
@@ -142,6 +143,7 @@ pub async fn log_in(
 
     // Counted before the password is checked: simultaneous guesses cannot outrun it.
     if let Verdict::Wait(wait) = state.throttle.login_attempt(throttle_name, client).await? {
+        metrics::login(metrics::Login::Throttled);
         return Err(too_many_logins(wait));
     }
 
@@ -167,6 +169,7 @@ pub async fn log_in(
         .map_err(AppError::Internal)?;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
+        metrics::login(metrics::Login::Wrong);
         return Ok(again(
             StatusCode::UNAUTHORIZED,
             WRONG_CREDENTIALS,
@@ -205,6 +208,10 @@ pub async fn log_in(
     };
     page.session.push_flash(welcome).await?;
     tracing::info!(user_id = user.id, remember, replayed, "logged in");
+    metrics::login(metrics::Login::Ok);
+    if replayed {
+        metrics::replay_caught("login");
+    }
     Ok(Redirect::to(&next).into_response())
 }
 
@@ -403,6 +410,7 @@ pub async fn register(
             if let Some(id) = &submission {
                 if let Some(name) = users::created_by_submission(&state.db, id).await? {
                     tracing::info!(username = %name, "registration replayed");
+                    metrics::replay_caught("register");
                     return Ok(account_exists(
                         &state,
                         page.layout,
@@ -422,6 +430,7 @@ pub async fn register(
         Err(users::CreateUserError::Hashing(e)) => return Err(AppError::Internal(e)),
     };
     tracing::info!(user_id = user.id, "registered");
+    metrics::registered();
 
     // The account exists from here on. If the session cannot be saved now (Redis
     // down), the visitor is told so and sent to log in, never "try again" (which

@@ -26,6 +26,7 @@
 //! address's slot. The two login scripts are sent at once (pipelined on the one
 //! connection); each is race-free on its own.
 
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -182,20 +183,24 @@ impl LoginThrottle {
         let client_keys = vec![client_key(client)];
         match &self.backend {
             Backend::Redis(pool) => {
-                let (a, b) = tokio::join!(
-                    REFUND_SCRIPT.evalsha_with_reload::<i64, _, _>(
-                        pool.next(),
-                        user_keys,
-                        vec!["1"]
-                    ),
-                    REFUND_SCRIPT.evalsha_with_reload::<i64, _, _>(
-                        pool.next(),
-                        client_keys,
-                        vec!["0"]
-                    ),
-                );
-                a?;
-                b?;
+                measured(RedisKind::Throttle, async {
+                    let (a, b) = tokio::join!(
+                        REFUND_SCRIPT.evalsha_with_reload::<i64, _, _>(
+                            pool.next(),
+                            user_keys,
+                            vec!["1"]
+                        ),
+                        REFUND_SCRIPT.evalsha_with_reload::<i64, _, _>(
+                            pool.next(),
+                            client_keys,
+                            vec!["0"]
+                        ),
+                    );
+                    a?;
+                    b?;
+                    Ok::<(), StoreError>(())
+                })
+                .await?
             }
             Backend::Memory(counters) => {
                 let mut counters = counters.lock().expect("throttle lock");
@@ -223,21 +228,28 @@ impl LoginThrottle {
     async fn attempt(&self, groups: Vec<Group>) -> Result<Verdict, StoreError> {
         let waits: Vec<i64> = match &self.backend {
             Backend::Redis(pool) => {
-                let call = |group: Group| {
-                    let mut args = vec![group.window.as_secs().max(1).to_string()];
-                    args.extend(group.limits.iter().map(u32::to_string));
-                    ATTEMPT_SCRIPT.evalsha_with_reload::<i64, _, _>(pool.next(), group.keys, args)
-                };
-                let mut groups = groups.into_iter();
-                match (groups.next(), groups.next()) {
-                    (Some(a), Some(b)) => {
-                        // Sent together: fred writes both at once on the shared connection.
-                        let (a, b) = tokio::join!(call(a), call(b));
-                        vec![a?, b?]
-                    }
-                    (Some(a), None) => vec![call(a).await?],
-                    _ => Vec::new(),
-                }
+                measured(RedisKind::Throttle, async {
+                    let call = |group: Group| {
+                        let mut args = vec![group.window.as_secs().max(1).to_string()];
+                        args.extend(group.limits.iter().map(u32::to_string));
+                        ATTEMPT_SCRIPT.evalsha_with_reload::<i64, _, _>(
+                            pool.next(),
+                            group.keys,
+                            args,
+                        )
+                    };
+                    let mut groups = groups.into_iter();
+                    Ok::<_, StoreError>(match (groups.next(), groups.next()) {
+                        (Some(a), Some(b)) => {
+                            // Sent together: fred writes both at once on the shared connection.
+                            let (a, b) = tokio::join!(call(a), call(b));
+                            vec![a?, b?]
+                        }
+                        (Some(a), None) => vec![call(a).await?],
+                        _ => Vec::new(),
+                    })
+                })
+                .await?
             }
             Backend::Memory(counters) => {
                 let mut counters = counters.lock().expect("throttle lock");

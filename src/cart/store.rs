@@ -17,6 +17,7 @@
 //! | `cart:{a<id>}:moving` | an anonymous cart's lines between the two steps of the login merge |
 //! | `cart:{u<id>}:merged` | anonymous carts already applied to this user's cart (sorted set) |
 
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,27 +128,30 @@ impl CartStore {
     ) -> Result<Guarded<Added>, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let (mut keys, mut args) = self.guarded(owner, submission);
-                args.extend([
-                    product_id.to_string(),
-                    quantity.to_string(),
-                    MAX_QUANTITY.to_string(),
-                    self.ttl_secs(owner).to_string(),
-                ]);
-                with_epoch_guard(&mut keys, &mut args, epoch);
-                let (quantity, capped): (i64, i64) = redis::ADD_SCRIPT
-                    .evalsha_with_reload(connected(pool)?, keys, args)
-                    .await
-                    .map_err(StoreError::write)?;
-                Ok(match quantity {
-                    -4 => Guarded::Stale(capped),
-                    -1 => Guarded::Done(Added::AlreadyApplied),
-                    -2 => Guarded::Done(Added::CartRetired),
-                    quantity => Guarded::Done(Added::Applied {
-                        quantity: u32::try_from(quantity).unwrap_or(0),
-                        capped: capped == 1,
-                    }),
+                measured(RedisKind::Cart, async {
+                    let (mut keys, mut args) = self.guarded(owner, submission);
+                    args.extend([
+                        product_id.to_string(),
+                        quantity.to_string(),
+                        MAX_QUANTITY.to_string(),
+                        self.ttl_secs(owner).to_string(),
+                    ]);
+                    with_epoch_guard(&mut keys, &mut args, epoch);
+                    let (quantity, capped): (i64, i64) = redis::ADD_SCRIPT
+                        .evalsha_with_reload(connected(pool)?, keys, args)
+                        .await
+                        .map_err(StoreError::write)?;
+                    Ok(match quantity {
+                        -4 => Guarded::Stale(capped),
+                        -1 => Guarded::Done(Added::AlreadyApplied),
+                        -2 => Guarded::Done(Added::CartRetired),
+                        quantity => Guarded::Done(Added::Applied {
+                            quantity: u32::try_from(quantity).unwrap_or(0),
+                            capped: capped == 1,
+                        }),
+                    })
                 })
+                .await
             }
             Backend::Memory { carts, counters } => {
                 if let Some(stale) = stale_in_memory(counters, epoch) {
@@ -175,25 +179,28 @@ impl CartStore {
     ) -> Result<Guarded<Updated>, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let (mut keys, mut args) = self.guarded(owner, submission);
-                args.extend([
-                    product_id.to_string(),
-                    quantity.to_string(),
-                    self.ttl_secs(owner).to_string(),
-                ]);
-                with_epoch_guard(&mut keys, &mut args, epoch);
-                let (outcome, current_epoch): (i64, i64) = redis::UPDATE_SCRIPT
-                    .evalsha_with_reload(connected(pool)?, keys, args)
-                    .await
-                    .map_err(StoreError::write)?;
-                Ok(match outcome {
-                    -4 => Guarded::Stale(current_epoch),
-                    1 => Guarded::Done(Updated::Set),
-                    0 => Guarded::Done(Updated::Removed),
-                    -1 => Guarded::Done(Updated::AlreadyApplied),
-                    -2 => Guarded::Done(Updated::CartRetired),
-                    _ => Guarded::Done(Updated::NotInCart),
+                measured(RedisKind::Cart, async {
+                    let (mut keys, mut args) = self.guarded(owner, submission);
+                    args.extend([
+                        product_id.to_string(),
+                        quantity.to_string(),
+                        self.ttl_secs(owner).to_string(),
+                    ]);
+                    with_epoch_guard(&mut keys, &mut args, epoch);
+                    let (outcome, current_epoch): (i64, i64) = redis::UPDATE_SCRIPT
+                        .evalsha_with_reload(connected(pool)?, keys, args)
+                        .await
+                        .map_err(StoreError::write)?;
+                    Ok(match outcome {
+                        -4 => Guarded::Stale(current_epoch),
+                        1 => Guarded::Done(Updated::Set),
+                        0 => Guarded::Done(Updated::Removed),
+                        -1 => Guarded::Done(Updated::AlreadyApplied),
+                        -2 => Guarded::Done(Updated::CartRetired),
+                        _ => Guarded::Done(Updated::NotInCart),
+                    })
                 })
+                .await
             }
             Backend::Memory { carts, counters } => {
                 if let Some(stale) = stale_in_memory(counters, epoch) {
@@ -213,9 +220,12 @@ impl CartStore {
     pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let raw: HashMap<String, String> =
-                    connected(pool)?.hgetall(owner.redis_key()).await?;
-                Ok(parse_lines(raw))
+                measured(RedisKind::Cart, async {
+                    let raw: HashMap<String, String> =
+                        connected(pool)?.hgetall(owner.redis_key()).await?;
+                    Ok(parse_lines(raw))
+                })
+                .await
             }
             Backend::Memory { carts, .. } => {
                 let carts = carts.lock().expect("cart lock");
@@ -241,52 +251,55 @@ impl CartStore {
         let into = CartOwner::User(user_id);
         match &self.backend {
             Backend::Redis(pool) => {
-                let (flat, submissions): (Vec<String>, Vec<String>) = redis::TAKE_SCRIPT
-                    .evalsha_with_reload(
-                        connected(pool)?,
-                        vec![
-                            from.redis_key(),
-                            from.moving_key(),
-                            from.retired_key(),
-                            from.submissions_key(),
-                        ],
-                        vec![
-                            user_id.to_string(),
-                            self.anonymous_ttl.as_secs().to_string(),
-                        ],
-                    )
-                    .await
-                    .map_err(StoreError::write)?;
-                let lines = parse_lines(
-                    flat.chunks_exact(2)
-                        .map(|pair| (pair[0].clone(), pair[1].clone()))
-                        .collect(),
-                );
-                let mut args = vec![
-                    anonymous_cart_id.to_owned(),
-                    MAX_QUANTITY.to_string(),
-                    self.user_ttl.as_secs().to_string(),
-                    SUBMISSION_MEMORY.as_secs().to_string(),
-                    lines.len().to_string(),
-                ];
-                args.extend(lines.iter().map(|(product, _)| product.to_string()));
-                args.extend(lines.iter().map(|(_, quantity)| quantity.to_string()));
-                args.extend(submissions);
-                let merged: i64 = redis::APPLY_SCRIPT
-                    .evalsha_with_reload(
-                        pool.next(),
-                        vec![into.redis_key(), into.merged_key(), into.submissions_key()],
-                        args,
-                    )
-                    .await
-                    .map_err(StoreError::write)?;
-                // The lines are in the user's cart now; if this DEL is lost, they
-                // expire with the anonymous cart's TTL and the marker stops a re-apply.
-                let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
-                    .await
-                    .map_err(StoreError::write)?;
-                let units = lines.iter().map(|(_, quantity)| *quantity as usize).sum();
-                Ok(if merged < 0 { 0 } else { units })
+                measured(RedisKind::Cart, async {
+                    let (flat, submissions): (Vec<String>, Vec<String>) = redis::TAKE_SCRIPT
+                        .evalsha_with_reload(
+                            connected(pool)?,
+                            vec![
+                                from.redis_key(),
+                                from.moving_key(),
+                                from.retired_key(),
+                                from.submissions_key(),
+                            ],
+                            vec![
+                                user_id.to_string(),
+                                self.anonymous_ttl.as_secs().to_string(),
+                            ],
+                        )
+                        .await
+                        .map_err(StoreError::write)?;
+                    let lines = parse_lines(
+                        flat.chunks_exact(2)
+                            .map(|pair| (pair[0].clone(), pair[1].clone()))
+                            .collect(),
+                    );
+                    let mut args = vec![
+                        anonymous_cart_id.to_owned(),
+                        MAX_QUANTITY.to_string(),
+                        self.user_ttl.as_secs().to_string(),
+                        SUBMISSION_MEMORY.as_secs().to_string(),
+                        lines.len().to_string(),
+                    ];
+                    args.extend(lines.iter().map(|(product, _)| product.to_string()));
+                    args.extend(lines.iter().map(|(_, quantity)| quantity.to_string()));
+                    args.extend(submissions);
+                    let merged: i64 = redis::APPLY_SCRIPT
+                        .evalsha_with_reload(
+                            pool.next(),
+                            vec![into.redis_key(), into.merged_key(), into.submissions_key()],
+                            args,
+                        )
+                        .await
+                        .map_err(StoreError::write)?;
+                    // The lines are in the user's cart now; if this DEL is lost, they
+                    // expire with the anonymous cart's TTL and the marker stops a re-apply.
+                    let _: i64 = fred::prelude::KeysInterface::del(pool, from.moving_key())
+                        .await
+                        .map_err(StoreError::write)?;
+                    let units = lines.iter().map(|(_, quantity)| *quantity as usize).sum();
+                    Ok(if merged < 0 { 0 } else { units })
+                })
+                .await
             }
             Backend::Memory { carts, .. } => {
                 let mut carts = carts.lock().expect("cart lock");
@@ -326,13 +339,17 @@ impl CartStore {
                 return Ok((self.lines(owner).await?, counters.get(counter_key)))
             }
         };
-        let (raw, counter): (Vec<String>, i64) = redis::LINES_AND_COUNTER_SCRIPT
-            .evalsha_with_reload(
-                connected(pool)?,
-                vec![owner.redis_key(), counter_key.to_owned()],
-                Vec::<String>::new(),
-            )
-            .await?;
+        let (raw, counter): (Vec<String>, i64) = measured(RedisKind::Cart, async {
+            redis::LINES_AND_COUNTER_SCRIPT
+                .evalsha_with_reload(
+                    connected(pool)?,
+                    vec![owner.redis_key(), counter_key.to_owned()],
+                    Vec::<String>::new(),
+                )
+                .await
+                .map_err(StoreError::from)
+        })
+        .await?;
         let lines = parse_lines(
             raw.chunks_exact(2)
                 .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -345,7 +362,11 @@ impl CartStore {
     pub async fn delete_cart(&self, owner: &CartOwner) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
+                measured(RedisKind::Cart, async {
+                    let _: i64 = fred::prelude::KeysInterface::del(pool, owner.redis_key()).await?;
+                    Ok::<(), StoreError>(())
+                })
+                .await?
             }
             Backend::Memory { carts, .. } => {
                 carts
@@ -370,29 +391,30 @@ impl CartStore {
     ) -> Result<Cleared, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let mut args = vec![
-                    submission.to_owned(),
-                    SUBMISSION_MEMORY.as_secs().to_string(),
-                    SUBMISSIONS_KEPT.to_string(),
-                ];
-                args.extend(
-                    expected.iter().flat_map(|(product, quantity)| {
+                measured(RedisKind::Cart, async {
+                    let mut args = vec![
+                        submission.to_owned(),
+                        SUBMISSION_MEMORY.as_secs().to_string(),
+                        SUBMISSIONS_KEPT.to_string(),
+                    ];
+                    args.extend(expected.iter().flat_map(|(product, quantity)| {
                         [product.to_string(), quantity.to_string()]
-                    }),
-                );
-                let cleared: i64 = redis::CLEAR_FOR_ORDER_SCRIPT
-                    .evalsha_with_reload(
-                        connected(pool)?,
-                        vec![owner.redis_key(), owner.submissions_key()],
-                        args,
-                    )
-                    .await
-                    .map_err(StoreError::write)?;
-                Ok(match cleared {
-                    1 => Cleared::Emptied,
-                    2 => Cleared::AlreadyDone,
-                    _ => Cleared::Kept,
+                    }));
+                    let cleared: i64 = redis::CLEAR_FOR_ORDER_SCRIPT
+                        .evalsha_with_reload(
+                            connected(pool)?,
+                            vec![owner.redis_key(), owner.submissions_key()],
+                            args,
+                        )
+                        .await
+                        .map_err(StoreError::write)?;
+                    Ok(match cleared {
+                        1 => Cleared::Emptied,
+                        2 => Cleared::AlreadyDone,
+                        _ => Cleared::Kept,
+                    })
                 })
+                .await
             }
             Backend::Memory { carts, .. } => Ok(carts
                 .lock()

@@ -15,6 +15,7 @@
 //! Both keys carry the user's hash tag `{u<id>}`, the same as the user's cart, so
 //! every script here (and the page's cart-and-epoch read) touches one hash slot.
 
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,8 +123,11 @@ impl SessionIndex {
     pub async fn epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
-                Ok(epoch.unwrap_or(0))
+                measured(RedisKind::Index, async {
+                    let epoch: Option<i64> = pool.get(epoch_key(user_id)).await?;
+                    Ok(epoch.unwrap_or(0))
+                })
+                .await
             }
             Backend::Memory { epochs, .. } => Ok(epochs.get(&epoch_key(user_id))),
         }
@@ -132,13 +136,18 @@ impl SessionIndex {
     /// Raises the user's epoch: every session created before now is stale.
     pub async fn bump_epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => Ok(EPOCH_BUMP_SCRIPT
-                .evalsha_with_reload(
-                    pool.next(),
-                    epoch_key(user_id),
-                    vec![self.keep.as_secs().to_string()],
-                )
-                .await?),
+            Backend::Redis(pool) => {
+                measured(RedisKind::Index, async {
+                    Ok(EPOCH_BUMP_SCRIPT
+                        .evalsha_with_reload(
+                            pool.next(),
+                            epoch_key(user_id),
+                            vec![self.keep.as_secs().to_string()],
+                        )
+                        .await?)
+                })
+                .await
+            }
             Backend::Memory { epochs, .. } => {
                 Ok(epochs.update(&epoch_key(user_id), |epoch| (epoch + 1).max(now_ms())))
             }
@@ -155,18 +164,23 @@ impl SessionIndex {
     ) -> Result<Vec<String>, StoreError> {
         let score = now_ms();
         match &self.backend {
-            Backend::Redis(pool) => Ok(INDEX_ADD_SCRIPT
-                .evalsha_with_reload(
-                    pool.next(),
-                    index_key(user_id),
-                    vec![
-                        session_id.to_owned(),
-                        score.to_string(),
-                        self.keep.as_secs().to_string(),
-                        MAX_SESSIONS_PER_USER.to_string(),
-                    ],
-                )
-                .await?),
+            Backend::Redis(pool) => {
+                measured(RedisKind::Index, async {
+                    Ok(INDEX_ADD_SCRIPT
+                        .evalsha_with_reload(
+                            pool.next(),
+                            index_key(user_id),
+                            vec![
+                                session_id.to_owned(),
+                                score.to_string(),
+                                self.keep.as_secs().to_string(),
+                                MAX_SESSIONS_PER_USER.to_string(),
+                            ],
+                        )
+                        .await?)
+                })
+                .await
+            }
             Backend::Memory { index, .. } => {
                 let mut index = index.lock().expect("index lock");
                 let list = index.entry(user_id).or_default();
@@ -182,9 +196,14 @@ impl SessionIndex {
     /// the caller prunes those ([`Self::index_remove`]).
     pub async fn index_members(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
         match &self.backend {
-            Backend::Redis(pool) => Ok(pool
-                .zrange(index_key(user_id), 0, -1, None, false, None, false)
-                .await?),
+            Backend::Redis(pool) => {
+                measured(RedisKind::Index, async {
+                    Ok(pool
+                        .zrange(index_key(user_id), 0, -1, None, false, None, false)
+                        .await?)
+                })
+                .await
+            }
             Backend::Memory { index, .. } => Ok(index
                 .lock()
                 .expect("index lock")
@@ -204,7 +223,11 @@ impl SessionIndex {
         }
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = pool.zrem(index_key(user_id), session_ids.to_vec()).await?;
+                measured(RedisKind::Index, async {
+                    let _: i64 = pool.zrem(index_key(user_id), session_ids.to_vec()).await?;
+                    Ok::<(), StoreError>(())
+                })
+                .await?
             }
             Backend::Memory { index, .. } => {
                 if let Some(list) = index.lock().expect("index lock").get_mut(&user_id) {
@@ -219,7 +242,11 @@ impl SessionIndex {
     pub async fn forget(&self, user_id: i64) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let _: i64 = pool.del(index_key(user_id)).await?;
+                measured(RedisKind::Index, async {
+                    let _: i64 = pool.del(index_key(user_id)).await?;
+                    Ok::<(), StoreError>(())
+                })
+                .await?
             }
             Backend::Memory { index, .. } => {
                 index.lock().expect("index lock").remove(&user_id);

@@ -2,6 +2,7 @@
 //! with a deadline from [`Lifetimes`], tombstones for ended sessions, and a save
 //! that never brings back a session someone else ended.
 
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +124,12 @@ impl tower_sessions::SessionStore for SessionStore {
         record.id = Id::default();
         record.expiry_date = self.deadline(record);
         match &self.backend {
-            Backend::Redis(pool) => create_new(connected(pool)?, record).await?,
+            Backend::Redis(pool) => {
+                measured(RedisKind::Session, async {
+                    create_new(connected(pool)?, record).await
+                })
+                .await?
+            }
             Backend::Memory(store) => store.create(record).await?,
         }
         if let Some(user_id) = record.data.get(key::USER_ID).and_then(Value::as_i64) {
@@ -150,15 +156,18 @@ impl tower_sessions::SessionStore for SessionStore {
         let expiry_date = self.deadline(record);
         match &self.backend {
             Backend::Redis(pool) => {
-                let saved = SavedRecord {
-                    id: &record.id,
-                    data: &record.data,
-                    expiry_date,
-                };
-                if !save_if_live(connected(pool)?, &saved).await? {
-                    self.ended_meanwhile.note(&record.id);
-                }
-                Ok(())
+                measured(RedisKind::Session, async {
+                    let saved = SavedRecord {
+                        id: &record.id,
+                        data: &record.data,
+                        expiry_date,
+                    };
+                    if !save_if_live(connected(pool)?, &saved).await? {
+                        self.ended_meanwhile.note(&record.id);
+                    }
+                    Ok(())
+                })
+                .await
             }
             Backend::Memory(store) => {
                 // The dev twin has no script; check first (one process, one lock away).
@@ -182,19 +191,22 @@ impl tower_sessions::SessionStore for SessionStore {
         }
         match &self.backend {
             Backend::Redis(pool) => {
-                let bytes: Option<Vec<u8>> = connected(pool)?
-                    .get(id.to_string())
-                    .await
-                    .map_err(backend_error)?;
-                let Some(bytes) = bytes else {
-                    return Ok(None);
-                };
-                if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
-                    return Ok(Some(tombstone_record(*id, &String::from_utf8_lossy(why))));
-                }
-                rmp_serde::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| session_store::Error::Decode(e.to_string()))
+                measured(RedisKind::Session, async {
+                    let bytes: Option<Vec<u8>> = connected(pool)?
+                        .get(id.to_string())
+                        .await
+                        .map_err(backend_error)?;
+                    let Some(bytes) = bytes else {
+                        return Ok(None);
+                    };
+                    if let Some(why) = bytes.strip_prefix(TOMBSTONE_PREFIX) {
+                        return Ok(Some(tombstone_record(*id, &String::from_utf8_lossy(why))));
+                    }
+                    rmp_serde::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|e| session_store::Error::Decode(e.to_string()))
+                })
+                .await
             }
             Backend::Memory(store) => store.load(id).await,
         }
@@ -207,19 +219,22 @@ impl tower_sessions::SessionStore for SessionStore {
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match &self.backend {
             Backend::Redis(pool) => {
-                let mut value = TOMBSTONE_PREFIX.to_vec();
-                value.extend_from_slice(b"ended");
-                let _: fred::types::Value = connected(pool)?
-                    .set(
-                        id.to_string(),
-                        value.as_slice(),
-                        Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
-                        Some(SetOptions::XX),
-                        false,
-                    )
-                    .await
-                    .map_err(backend_error)?;
-                Ok(())
+                measured(RedisKind::Session, async {
+                    let mut value = TOMBSTONE_PREFIX.to_vec();
+                    value.extend_from_slice(b"ended");
+                    let _: fred::types::Value = connected(pool)?
+                        .set(
+                            id.to_string(),
+                            value.as_slice(),
+                            Some(Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)),
+                            Some(SetOptions::XX),
+                            false,
+                        )
+                        .await
+                        .map_err(backend_error)?;
+                    Ok(())
+                })
+                .await
             }
             Backend::Memory(store) => {
                 if store.load(id).await?.is_some() {

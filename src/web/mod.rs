@@ -9,6 +9,7 @@ pub mod format;
 pub mod health;
 pub mod inspector;
 pub mod layout;
+pub mod metrics;
 pub mod middleware;
 pub mod notes;
 pub mod page;

@@ -96,6 +96,7 @@ impl Cluster {
                 database_url: database_url.clone(),
                 redis_url: redis.url(),
                 log_format,
+                metrics_port: free_port(),
                 child: None,
             })
             .collect();
@@ -214,6 +215,8 @@ pub struct Replica {
     database_url: String,
     redis_url: String,
     log_format: &'static str,
+    /// Where the replica serves `/metrics` (`METRICS_ADDR`), apart from the shop.
+    pub metrics_port: u16,
     child: Option<Child>,
 }
 
@@ -242,6 +245,7 @@ impl Replica {
             .env("TRUSTED_PROXIES", "127.0.0.1")
             .env("COOKIE_SECURE", "false")
             .env("LOG_FORMAT", self.log_format)
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
             // static/ is served from the working directory.
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
