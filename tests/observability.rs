@@ -145,3 +145,56 @@ fn the_alert_rules_pass_promtool() {
     assert!(test.status.success(), "{test:?}");
     assert!(String::from_utf8_lossy(&test.stdout).contains("SUCCESS"));
 }
+
+/// The compose stack's Prometheus configuration is valid, and every storefront
+/// metric the Grafana dashboard and the alert rules ask for is one the shop
+/// records (a renamed metric would leave an empty panel or a silent alert).
+#[test]
+fn the_dashboard_and_the_alerts_ask_for_metrics_the_shop_records() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(root.join("deploy/prometheus/prometheus.yml"))
+        .output()
+        .expect("promtool must be installed (scripts/test installs it)");
+    assert!(check.status.success(), "{check:?}");
+
+    let recorded = std::fs::read_to_string(root.join("src/telemetry/metrics.rs")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/dashboards/storefront.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .map(|target| target["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(queries.len() >= 10, "{queries:?}");
+    queries.push(std::fs::read_to_string(alert_rules()).unwrap());
+    let mut asked = HashSet::new();
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(start) = rest.find("storefront_") {
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[start + name.len()..];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name)
+                .to_owned();
+            asked.insert(base);
+        }
+    }
+    assert!(asked.len() >= 10, "{asked:?}");
+    for name in &asked {
+        assert!(
+            recorded.contains(&format!("\"{name}\"")),
+            "{name} is asked for but never recorded"
+        );
+    }
+}
