@@ -221,16 +221,23 @@ fn status_str(status: u16) -> Option<&'static str> {
 /// Counts a request in flight until dropped (answered, or abandoned by the client).
 pub struct InFlight(());
 
+/// The in-flight gauge's handle, looked up once (not twice per request). Only
+/// requests of an app with metrics on count themselves, after `install`.
+fn in_flight() -> &'static ::metrics::Gauge {
+    static GAUGE: OnceLock<::metrics::Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| ::metrics::gauge!("storefront_http_requests_in_flight"))
+}
+
 impl InFlight {
     pub fn enter() -> InFlight {
-        ::metrics::gauge!("storefront_http_requests_in_flight").increment(1.0);
+        in_flight().increment(1.0);
         InFlight(())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        ::metrics::gauge!("storefront_http_requests_in_flight").decrement(1.0);
+        in_flight().decrement(1.0);
     }
 }
 
