@@ -186,9 +186,13 @@ impl Application {
                 tracing::info!("metrics on http://{address}/metrics");
             }
             tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router).await {
-                    tracing::error!(error = %err, "the metrics listener failed");
-                }
+                let upkeep = crate::telemetry::metrics::upkeep();
+                let serve = async {
+                    if let Err(err) = axum::serve(listener, router).await {
+                        tracing::error!(error = %err, "the metrics listener failed");
+                    }
+                };
+                tokio::join!(upkeep, serve);
             })
         });
         let service = router.into_make_service_with_connect_info::<crate::shutdown::Peer>();

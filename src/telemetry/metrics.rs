@@ -241,6 +241,21 @@ impl Drop for InFlight {
     }
 }
 
+/// Folds the latency samples recorded since the last time into the histograms,
+/// every five seconds, for as long as the app runs: until a scrape does it, each
+/// sample is kept, so without this a replica nobody scrapes would grow without end.
+pub async fn upkeep() {
+    let Some(handle) = RECORDER.get() else {
+        return;
+    };
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 /// The exposition, as Prometheus scrapes it. `degraded`: whether this replica is
 /// disconnected from Redis right now (`None`: no Redis, in-memory mode).
 pub fn render(handle: &PrometheusHandle, degraded: Option<bool>) -> String {
