@@ -16,8 +16,8 @@
 //! - `build_info` with the version and the replica's name (also a label on every
 //!   metric: `replica`).
 
-use std::future::Future;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
