@@ -21,6 +21,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    /// `METRICS_ADDR`'s listener and its router (`/metrics` only).
+    metrics: Option<(TcpListener, axum::Router)>,
 }
 
 impl Application {
@@ -148,10 +150,22 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
+        let metrics = match config.metrics_addr {
+            Some(address) => {
+                let handle = crate::telemetry::metrics::install(&state.replica);
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding METRICS_ADDR {address}"))?;
+                let router = crate::web::metrics::router(handle, state.redis.clone());
+                Some((listener, router))
+            }
+            None => None,
+        };
         Ok(Application {
             listener,
             router,
             state,
+            metrics,
         })
     }
 
@@ -160,6 +174,12 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or_default()
+    }
+
+    /// The port `/metrics` is served on, when `METRICS_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let (listener, _) = self.metrics.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -176,9 +196,25 @@ impl Application {
             listener,
             router,
             state,
+            metrics,
         } = self;
         let address = listener.local_addr()?;
         tracing::info!(replica = %state.replica, "listening on http://{address}");
+        // Metrics answer until the process ends, through the drain too.
+        let metrics = metrics.map(|(listener, router)| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("metrics on http://{address}/metrics");
+            }
+            tokio::spawn(async move {
+                let upkeep = crate::telemetry::metrics::upkeep();
+                let serve = async {
+                    if let Err(err) = axum::serve(listener, router).await {
+                        tracing::error!(error = %err, "the metrics listener failed");
+                    }
+                };
+                tokio::join!(upkeep, serve);
+            })
+        });
         let service = router.into_make_service_with_connect_info::<crate::shutdown::Peer>();
         let drain_limit = state.config.request_timeout + Duration::from_secs(1);
         let limits = crate::shutdown::ConnectionLimits {
@@ -209,6 +245,9 @@ impl Application {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(drain_limit).await;
             } => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
         state.db.close().await;
         if let Some(redis) = &state.redis {

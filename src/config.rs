@@ -151,6 +151,12 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
+    /// Serve Prometheus metrics at `http://METRICS_ADDR/metrics` (e.g. 127.0.0.1:9100,
+    /// or 0.0.0.0:9100 inside a container): an address of its own, never the
+    /// shop's port, kept off the internet. Unset: no metrics.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -381,5 +387,6 @@ mod tests {
         assert!(config.demo_user);
         assert!(config.redis_wait_replicas.is_none());
         assert_eq!(config.redis_wait_timeout, Duration::from_millis(250));
+        assert!(config.metrics_addr.is_none());
     }
 }

@@ -56,6 +56,13 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .route("/session", get(web::inspector::session_page))
         .fallback(web::middleware::not_found)
         .with_state(state.clone());
+    let metrics = state.config.metrics_addr.is_some();
+    // With metrics on, each route notes its template for the request's metrics.
+    let page_routes = if metrics {
+        page_routes.route_layer(web::metrics::NoteRoute)
+    } else {
+        page_routes
+    };
     let pages = ServiceBuilder::new()
         // Pages show who is logged in: no shared cache, no back-button copy after logout.
         .layer(SetResponseHeaderLayer::overriding(
@@ -114,9 +121,15 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
         .route("/readyz", get(web::health::readyz))
         .fallback_service(site)
         .with_state(state.clone());
+    let everything = if metrics {
+        everything.route_layer(web::metrics::NoteRoute)
+    } else {
+        everything
+    };
     let hsts = state.config.cookie_secure;
     let outer = ServiceBuilder::new()
         // Listed outermost first.
+        .option_layer(metrics.then(|| from_fn(web::metrics::record_request)))
         .layer(from_fn_with_state(
             state.clone(),
             web::middleware::connection_upkeep,
@@ -129,6 +142,8 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
             REQUEST_ID,
             web::middleware::MakeRequestId,
         ))
+        // The request's W3C trace id, for the log span and the session inspector.
+        .map_request(web::trace::note_trace)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(web::middleware::RequestSpan::new(state.replica.clone()))

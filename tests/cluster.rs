@@ -722,3 +722,86 @@ async fn readyz_through_nginx_says_ready_and_nothing_more() {
         direct.body
     );
 }
+
+/// A request with a W3C `traceparent` through nginx: its trace id is in nginx's
+/// access log (with the replica it went to) and on that replica's log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_is_followed_by_its_trace_id_from_nginx_into_the_replicas_plain_log() {
+    let cluster = Cluster::start_with_pretty_logs().await;
+    let user = cluster.browser();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+
+    let page = fetch(
+        user.request(Method::GET, "/session")
+            .header("traceparent", &traceparent),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    let replica = cluster.replica(page.served_by());
+    // The session inspector shows the trace it served.
+    assert_eq!(
+        session_row(&page, "Trace id of this request").as_deref(),
+        Some(trace)
+    );
+
+    // nginx logs the traceparent it forwarded, with the replica's address...
+    let cluster = &cluster;
+    let upstream = &format!("upstream=127.0.0.1:{} ", replica.port);
+    let forwarded = &format!("traceparent={traceparent} ");
+    wait_until(
+        "nginx's access log line",
+        Duration::from_secs(5),
+        move || async move {
+            cluster
+                .nginx_access_log()
+                .lines()
+                .any(|line| line.contains(forwarded) && line.contains(upstream))
+        },
+    )
+    .await;
+    // ...and the replica that served it logs the trace id on the request's lines,
+    // in plain text: its log is a file, so no colour codes that would hide
+    // `trace_id=…` from grep.
+    let needle = &format!("trace_id={trace}");
+    wait_until(
+        "the replica's request line",
+        Duration::from_secs(5),
+        move || async move {
+            replica
+                .log_text()
+                .lines()
+                .any(|line| line.contains(needle) && line.contains("finished processing request"))
+        },
+    )
+    .await;
+    let log = replica.log_text();
+    assert!(!log.contains('\x1b'), "colour codes in a log file:\n{log}");
+    assert!(log.contains("INFO"), "{log}");
+    for other in cluster.replicas.iter().filter(|r| r.name != replica.name) {
+        assert!(!other.log_text().contains(trace), "{}", other.name);
+    }
+
+    // Without a traceparent (or with a malformed one), nginx starts the trace
+    // with its own request id, and its last 16 digits as the parent span.
+    for sent in [None, Some("00-not-a-trace")] {
+        let mut request = user.request(Method::GET, "/session");
+        if let Some(value) = sent {
+            request = request.header("traceparent", value);
+        }
+        let page = fetch(request).await.unwrap();
+        let request_id = page.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(
+            session_row(&page, "Trace id of this request").as_deref(),
+            Some(request_id.as_str())
+        );
+        let started = &format!("traceparent=00-{request_id}-{}-01 ", &request_id[16..]);
+        wait_until(
+            "nginx's access log line",
+            Duration::from_secs(5),
+            move || async move { cluster.nginx_access_log().contains(started) },
+        )
+        .await;
+    }
+}

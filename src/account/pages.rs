@@ -19,6 +19,7 @@ use crate::error::{AppError, Result};
 use crate::session::store::LiveSession;
 use crate::session::{Flash, SessionUser};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::token;
 use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
@@ -169,6 +170,7 @@ pub async fn revoke(
     }
     state.sessions.end_sessions(user.id, &[target.id]).await?;
     tracing::info!(user_id = user.id, "session revoked");
+    metrics::sessions_revoked(1);
     page.session
         .push_flash(Flash::success(format!(
             "Signed out the session of {} ({}).",
@@ -189,6 +191,7 @@ pub async fn revoke_others(
         .await?;
     page.session.carry_to_epoch(epoch).await?;
     tracing::info!(user_id = user.id, ended, "other sessions revoked");
+    metrics::sessions_revoked(ended);
     let flash = match ended {
         0 => "There were no other sessions to sign out.".to_owned(),
         1 => "Signed out 1 other session.".to_owned(),

@@ -29,6 +29,7 @@ use crate::domain::SubmissionId;
 use crate::error::{AppError, Dependency, LookAt, Result};
 use crate::session::{Flash, LoginFacts, SessionUser, ShopSession};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::token;
 use crate::web::agent;
 use crate::web::client_ip::ClientIp;
@@ -157,7 +158,10 @@ pub async fn log_in(
         LoginVerdict::FormSpent => {
             return Ok(again(StatusCode::CONFLICT, FORM_SPENT, page.layout));
         }
-        refused => return Err(throttled(&refused)),
+        refused => {
+            metrics::login(metrics::Login::Throttled);
+            return Err(throttled(&refused));
+        }
     };
 
     let found = match &username {
@@ -192,6 +196,7 @@ pub async fn log_in(
         // verdict is not told (the 503 page) and the attempt counts as nothing.
         state.throttle.finish(attempt, Outcome::Failed).await?;
         tracing::info!(username = throttle_name.unwrap_or("-"), %client, "failed login");
+        metrics::login(metrics::Login::Wrong);
         return Ok(again(
             StatusCode::UNAUTHORIZED,
             WRONG_CREDENTIALS,
@@ -231,6 +236,10 @@ pub async fn log_in(
     };
     page.session.push_flash(welcome).await?;
     tracing::info!(user_id = user.id, remember, replayed, "logged in");
+    metrics::login(metrics::Login::Ok);
+    if replayed {
+        metrics::replay_caught("login");
+    }
     Ok(Redirect::to(&next).into_response())
 }
 

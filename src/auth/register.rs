@@ -17,6 +17,7 @@ use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, LoginFacts};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::token;
 use crate::web::agent;
 use crate::web::client_ip::ClientIp;
@@ -157,6 +158,7 @@ pub async fn register(
             if let Some(id) = &submission {
                 if let Some(name) = users::created_by_submission(&state.db, id).await? {
                     tracing::info!(username = %name, "registration replayed");
+                    metrics::replay_caught("register");
                     return Ok(account_exists(
                         &state,
                         page.layout,
@@ -177,6 +179,7 @@ pub async fn register(
         Err(users::CreateUserError::Hashing(e)) => return Err(AppError::Internal(e)),
     };
     tracing::info!(user_id = user.id, "registered");
+    metrics::registered();
 
     // The account exists from here on. If the session cannot be saved now (Redis
     // down), the visitor is told so and sent to log in, never "try again" (which

@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::redis::{bounded, Redis};
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
 use crate::redis::StoreError;
 
@@ -334,7 +335,13 @@ impl LoginThrottle {
                     }
                 };
                 // Sent together: fred writes both at once on the shared connection.
-                let answers = futures_join(attempt.groups.iter().map(call)).await;
+                let answers = futures_join(
+                    attempt
+                        .groups
+                        .iter()
+                        .map(|group| measured(RedisKind::Throttle, call(group))),
+                )
+                .await;
                 answers
                     .into_iter()
                     .map(|answer| Ok(Step::from_script(&answer?)))

@@ -24,6 +24,7 @@ use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
 use crate::session::{Flash, ShopSession, SESSION_ENDED};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
 use crate::web::notes::WriteNotes;
@@ -164,6 +165,10 @@ pub async fn add_to_cart(
         Added::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
     };
     notes.applied(&back);
+    match added {
+        Added::AlreadyApplied => metrics::replay_caught("add"),
+        _ => metrics::cart_write("add"),
+    }
     let flash = if back == "/cart" {
         flash
     } else {
@@ -266,6 +271,11 @@ pub async fn update_cart(
         Updated::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
     };
     notes.applied("/cart");
+    match updated {
+        Updated::AlreadyApplied => metrics::replay_caught("update"),
+        Updated::NotInCart => {}
+        _ => metrics::cart_write("update"),
+    }
     session.push_flash(flash).await?;
     Ok(Redirect::to("/cart"))
 }

@@ -28,6 +28,7 @@ use super::redis as scripts;
 use super::{Added, CartOwner, Cleared, EpochGuard, Guarded, Lines, Updated, MAX_QUANTITY};
 use crate::redis::memory::MemoryCounters;
 use crate::redis::{bounded, Durability, Redis, StoreError};
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
 /// How long an applied submission id is remembered: far longer than anyone retries.
 const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
@@ -145,15 +146,13 @@ impl CartStore {
                     self.ttl_secs(owner).to_string(),
                 ]);
                 with_epoch_guard(&mut keys, &mut args, epoch);
-                let (quantity, capped): (i64, i64) = self
-                    .durability
-                    .script(
-                        &scripts::ADD_SCRIPT,
-                        &redis.connected(&keys[0])?,
-                        keys,
-                        args,
-                    )
-                    .await?;
+                let add = async {
+                    let client = redis.connected(&keys[0])?;
+                    self.durability
+                        .script(&scripts::ADD_SCRIPT, &client, keys, args)
+                        .await
+                };
+                let (quantity, capped): (i64, i64) = measured(RedisKind::Cart, add).await?;
                 Ok(match quantity {
                     -4 => Guarded::Stale(capped),
                     -1 => Guarded::Done(Added::AlreadyApplied),
@@ -352,13 +351,17 @@ impl CartStore {
                 return Ok((self.lines(owner).await?, counters.get(counter_key)))
             }
         };
-        let (raw, counter): (Vec<String>, i64) =
+        let read = async {
+            let client = redis.connected(&owner.redis_key())?;
             bounded(scripts::LINES_AND_COUNTER_SCRIPT.evalsha_with_reload(
-                &redis.connected(&owner.redis_key())?,
+                &client,
                 vec![owner.redis_key(), counter_key.to_owned()],
                 Vec::<String>::new(),
             ))
-            .await?;
+            .await
+            .map_err(StoreError::from)
+        };
+        let (raw, counter): (Vec<String>, i64) = measured(RedisKind::Cart, read).await?;
         let lines = parse_lines(
             raw.chunks_exact(2)
                 .map(|pair| (pair[0].clone(), pair[1].clone()))

@@ -23,6 +23,7 @@ use crate::error::{AppError, Result};
 use crate::redis::StoreError;
 use crate::session::{Flash, ShopSession};
 use crate::state::AppState;
+use crate::telemetry::metrics;
 use crate::token;
 use crate::web::form::FormData;
 use crate::web::notes::WriteNotes;
@@ -288,6 +289,7 @@ pub async fn place_order(
             total_cents = total(&lines).0,
             "order placed"
         );
+        metrics::order_placed();
 
         // 4. Empty the cart, unless it changed since it was read; go to the order.
         let thanks = Flash::success(format!("Thank you! Your order #{order_id} is placed."));
@@ -315,6 +317,7 @@ pub async fn place_order(
         .iter()
         .map(|line| (line.product_id, u32::try_from(line.quantity).unwrap_or(0)))
         .collect();
+    metrics::replay_caught("checkout");
     let already = Flash::info(format!(
         "Already placed: this is your order #{}.",
         placed_before.id

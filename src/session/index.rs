@@ -24,6 +24,7 @@ use fred::types::scripts::Script;
 
 use crate::redis::memory::MemoryCounters;
 use crate::redis::{bounded, Redis, StoreError};
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
 /// Most sessions a user may have at once; a new login ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
@@ -122,12 +123,11 @@ impl SessionIndex {
     pub async fn epoch(&self, user_id: i64) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Redis(redis) => {
-                let epoch: Option<i64> = bounded(
-                    redis
-                        .connected(&epoch_key(user_id))?
-                        .get(epoch_key(user_id)),
-                )
-                .await?;
+                let read = async {
+                    let client = redis.connected(&epoch_key(user_id))?;
+                    Ok::<_, StoreError>(bounded(client.get(epoch_key(user_id))).await?)
+                };
+                let epoch: Option<i64> = measured(RedisKind::Index, read).await?;
                 Ok(epoch.unwrap_or(0))
             }
             Backend::Memory { epochs, .. } => Ok(epochs.get(&epoch_key(user_id))),

@@ -23,6 +23,7 @@ use super::prefetch::take_prefetched;
 use super::record::{key, Login};
 use crate::error::AppError;
 use crate::redis::{bounded, Durability, Redis, StoreError};
+use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
 mod tombstone;
 pub(crate) use tombstone::ENDED_ELSEWHERE;
@@ -203,9 +204,12 @@ impl tower_sessions::SessionStore for SessionStore {
         }
         match &self.backend {
             Backend::Redis(redis) => {
-                let bytes: Option<Vec<u8>> = bounded(connected(redis, id)?.get(id.to_string()))
-                    .await
-                    .map_err(backend_error)?;
+                let read = async {
+                    bounded(connected(redis, id)?.get(id.to_string()))
+                        .await
+                        .map_err(backend_error)
+                };
+                let bytes: Option<Vec<u8>> = measured(RedisKind::Session, read).await?;
                 let Some(bytes) = bytes else {
                     return Ok(None);
                 };

@@ -5,6 +5,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
+use axum::Extension;
 use fred::prelude::KeysInterface;
 use time::OffsetDateTime;
 
@@ -13,12 +14,17 @@ use crate::error::{AppError, Result};
 use crate::state::AppState;
 use crate::web::client_ip::FromThisHost;
 use crate::web::page::{Layout, Page};
+use crate::web::trace::TraceId;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "session.html")]
 pub struct SessionTemplate {
     layout: Layout,
     backend: &'static str,
+    /// Kept in Redis, shared by every replica (not this process's memory).
+    shared: bool,
+    /// This request's W3C trace id, as logged by nginx and this replica.
+    trace_id: String,
     /// `None`: this browser has no session on the server.
     rows: Option<Vec<(&'static str, String)>>,
 }
@@ -30,8 +36,11 @@ fn shorten(id: &str) -> String {
 pub async fn session_page(
     State(state): State<AppState>,
     FromThisHost(from_this_host): FromThisHost,
+    trace: Option<Extension<TraceId>>,
     page: Page,
 ) -> Result<SessionTemplate> {
+    let trace_id = trace.map_or_else(|| "—".to_owned(), |Extension(t)| t.to_string());
+    let shared = state.redis.is_some();
     let backend = if state.redis.is_some() {
         "Redis"
     } else {
@@ -45,6 +54,8 @@ pub async fn session_page(
         return Ok(SessionTemplate {
             layout: page.layout,
             backend,
+            shared,
+            trace_id,
             rows: None,
         });
     };
@@ -52,6 +63,7 @@ pub async fn session_page(
 
     let mut rows: Vec<(&'static str, String)> = vec![
         ("Served now by", state.replica.to_string()),
+        ("Trace id of this request", trace_id.clone()),
         (
             "Created by",
             session.created_by().await?.unwrap_or_else(|| "—".into()),
@@ -125,6 +137,8 @@ pub async fn session_page(
     Ok(SessionTemplate {
         layout: page.layout,
         backend,
+        shared,
+        trace_id,
         rows: Some(rows),
     })
 }

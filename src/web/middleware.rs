@@ -23,9 +23,10 @@ use crate::state::AppState;
 use crate::web::notes::RequestNotes;
 use crate::web::page::{Layout, Page};
 
-/// Every request's log span carries the replica and the request id (nginx's
-/// `X-Request-Id` when behind it, 32 fresh hex digits otherwise), so one click can be
-/// followed across the load balancer and the replicas.
+/// Every request's log span carries the replica, the request id (nginx's
+/// `X-Request-Id` when behind it, 32 fresh hex digits otherwise) and the W3C trace
+/// id ([`crate::web::trace`]), so one click can be followed across the load
+/// balancer and the replicas.
 #[derive(Clone)]
 pub struct RequestSpan {
     replica: Arc<str>,
@@ -44,10 +45,12 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
+        let trace = request.extensions().get::<crate::web::trace::TraceId>();
         tracing::info_span!(
             "request",
             replica = %self.replica,
             request_id = %request_id,
+            trace_id = %trace.map_or("-", |t| t.as_str()),
             method = %request.method(),
             path = %request.uri().path(),
         )

@@ -295,6 +295,16 @@ on_both_backends! {
         page.assert_contains("on: persistent cookie");
         page.assert_contains("cart:{u1}");
         page.assert_contains("Served now by</th><td><code>test-replica");
+        // Only sessions in Redis can be served by any replica.
+        if app.redis().is_some() {
+            page.assert_contains("which is why any replica can serve you");
+        } else {
+            assert!(!page.body.contains("any replica can serve you"), "{}", page.body);
+            page.assert_contains("only this replica knows it");
+        }
+        // Sent without a traceparent, the request's id is its trace id.
+        let request_id = page.headers["x-request-id"].to_str().unwrap();
+        page.assert_contains(&format!("Trace id of this request</th><td><code>{request_id}<"));
         if app.redis().is_some() {
             let marker = "Redis key TTL</th><td><code>";
             let start = page.body.find(marker).expect("TTL row") + marker.len();

@@ -54,7 +54,17 @@ impl Cluster {
         Self::start_with(RedisServer::start_with(true).await).await
     }
 
+    /// Same, the replicas writing human-readable logs (`LOG_FORMAT=pretty`), as
+    /// `scripts/cluster` runs them, instead of JSON lines.
+    pub async fn start_with_pretty_logs() -> Cluster {
+        Self::start_with_options(RedisServer::start().await, "pretty").await
+    }
+
     async fn start_with(redis: RedisServer) -> Cluster {
+        Self::start_with_options(redis, "json").await
+    }
+
+    async fn start_with_options(redis: RedisServer, log_format: &'static str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         // nginx's workers drop root privileges (to `nobody`): let them in.
         set_mode(dir.path(), 0o755);
@@ -85,6 +95,8 @@ impl Cluster {
                 log: logs.join(format!("replica-{i}.log")),
                 database_url: database_url.clone(),
                 redis_url: redis.url(),
+                log_format,
+                metrics_port: free_port(),
                 child: None,
             })
             .collect();
@@ -202,6 +214,9 @@ pub struct Replica {
     pub log: PathBuf,
     database_url: String,
     redis_url: String,
+    log_format: &'static str,
+    /// Where the replica serves `/metrics` (`METRICS_ADDR`), apart from the shop.
+    pub metrics_port: u16,
     child: Option<Child>,
 }
 
@@ -229,7 +244,8 @@ impl Replica {
             .env("REPLICA_NAME", &self.name)
             .env("TRUSTED_PROXIES", "127.0.0.1")
             .env("COOKIE_SECURE", "false")
-            .env("LOG_FORMAT", "json")
+            .env("LOG_FORMAT", self.log_format)
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
             // static/ is served from the working directory.
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
