@@ -1094,17 +1094,33 @@ async fn a_committed_order_is_the_answer_even_when_redis_stalls_after_it() {
     let page = form.submit(&shopper).await;
     proxy.release();
     assert_eq!(app.order_count().await, 1, "the order was committed");
-    let order_id: i64 = sqlx::query_scalar("SELECT id FROM orders")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let order_id = the_only_order(&app).await;
     page.assert_redirect(&format!("/orders/{order_id}"));
     assert!(!page.body.contains("nothing was changed"), "{}", page.body);
 
     // The order page shows it; sending the form again changes nothing.
     let order = shopper.get(&format!("/orders/{order_id}")).await;
     assert_eq!(order.status, StatusCode::OK, "{}", order.body);
-    form.submit(&shopper)
+    the_form_leads_to_its_order_again(&app, &shopper, &form, order_id).await;
+}
+
+/// The id of the one order in the database.
+async fn the_only_order(app: &TestApp) -> i64 {
+    assert_eq!(app.order_count().await, 1);
+    sqlx::query_scalar("SELECT id FROM orders")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
+/// The same checkout form sent again leads to the order it placed, and places none.
+async fn the_form_leads_to_its_order_again(
+    app: &TestApp,
+    shopper: &Browser,
+    form: &CheckoutForm,
+    order_id: i64,
+) {
+    form.submit(shopper)
         .await
         .assert_redirect(&format!("/orders/{order_id}"));
     assert_eq!(app.order_count().await, 1);
@@ -1427,15 +1443,9 @@ async fn a_lost_commit_answer_is_unknown_and_the_order_is_there_once() {
     // Where the page points: the order is listed; the same form leads to it.
     let orders = shopper.get("/orders").await;
     assert_eq!(orders.status, StatusCode::OK, "{orders:?}");
-    let order_id: i64 = sqlx::query_scalar("SELECT id FROM orders")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let order_id = the_only_order(&app).await;
     orders.assert_contains(&format!("/orders/{order_id}"));
-    form.submit(&shopper)
-        .await
-        .assert_redirect(&format!("/orders/{order_id}"));
-    assert_eq!(app.order_count().await, 1);
+    the_form_leads_to_its_order_again(&app, &shopper, &form, order_id).await;
 }
 
 /// Redis stalls between the login merge's two steps (the visitor's cart taken,

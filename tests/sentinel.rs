@@ -48,6 +48,10 @@ const FAILOVERS: usize = 5;
 /// as a synced replica, when writes are confirmed again.
 const REJOIN_BOUND: Duration = Duration::from_secs(2);
 
+/// From a failover (or the start) to adds confirmed again by a synced replica: a
+/// bound for a readiness poll, roomy for a loaded machine.
+const CONFIRMED_AGAIN_BOUND: Duration = Duration::from_secs(15);
+
 #[derive(Default)]
 struct Seen {
     /// Adds answered with the redirect to the cart: the shopper was told "added".
@@ -289,7 +293,7 @@ async fn acknowledged_again(acked: &AtomicU32, when: &str) {
     let before = acked.load(Ordering::Relaxed);
     wait_until(
         &format!("adds acknowledged {when}"),
-        RECOVERY_BOUND + REJOIN_BOUND * 4,
+        CONFIRMED_AGAIN_BOUND,
         || async move { acked.load(Ordering::Relaxed) >= before + SHOPPERS as u32 },
     )
     .await;
