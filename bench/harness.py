@@ -185,6 +185,9 @@ class Response:
     def __init__(self, status, headers, body, seconds):
         self.status, self.headers, self.body, self.seconds = status, headers, body, seconds
 
+    def header(self, name):
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
     def cookie(self, name="sid"):
         for key, value in self.headers:
             if key.lower() == "set-cookie" and value.startswith(name + "="):
@@ -192,9 +195,9 @@ class Response:
         return None
 
 
-def http_request(port, method, path, form=None, cookie=None, timeout=30):
+def http_request(port, method, path, form=None, cookie=None, timeout=30, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {}
+    headers = dict(headers or {})
     body = None
     if form is not None:
         body = "&".join(f"{k}={v}" for k, v in form.items())
@@ -305,16 +308,33 @@ class CpuMeter:
         return out, round(other / wall / cores * 100, 1)
 
 
-def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, connections=None):
+# What a browser adds to every request besides its cookie: the encodings it
+# accepts (Chrome's and Firefox's value). wrk sends none of it by itself.
+BROWSER_HEADERS = {"Accept-Encoding": "gzip, deflate, br"}
+
+
+def pinned(settings, argv, role):
+    """`argv` under `taskset` in the pinned mode (`--pinned`): the server under
+    test ("server": the shop, the floor, Flask, nginx and the replicas) on core 0,
+    the load and what it depends on ("load": wrk, Redis) on core 1."""
+    if not getattr(settings, "pinned", False):
+        return argv
+    return ["taskset", "-c", "0" if role == "server" else "1"] + list(argv)
+
+
+def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, connections=None, headers=None):
     """wrk against 127.0.0.1:port; `connections` overrides the settings' (with at
-    most that many threads: wrk needs a connection per thread)."""
+    most that many threads: wrk needs a connection per thread); `headers` are
+    sent on every request besides the cookie (BROWSER_HEADERS: as a browser asks)."""
     connections = connections or settings.connections
     threads = min(settings.threads, connections)
     out = os.path.join(settings.run_dir, f"wrk-{tag}.json")
     env = dict(os.environ, BENCH_WRK_DIR=WRK_DIR, BENCH_JSON_OUT=out, BENCH_COOKIE=cookie or "",
-               BENCH_THREADS=str(threads))
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
-            "--timeout", "5s", "-s", os.path.join(WRK_DIR, script), f"http://127.0.0.1:{port}{path}"]
+               BENCH_THREADS=str(threads),
+               BENCH_HEADERS="\n".join(f"{k}: {v}" for k, v in (headers or {}).items()))
+    argv = pinned(settings, ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
+                             "--timeout", "5s", "-s", os.path.join(WRK_DIR, script),
+                             f"http://127.0.0.1:{port}{path}"], "load")
     meter = CpuMeter(pids or {})
     text = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
     with open(os.path.join(settings.run_dir, f"wrk-{tag}.txt"), "w") as f:
@@ -335,6 +355,8 @@ def run_wrk(settings, port, path, script, cookie, seconds, tag, pids=None, conne
         "max_ms": raw["latency_us"]["max"] / 1000,
         "errors": errors,
         "error_detail": raw["errors"],
+        # Bytes on the wire per response, headers included (wrk's bytes read).
+        "bytes_per_request": round(raw["bytes"] / max(raw["requests"], 1), 1),
         "connections": connections,
         "cpu_us_per_request": cpu,
         "other_load_percent": other,
@@ -529,7 +551,7 @@ class Replica:
         env.update(settings.replica_env)
         env.update(extra_env or {})
         self.logfile = os.path.join(settings.run_dir, f"{name}.log")
-        self.proc = procs.start(name, [settings.binary, "serve"], self.logfile, env=env)
+        self.proc = procs.start(name, pinned(settings, [settings.binary, "serve"], "server"), self.logfile, env=env)
         self.pid = self.proc.pid
         wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200,
                    f"replica {name}", proc=self.proc, logfile=self.logfile)
@@ -574,7 +596,8 @@ def merge_rounds(runs):
         return runs[0]
     med = statistics.median
     out = dict(runs[len(runs) // 2])
-    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "other_load_percent"):
+    for field in ("rps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "other_load_percent",
+                  "bytes_per_request"):
         out[field] = round(med(r[field] for r in runs), 3)
     out["requests"] = sum(r["requests"] for r in runs)
     out["errors"] = sum(r["errors"] for r in runs)
@@ -688,7 +711,7 @@ def start_nginx(settings, procs, upstream_ports, template=None, name="nginx"):
     if test.returncode != 0:
         raise SystemExit(f"nginx rejected {conf_path}:\n{test.stderr}")
     logfile = os.path.join(prefix, "logs", "stdout.log")
-    proc = procs.start(name, args + ["-g", "daemon off;"], logfile)
+    proc = procs.start(name, pinned(settings, args + ["-g", "daemon off;"], "server"), logfile)
     wait_until(lambda: http_request(port, "GET", "/healthz", timeout=2).status == 200, name,
                proc=proc, logfile=logfile)
     return proc, port

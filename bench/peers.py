@@ -25,8 +25,9 @@ import time
 
 from resp import Redis, commandstats_delta
 from harness import (
-    ROOT, Replica, describe, env_int, expect, find_cart_key, fmt, free_port, http_request, log, log_in, memory_kb,
-    merge_rounds, nginx_template, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
+    BROWSER_HEADERS, ROOT, Replica, describe, env_int, expect, find_cart_key, fmt, free_port, http_request, log,
+    log_in, memory_kb,
+    merge_rounds, nginx_template, pinned, reset_cart, run_wrk, shared_host_env, start_nginx, wait_until,
 )
 
 CURVE_CONNECTIONS = (1, 8, 32, 128, 512)
@@ -63,7 +64,7 @@ def start_flask(settings, procs, redis_url):
             "--keep-alive", "30", "--backlog", "2048", "--log-level", "warning",
             "--chdir", os.path.join(ROOT, "bench", "flask"), "app:app"]
     logfile = os.path.join(settings.run_dir, "flask.log")
-    proc = procs.start("flask", argv, logfile, env=env)
+    proc = procs.start("flask", pinned(settings, argv, "server"), logfile, env=env)
     wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200, "flask (gunicorn)",
                proc=proc, logfile=logfile)
     return proc, port
@@ -74,21 +75,59 @@ def start_floor(settings, procs, redis_url, cart_key, body_file):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "FLOOR", "PORT"))}
     env.update(PORT=str(port), REDIS_URL=redis_url, FLOOR_CART_KEY=cart_key, FLOOR_BODY_FILE=body_file)
     logfile = os.path.join(settings.run_dir, "floor.log")
-    proc = procs.start("floor", [settings.floor_binary], logfile, env=env)
+    proc = procs.start("floor", pinned(settings, [settings.floor_binary], "server"), logfile, env=env)
     wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200, "floor",
                proc=proc, logfile=logfile)
     return proc, port
 
 
+ALL_PEERS = ("shop", "floor", "flask")
+SHOP_AND_FLOOR = ("shop", "floor")
+SHOP = ("shop",)
+
+# key, title, path ("stylesheet" and "image": found on the shop's page), wrk
+# script, logged in (the visitor's cookie), as a browser asks (BROWSER_HEADERS),
+# the peers it runs on. Neither the floor nor the Flask peer compresses: their
+# browser rows would only repeat their bare ones, so only the floor's (the
+# denominator of the shop's ratios) are measured.
 PEER_WORKLOADS = [
-    ("get_home_user", "GET / (logged in, 3-item cart)", "/", "get.lua"),
-    ("post_cart_add", "POST /cart/add", "/", "cart_add.lua"),
+    ("get_home_user", "GET / (logged in, 3-item cart)", "/", "get.lua", True, False, ALL_PEERS),
+    ("get_home_user_browser", "GET / (logged in), browser headers", "/", "get.lua", True, True, SHOP_AND_FLOOR),
+    ("post_cart_add", "POST /cart/add", "/", "cart_add.lua", True, False, ALL_PEERS),
+    ("post_cart_add_browser", "POST /cart/add, browser headers", "/", "cart_add.lua", True, True, SHOP_AND_FLOOR),
+    ("get_home_anon", "GET / (anonymous)", "/", "get.lua", False, False, SHOP),
+    ("get_home_anon_browser", "GET / (anonymous), browser headers", "/", "get.lua", False, True, SHOP),
+    ("get_stylesheet", "stylesheet (fingerprinted), bare", "stylesheet", "get.lua", False, False, SHOP),
+    ("get_stylesheet_browser", "stylesheet, browser headers", "stylesheet", "get.lua", True, True, SHOP),
+    ("get_image_browser", "product image (SVG), browser headers", "image", "get.lua", True, True, SHOP),
 ]
+# The nginx phase and the connection curve: the two logged-in workloads, bare.
+LB_WORKLOADS = [w for w in PEER_WORKLOADS if w[0] in ("get_home_user", "post_cart_add")]
+# --quick: the shop and the floor, the logged-in page and the add, bare and as a browser asks.
+QUICK_WORKLOADS = [w for w in PEER_WORKLOADS if w[0].startswith(("get_home_user", "post_cart_add"))]
 
 
-def measure_peers(settings, peers, control):
-    """Each workload on each peer in turn, `settings.rounds` times; medians."""
-    runs = {(p.label, key): [] for p in peers for key, *_ in PEER_WORKLOADS}
+def static_paths(page):
+    """The fingerprinted stylesheet and the first product image named on a page."""
+    text = page.decode("utf-8", "replace")
+    css = re.search(r'<link\b[^>]*\brel="stylesheet"[^>]*\bhref="([^"]+)"', text)
+    img = re.search(r'<img\b[^>]*\bsrc="(/static/products/[^"]+)"', text)
+    if not css or not img:
+        raise SystemExit("the shop's page names no stylesheet or no product image under /static/products")
+    return {"stylesheet": css.group(1), "image": img.group(1)}
+
+
+def probe(port, path, cookie, headers):
+    """One request as the workload sends it: what comes back (status, encoding, body bytes)."""
+    resp = http_request(port, "GET", path, cookie=cookie, headers=headers)
+    return {"path": path, "status": resp.status, "content_encoding": resp.header("content-encoding"),
+            "body_bytes": len(resp.body), "content_type": resp.header("content-type")}
+
+
+def measure_peers(settings, peers, control, workloads, paths):
+    """Each workload on each of its peers in turn, `settings.rounds` times; medians."""
+    runs = {(p.label, w[0]): [] for p in peers for w in workloads if p.label in w[6]}
+    probes = {}
     for p in peers:
         p.reset()
         log(f"{p.label}: warm-up ({settings.warmup}s)")
@@ -96,22 +135,41 @@ def measure_peers(settings, peers, control):
     for round_no in range(settings.rounds):
         if settings.rounds > 1:
             log(f"peers: round {round_no + 1} of {settings.rounds}")
-        for key, title, path, script in PEER_WORKLOADS:
+        for key, title, path, script, logged_in, browser, labels in workloads:
+            path = paths.get(path, path)
+            headers = BROWSER_HEADERS if browser else None
             for p in peers:
+                if p.label not in labels:
+                    continue
                 p.reset()
+                cookie = p.cookie if logged_in else None
+                if script == "get.lua" and round_no == 0:
+                    probes[(p.label, key)] = probe(p.port, path, cookie, headers)
                 log(f"{p.label}: {title} for {settings.seconds}s")
                 before = control.commandstats()
-                r = run_wrk(settings, p.port, path, script, p.cookie, settings.seconds,
-                            f"peer-{p.label}-{key}-{round_no}", p.pids)
+                r = run_wrk(settings, p.port, path, script, cookie, settings.seconds,
+                            f"peer-{p.label}-{key}-{round_no}", p.pids, headers=headers)
                 delta = commandstats_delta(before, control.commandstats())
                 r["redis_commands"] = delta
                 r["redis_commands_per_request"] = round(sum(delta.values()) / max(r["requests"], 1), 3)
                 describe(title, r)
+                log(f"     CPU per request: {p.label} {r['cpu_us_per_request'].get('app')} µs, Redis "
+                    f"{r['cpu_us_per_request'].get('redis')} µs, wrk {r['cpu_us_per_request'].get('wrk')} µs; "
+                    f"{r['bytes_per_request']:.0f} bytes per response")
                 runs[(p.label, key)].append(r)
-    return {p.label: {key: merge_rounds(runs[(p.label, key)]) for key, *_ in PEER_WORKLOADS} for p in peers}
+    out = {}
+    for (label, key), rs in runs.items():
+        merged = merge_rounds(rs)
+        merged["path"] = paths.get(dict((w[0], w[2]) for w in workloads)[key], "/")
+        merged["browser_headers"] = dict((w[0], w[5]) for w in workloads)[key]
+        if (label, key) in probes:
+            merged["probe"] = probes[(label, key)]
+        out.setdefault(label, {})[key] = merged
+    return out
 
 
-# The req/s targets for one replica (docs/PERFORMANCE.md): shop/floor and shop/Flask.
+# The req/s targets of the previous round of work (docs/PERFORMANCE.md): shop/floor
+# and shop/Flask; kept as the CPU budget they imply, beside today's CPU targets.
 FLOOR_TARGET, FLASK_TARGET = 0.8, 15
 
 
@@ -123,31 +181,50 @@ def cpu_budget(result, cores):
     return {"total_us": round(total, 1), "bound_rps": round(cores * 1e6 / total) if total else None}
 
 
+def app_cpu(result):
+    return (result or {}).get("cpu_us_per_request", {}).get("app")
+
+
+def ratio(a, b, digits=2):
+    return round(a / b, digits) if a is not None and b else None
+
+
 def ratios(results, cores):
     shop, flask, floor = results["shop"], results.get("flask"), results.get("floor")
     out = {}
-    for key, *_ in PEER_WORKLOADS:
-        r = {"cpu_budget": {label: cpu_budget(results[label][key], cores) for label in results}}
+    for key in {k for label in results for k in results[label]}:
+        if key not in shop:
+            continue
+        r = {"cpu_budget": {label: cpu_budget(results[label][key], cores) for label in results
+                            if key in results[label]}}
         # What the shop's own CPU per request would have to be for a ratio target,
         # with Redis's and wrk's work per shop request as measured.
         shop_cpu = shop[key]["cpu_us_per_request"]
         shop_others = (shop_cpu.get("redis") or 0) + (shop_cpu.get("wrk") or 0)
-        if floor:
+        if floor and key in floor:
+            r["shop_vs_floor_cpu"] = ratio(app_cpu(shop[key]), app_cpu(floor[key]))
             r["shop_vs_floor_rps"] = round(shop[key]["rps"] / floor[key]["rps"], 3)
             r["shop_vs_floor_p99"] = round(shop[key]["p99_ms"] / floor[key]["p99_ms"], 3)
             r["shop_app_us_for_floor_target"] = round(
                 r["cpu_budget"]["floor"]["total_us"] / FLOOR_TARGET - shop_others, 1)
-        if flask:
+        if flask and key in flask:
+            r["flask_vs_shop_cpu"] = ratio(app_cpu(flask[key]), app_cpu(shop[key]), 1)
             r["shop_vs_flask_rps"] = round(shop[key]["rps"] / flask[key]["rps"], 2)
             r["shop_vs_flask_p99"] = round(shop[key]["p99_ms"] / flask[key]["p99_ms"], 4)
             r["shop_app_us_for_flask_target"] = round(
                 r["cpu_budget"]["flask"]["total_us"] / FLASK_TARGET - shop_others, 1)
+        bare = key.removesuffix("_browser")
+        if bare != key and bare in shop:
+            r["browser_vs_bare_cpu"] = ratio(app_cpu(shop[key]), app_cpu(shop[bare]))
+            r["browser_vs_bare_bytes"] = ratio(shop[key]["bytes_per_request"], shop[bare]["bytes_per_request"], 3)
         out[key] = r
     return out
 
 
 def run_peers(settings, procs, res, redis_port, redis_url, control):
-    log("== peers: the shop, the Flask + Flask-Session peer, the axum + fred floor (same Redis)")
+    quick = getattr(settings, "quick", False)
+    log("== peers: the shop" + ("" if quick else ", the Flask + Flask-Session peer") +
+        ", the axum + fred floor (same Redis)")
     shop = Replica(settings, procs, "replica-peers", free_port(), redis_url)
     cookie = log_in(shop.port)
     reset_cart(shop.port, cookie)
@@ -157,20 +234,32 @@ def run_peers(settings, procs, res, redis_port, redis_url, control):
     body_file = os.path.join(settings.run_dir, "shop-home.html")
     with open(body_file, "wb") as f:
         f.write(page.body)
-
-    flask_proc, flask_port = start_flask(settings, procs, redis_url)
-    flask_cookie = log_in(flask_port)
-    reset_cart(flask_port, flask_cookie)
-    flask_page = expect(http_request(flask_port, "GET", "/", cookie=flask_cookie), (200,), "flask GET /")
-    if b'class="count">3<' not in flask_page.body or b'class="count">3<' not in page.body:
-        raise SystemExit("the shop's or the Flask peer's page does not show a 3-item cart badge")
-    flask_sid_key = f"flask:session:{flask_cookie.split('=', 1)[1]}"
+    paths = static_paths(page.body)
+    if b'class="count">3<' not in page.body:
+        raise SystemExit("the shop's page does not show a 3-item cart badge")
     # Before any workload: a logged-in session with no flash message pending.
-    session_sizes = {
-        "shop": control.call("MEMORY", "USAGE", sid), "shop_value": control.call("STRLEN", sid),
-        "flask": control.call("MEMORY", "USAGE", flask_sid_key), "flask_value": control.call("STRLEN", flask_sid_key),
-    }
+    session_sizes = {"shop": control.call("MEMORY", "USAGE", sid), "shop_value": control.call("STRLEN", sid)}
     settings.session_value = control.call("GET", sid)
+
+    peers = [Peer("shop", "storefront (axum, tower-sessions, fred), 1 process", shop.port, cookie,
+                  lambda: reset_cart(shop.port, cookie), {"app": shop.pid, "redis": res["_redis_pid"]}, sid)]
+    page_bytes = {"shop": len(page.body)}
+    flask_proc = None
+    if not quick:
+        flask_proc, flask_port = start_flask(settings, procs, redis_url)
+        flask_cookie = log_in(flask_port)
+        reset_cart(flask_port, flask_cookie)
+        flask_page = expect(http_request(flask_port, "GET", "/", cookie=flask_cookie), (200,), "flask GET /")
+        if b'class="count">3<' not in flask_page.body:
+            raise SystemExit("the Flask peer's page does not show a 3-item cart badge")
+        flask_sid_key = f"flask:session:{flask_cookie.split('=', 1)[1]}"
+        session_sizes.update(flask=control.call("MEMORY", "USAGE", flask_sid_key),
+                             flask_value=control.call("STRLEN", flask_sid_key))
+        page_bytes["flask"] = len(flask_page.body)
+        peers.append(Peer("flask", f"Flask + Flask-Session, gunicorn {settings.flask_workers} workers x "
+                          f"{settings.flask_threads} threads (gthread)", flask_port, flask_cookie,
+                          lambda: reset_cart(flask_port, flask_cookie),
+                          {"app": flask_proc.pid, "redis": res["_redis_pid"]}, flask_sid_key))
 
     floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file)
 
@@ -181,32 +270,31 @@ def run_peers(settings, procs, res, redis_port, redis_url, control):
     floor_page = expect(http_request(floor_port, "GET", "/", cookie=cookie), (200,), "floor GET /")
     if floor_page.body != page.body:
         raise SystemExit("the floor does not serve the shop's page")
+    page_bytes["floor"] = len(floor_page.body)
+    peers.append(Peer("floor", "floor: axum + fred, static body, one pipelined round trip", floor_port, cookie,
+                      reset_floor, {"app": floor_proc.pid, "redis": res["_redis_pid"]}, sid))
 
-    peers = [
-        Peer("shop", "storefront (axum, tower-sessions, fred), 1 process", shop.port, cookie,
-             lambda: reset_cart(shop.port, cookie), {"app": shop.pid, "redis": res["_redis_pid"]}, sid),
-        Peer("flask", f"Flask + Flask-Session, gunicorn {settings.flask_workers} workers x "
-             f"{settings.flask_threads} threads (gthread)", flask_port, flask_cookie,
-             lambda: reset_cart(flask_port, flask_cookie), {"app": flask_proc.pid, "redis": res["_redis_pid"]},
-             flask_sid_key),
-        Peer("floor", "floor: axum + fred, static body, one pipelined round trip", floor_port, cookie, reset_floor,
-             {"app": floor_proc.pid, "redis": res["_redis_pid"]}, sid),
-    ]
-    results = measure_peers(settings, peers, control)
-    rss = {"shop": memory_kb(shop.pid), "floor": memory_kb(floor_proc.pid), "flask": flask_rss(flask_proc.pid)}
+    results = measure_peers(settings, peers, control, QUICK_WORKLOADS if quick else PEER_WORKLOADS, paths)
+    rss = {"shop": memory_kb(shop.pid), "floor": memory_kb(floor_proc.pid)}
+    if flask_proc is not None:
+        rss["flask"] = flask_rss(flask_proc.pid)
     out = {
         "targets": {p.label: p.title for p in peers},
+        "browser_headers": BROWSER_HEADERS,
+        "static_paths": paths,
         "workloads": results,
         "ratios": ratios(results, res["machine"]["nproc"]),
         "rss": rss,
-        "page_bytes": {"shop": len(page.body), "flask": len(flask_page.body), "floor": len(floor_page.body)},
+        "page_bytes": page_bytes,
         "session_key_bytes": session_sizes,
         "cart_key": cart_key,
-        "flask": {"workers": settings.flask_workers, "threads": settings.flask_threads, "worker_class": "gthread",
-                  "requirements": open(os.path.join(ROOT, "bench", "flask", "requirements.txt")).read().split("\n")},
     }
+    if flask_proc is not None:
+        out["flask"] = {
+            "workers": settings.flask_workers, "threads": settings.flask_threads, "worker_class": "gthread",
+            "requirements": open(os.path.join(ROOT, "bench", "flask", "requirements.txt")).read().split("\n")}
+        procs.stop(flask_proc)
     procs.stop(floor_proc)
-    procs.stop(flask_proc)
     res["peers"] = out
     return shop, cookie, floor_port_holder(settings, procs, redis_url, cart_key, body_file)
 
@@ -381,7 +469,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
     # Like scripts/cluster: the 3 replicas share the host's cores.
     replicas = [Replica(settings, procs, f"lb-replica-{i + 1}", free_port(), redis_url, shared_host_env(3))
                 for i in range(3)]
-    runs = {(name, key): [] for name, _ in variants for key, *_ in PEER_WORKLOADS}
+    runs = {(name, key): [] for name, _ in variants for key, *_ in LB_WORKLOADS}
     try:
         for round_no in range(rounds):
             for name, template in (variants if round_no % 2 == 0 else variants[::-1]):
@@ -390,7 +478,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
                 run_wrk(settings, port, "/", "get.lua", cookie, settings.warmup, f"lb-{name}-{round_no}-warm")
                 pids = {r.name: r.pid for r in replicas}
                 pids.update(nginx=nginx.pid, redis=res["_redis_pid"])
-                for key, title, path, script in PEER_WORKLOADS:
+                for key, title, path, script, *_ in LB_WORKLOADS:
                     reset_cart(port, cookie)
                     log(f"nginx ({name}), round {round_no + 1}: {title} for {settings.seconds}s")
                     r = run_wrk(settings, port, path, script, cookie, settings.seconds,
@@ -401,7 +489,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
     finally:
         for r in replicas:
             procs.stop(r.proc)
-    out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in PEER_WORKLOADS} for name, _ in variants}
+    out = {name: {key: merge_rounds(runs[(name, key)]) for key, *_ in LB_WORKLOADS} for name, _ in variants}
     res["nginx_keepalive"] = {
         "replicas": 3, "rounds": rounds,
         "replica_env": shared_host_env(3),
@@ -410,7 +498,7 @@ def nginx_keepalive(settings, procs, res, redis_url):
                "shipped), alternating; merged rounds",
         "workloads": out,
         "ratio_keepalive_vs_close_rps": {key: round(out["keepalive"][key]["rps"] / out["close"][key]["rps"], 3)
-                                         for key, *_ in PEER_WORKLOADS},
+                                         for key, *_ in LB_WORKLOADS},
     }
 
 
@@ -483,6 +571,9 @@ def run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, con
         return
     try:
         shop, cookie, start_floor_again = run_peers(settings, procs, res, redis_port, redis_url, control)
+        if getattr(settings, "quick", False):
+            procs.stop(shop.proc)
+            return
         connection_curve(settings, procs, res, shop, cookie, start_floor_again)
         nginx_keepalive(settings, procs, res, redis_url)
         rss = memory_kb(shop.pid)
@@ -504,41 +595,128 @@ def app_bound(us):
     return f"<= {us} µs"
 
 
+def peer_targets(res):
+    """The targets of the CPU-per-request work, from a --peers (or --quick) run:
+    each with what was wanted, what was measured and PASS/MISS; a target whose
+    inputs this run did not measure is left out."""
+    out = []
+
+    def add(name, wanted, measured, ok, note=""):
+        if measured is not None:
+            out.append({"target": name, "wanted": wanted, "measured": measured, "pass": bool(ok), "note": note})
+
+    p = res.get("peers")
+    if not p:
+        return out
+    w, r = p["workloads"], p["ratios"]
+    shop, floor, flask = w["shop"], w.get("floor", {}), w.get("flask", {})
+
+    def cpu_note(key, *labels):
+        return ", ".join(f"{label} {app_cpu(w[label][key]):.1f} µs" for label in labels
+                         if key in w.get(label, {}) and app_cpu(w[label][key]) is not None)
+
+    for key, title in (("get_home_user", "logged-in GET /"), ("post_cart_add", "POST /cart/add")):
+        v = r.get(key, {}).get("shop_vs_floor_cpu")
+        add(f"{title}: shop CPU/req vs the floor's", "<= 1.5x", v, v is not None and v <= 1.5,
+            cpu_note(key, "shop", "floor"))
+    v = r.get("get_home_user", {}).get("flask_vs_shop_cpu")
+    add("logged-in GET /: Flask CPU/req vs the shop's", ">= 30x", v, v is not None and v >= 30,
+        cpu_note("get_home_user", "flask", "shop") +
+        (f"; POST /cart/add: {r['post_cart_add'].get('flask_vs_shop_cpu')}x" if "post_cart_add" in r else ""))
+    v = r.get("get_home_user", {}).get("shop_vs_flask_p99")
+    if v is not None:
+        add("logged-in GET /: shop p99 vs Flask's", "<= 0.1", v, v <= 0.1,
+            f"shop {shop['get_home_user']['p99_ms']:.2f} ms, Flask {flask['get_home_user']['p99_ms']:.2f} ms")
+    v = r.get("get_home_user_browser", {}).get("browser_vs_bare_cpu")
+    if v is not None:
+        b = shop["get_home_user_browser"]
+        add("logged-in GET / with browser headers: CPU/req vs the same page bare", "<= 1.5x", v, v <= 1.5,
+            f"{app_cpu(b):.1f} vs {app_cpu(shop['get_home_user']):.1f} µs; "
+            f"{b['bytes_per_request']:.0f} vs {shop['get_home_user']['bytes_per_request']:.0f} bytes per response"
+            f" ({(b.get('probe') or {}).get('content_encoding') or 'not compressed'})")
+    css = shop.get("get_stylesheet_browser")
+    if css:
+        add("stylesheet with Accept-Encoding: CPU/req", "<= 30 µs", app_cpu(css), (app_cpu(css) or 1e9) <= 30,
+            f"{(css.get('probe') or {}).get('content_encoding') or 'not compressed'}, "
+            f"{css['bytes_per_request']:.0f} bytes per response; without Accept-Encoding "
+            f"{app_cpu(shop['get_stylesheet']):.1f} µs" if "get_stylesheet" in shop else "")
+    lb = res.get("nginx_keepalive", {}).get("workloads", {}).get("keepalive", {}).get("get_home_user")
+    if lb and "get_home_user" in shop:
+        v = round(lb["rps"] / shop["get_home_user"]["rps"], 3)
+        errors = sum(x["errors"] for x in res["nginx_keepalive"]["workloads"]["keepalive"].values())
+        add("nginx + 3 replicas vs one replica direct: req/s, logged-in GET /", ">= 0.5x, 0 errors", v,
+            v >= 0.5 and errors == 0,
+            f"{lb['rps']:.0f} vs {shop['get_home_user']['rps']:.0f} req/s; errors through nginx: {errors}")
+    rss = p["rss"].get("shop_after_curve") or p["rss"].get("shop")
+    if rss and rss.get("rss_kb"):
+        mb = round(rss["rss_kb"] / 1024, 1)
+        add("the shop's RSS after the run", "<= 30 MB", mb, mb <= 30,
+            f"peak {rss['peak_rss_kb'] / 1024:.1f} MB" if rss.get("peak_rss_kb") else "")
+    return out
+
+
+def print_targets(targets, heading):
+    if not targets:
+        return
+    print()
+    print(heading)
+    for t in targets:
+        print(f"{'PASS' if t['pass'] else 'MISS'}  {t['target']}: {fmt(t['measured'])} (wanted {t['wanted']})" +
+              (f" — {t['note']}" if t["note"] else ""))
+
+
+def print_peers_table(res):
+    p = res["peers"]
+    print()
+    print(f"peers — same Redis, one after the other, wrk -t{res['settings']['threads']} "
+          f"-c{res['settings']['connections']}, {res['settings']['seconds']}s each"
+          f"{' x ' + str(res['settings']['rounds']) + ' rounds (medians)' if res['settings']['rounds'] > 1 else ''}"
+          f"{'; pinned: servers on core 0, wrk and Redis on core 1' if res['settings'].get('pinned') else ''}; "
+          f"browser headers: cookie + " + ", ".join(f"{k}: {v}" for k, v in p.get("browser_headers", {}).items()))
+    header = ("workload", "target", "req/s", "p50 ms", "p99 ms", "errors", "Redis cmd/req", "CPU µs/req",
+              "Redis µs", "wrk µs", "bytes/resp", "encoding", "other load")
+    rows = []
+    for key, title, *_ in PEER_WORKLOADS:
+        first = True
+        for label in ("shop", "floor", "flask"):
+            r = p["workloads"].get(label, {}).get(key)
+            if not r:
+                continue
+            cpu = r["cpu_us_per_request"]
+            rows.append((title if first else "", label, fmt(r["rps"], 0), fmt(r["p50_ms"]), fmt(r["p99_ms"]),
+                         str(r["errors"]), fmt(r["redis_commands_per_request"]), fmt(cpu.get("app"), 1),
+                         fmt(cpu.get("redis"), 1), fmt(cpu.get("wrk"), 1), fmt(r.get("bytes_per_request"), 0),
+                         (r.get("probe") or {}).get("content_encoding") or ("-" if "probe" in r else ""),
+                         f"{r['other_load_percent']:.0f}%"))
+            first = False
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(widths[i]) if i in (0, 1, 11) else str(c).rjust(widths[i])
+                        for i, c in enumerate(row)))
+    print("CPU per request of the server's own processes (utime + stime from /proc during the timed run, "
+          "divided by the requests); bytes per response as read by wrk, headers included")
+    for key, title, *_ in PEER_WORKLOADS:
+        r = p["ratios"].get(key)
+        if not r:
+            continue
+        parts = []
+        if r.get("shop_vs_floor_cpu") is not None:
+            parts.append(f"shop/floor CPU {r['shop_vs_floor_cpu']}x, req/s {r['shop_vs_floor_rps']}")
+        if r.get("flask_vs_shop_cpu") is not None:
+            parts.append(f"Flask/shop CPU {r['flask_vs_shop_cpu']}x, shop/Flask req/s {r['shop_vs_flask_rps']}, "
+                         f"p99 {r['shop_vs_flask_p99']}")
+        if r.get("browser_vs_bare_cpu") is not None:
+            parts.append(f"browser/bare CPU {r['browser_vs_bare_cpu']}x, bytes {r['browser_vs_bare_bytes']}x")
+        if parts:
+            print(f"  {title}: " + "; ".join(parts))
+    print("RSS: " + ", ".join(f"{k} {v['rss_kb'] / 1024:.1f} MB" for k, v in p["rss"].items()) +
+          "; session key (MEMORY USAGE): " + ", ".join(
+              f"{k} {p['session_key_bytes'][k]} B" for k in ("shop", "flask") if k in p["session_key_bytes"]))
+
+
 def print_peer_phases(res):
     if "peers" in res:
-        p = res["peers"]
-        print()
-        print(f"peers — same Redis, one after the other, wrk -t{res['settings']['threads']} "
-              f"-c{res['settings']['connections']}, {res['settings']['seconds']}s each"
-              f"{' x ' + str(res['settings']['rounds']) + ' rounds (medians)' if res['settings']['rounds'] > 1 else ''}")
-        header = ("workload", "target", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "Redis cmd/req",
-                  "app CPU µs/req", "other load")
-        rows = []
-        for key, title, *_ in PEER_WORKLOADS:
-            for label in p["workloads"]:
-                r = p["workloads"][label][key]
-                rows.append((title if label == "shop" else "", label, fmt(r["rps"], 0), fmt(r["p50_ms"]),
-                             fmt(r["p99_ms"]), fmt(r.get("p99_9_ms")), str(r["errors"]),
-                             fmt(r["redis_commands_per_request"]), fmt(r["cpu_us_per_request"].get("app"), 0),
-                             f"{r['other_load_percent']:.0f}%"))
-        widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
-        for row in [header] + rows:
-            print("  ".join(str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i]) for i, c in enumerate(row)))
-        for key, title, *_ in PEER_WORKLOADS:
-            r = p["ratios"][key]
-            print(f"{title}: shop/floor req/s {r.get('shop_vs_floor_rps')} (target >= {FLOOR_TARGET}), shop/Flask "
-                  f"req/s {r.get('shop_vs_flask_rps')} (target >= {FLASK_TARGET}), shop/Flask p99 "
-                  f"{r.get('shop_vs_flask_p99')} (target <= 0.1)")
-            if "cpu_budget" in r:
-                budget = ", ".join(f"{label} {b['total_us']} µs -> <= {b['bound_rps']} req/s"
-                                   for label, b in r["cpu_budget"].items())
-                print(f"  CPU budget (app + Redis + wrk per request, {res['machine']['nproc']} cores): {budget}; "
-                      f"the shop's app CPU would have to be {app_bound(r.get('shop_app_us_for_floor_target'))} "
-                      f"for {FLOOR_TARGET}x the floor, {app_bound(r.get('shop_app_us_for_flask_target'))} for "
-                      f"{FLASK_TARGET}x Flask")
-        print("RSS: " + ", ".join(f"{k} {v['rss_kb'] / 1024:.1f} MB" for k, v in p["rss"].items()) +
-              f"; session key (MEMORY USAGE): shop {p['session_key_bytes']['shop']} B, Flask "
-              f"{p['session_key_bytes']['flask']} B")
+        print_peers_table(res)
     if "connection_curve" in res:
         c = res["connection_curve"]
         print()
@@ -553,11 +731,13 @@ def print_peer_phases(res):
         print()
         print(f"nginx + {n['replicas']} replicas — keep-alive to the replicas vs Connection: close "
               f"({n['rounds']} alternating rounds, merged)")
-        for key, title, *_ in PEER_WORKLOADS:
+        for key, title, *_ in LB_WORKLOADS:
             for name in ("keepalive", "close"):
                 r = n["workloads"][name][key]
+                cpu = r["cpu_us_per_request"]
+                per_process = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
                 print(f"  {title:32} {name:9} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms"
-                      f"  errors {r['errors']}")
+                      f"  errors {r['errors']}; CPU µs/req: {per_process}")
             print(f"  {title}: keep-alive / close req/s {n['ratio_keepalive_vs_close_rps'][key]} (target >= 2)")
     if "memory_scale" in res:
         print()

@@ -36,7 +36,7 @@ from resp import Redis, commandstats_delta, encode  # noqa: E402
 from harness import (  # noqa: E402
     DEMO_PASSWORD, DEMO_USER, ROOT, WORKLOADS, Processes, Replica, Target, cpu_seconds, describe, env_int,
     expect, find_cart_key, fmt, free_port, http_request, log, log_in, login_cost, measure_workloads, memory_kb,
-    merge_rounds, migrate, percentile, reset_cart, run_wrk, shared_host_env, start_nginx, trace_workloads,
+    merge_rounds, migrate, percentile, pinned, reset_cart, run_wrk, shared_host_env, start_nginx, trace_workloads,
     wait_until,
 )
 
@@ -478,6 +478,15 @@ def main():
                              "connection curve, Redis memory at 10k/100k/1M sessions (bench/peers.py)")
     parser.add_argument("--skip-standard", action="store_true",
                         help="with --peers: only the peer comparison phases, not the standard ones")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the shop and the floor: logged-in GET / and POST /cart/add, bare and with a "
+                             "browser's headers, one round of 5 s (unless --seconds says otherwise); the CPU "
+                             "ratios")
+    parser.add_argument("--pinned", action="store_true",
+                        help="the servers under test on core 0 (taskset), wrk and Redis on core 1")
+    parser.add_argument("--allocations-binary", metavar="PATH",
+                        help="a shop built with --features count-allocations: allocations per request of each "
+                             "of the peer workloads (alone, or after --peers / --quick)")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
@@ -492,7 +501,15 @@ def main():
                              "(default: sqlite+single postgres+single sqlite+sentinel sqlite+cluster "
                              "postgres+cluster)")
     args = parser.parse_args()
-    if args.skip_standard and not args.peers:
+    if args.quick:
+        # Development: the shop against the floor only, briefly.
+        args.peers, args.skip_standard = True, True
+        if not os.environ.get("BENCH_SECONDS") and "--seconds" not in " ".join(sys.argv):
+            args.seconds = 5
+        args.rounds = 1
+    if args.allocations_binary and not args.peers:
+        args.skip_standard = True  # only the allocation phase
+    if args.skip_standard and not args.peers and not args.allocations_binary:
         parser.error("--skip-standard goes with --peers")
     # Another backend than SQLite + one redis-server, or several: the backend
     # phase (bench/backends.py) instead of the standard phases, which measure one
@@ -511,14 +528,15 @@ def main():
     settings = argparse.Namespace(
         seconds=args.seconds, connections=args.connections, threads=args.threads, replicas=args.replicas,
         rounds=max(1, args.rounds),
-        warmup=env_int("BENCH_WARMUP_SECONDS", 2), login_rate=env_int("BENCH_LOGIN_RATE", 10),
+        warmup=env_int("BENCH_WARMUP_SECONDS", 1 if args.quick else 2), login_rate=env_int("BENCH_LOGIN_RATE", 10),
         trace_requests=env_int("BENCH_TRACE_REQUESTS", 20), synthetic=env_int("BENCH_SYNTHETIC_KEYS", 200_000),
         login_samples=env_int("BENCH_LOGIN_SAMPLES", 20), binary=os.path.abspath(args.binary),
         rust_log=os.environ.get("BENCH_RUST_LOG", "warn"),
         # Extra environment for the replicas ("NAME=value NAME=value"), to try a
         # setting out; recorded in the results.
         replica_env=dict(item.split("=", 1) for item in os.environ.get("BENCH_REPLICA_ENV", "").split() if "=" in item),
-        peers=args.peers, standard=not args.skip_standard,
+        peers=args.peers, standard=not args.skip_standard, quick=args.quick, pinned=args.pinned,
+        allocations_binary=args.allocations_binary,
         floor_binary=args.floor_binary and os.path.abspath(args.floor_binary), venv=args.venv,
         # gunicorn: one worker process per core (Python holds the GIL, so a process
         # uses at most one core; more processes only add switching on two cores that
@@ -529,8 +547,10 @@ def main():
         curve_seconds=env_int("BENCH_CURVE_SECONDS", 8),
         curve_floor=os.environ.get("BENCH_CURVE_FLOOR", "1") != "0",
     )
-    if settings.peers and not (settings.floor_binary and settings.venv):
+    if settings.peers and not (settings.floor_binary and (settings.venv or settings.quick)):
         parser.error("--peers needs --floor-binary and --venv (scripts/bench --peers provides them)")
+    if settings.pinned and (os.cpu_count() or 1) < 2:
+        parser.error("--pinned needs 2 cores")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     target_dir = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     settings.run_dir = os.path.join(target_dir, "bench", f"run-{stamp}-{os.getpid()}")
@@ -557,7 +577,8 @@ def main():
         "settings": {k: getattr(settings, k) for k in ("seconds", "connections", "threads", "replicas", "rounds", "warmup",
                                                          "login_rate", "trace_requests", "synthetic", "rust_log",
                                                          "replica_env", "peers", "standard", "flask_workers",
-                                                         "flask_threads", "curve_seconds", "curve_floor")},
+                                                         "flask_threads", "curve_seconds", "curve_floor",
+                                                         "quick", "pinned", "allocations_binary")},
     }
     if backends is not None:
         res["settings"].update(login_samples=settings.login_samples,
@@ -575,12 +596,21 @@ def main():
     finally:
         procs.stop_all()
     res["targets"] = targets(res) if settings.standard else []
+    if settings.peers:
+        import peers
+        res["peer_targets"] = peers.peer_targets(res)
     write_results(args.out, res)
     if settings.standard:
         print_report(res)
     if settings.peers:
-        import peers
         peers.print_peer_phases(res)
+    if settings.allocations_binary:
+        import allocations
+        allocations.print_allocations(res)
+    if settings.peers:
+        peers.print_targets(res["peer_targets"], "targets — CPU per request of the server's own processes "
+                            "(utime + stime during the timed run / requests), same run")
+        print()
     log(f"results written to {os.path.relpath(args.out, ROOT)}; logs in {settings.run_dir}")
 
 
@@ -598,9 +628,9 @@ def run_all(settings, procs, res):
     # Redis: its own server, no persistence, loopback only.
     redis_port = free_port()
     redis_log = os.path.join(settings.run_dir, "redis.log")
-    redis_proc = procs.start("redis-server", [
+    redis_proc = procs.start("redis-server", pinned(settings, [
         "redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
-        "--dir", settings.run_dir, "--logfile", "", "--daemonize", "no"], redis_log)
+        "--dir", settings.run_dir, "--logfile", "", "--daemonize", "no"], "load"), redis_log)
     wait_until(lambda: Redis(redis_port, timeout=1).call("PING") == "PONG", "redis-server",
                proc=redis_proc, logfile=redis_log)
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -612,6 +642,12 @@ def run_all(settings, procs, res):
         import peers
         control.call("FLUSHALL")
         peers.run_peer_phases(settings, procs, res, redis_proc, redis_port, redis_url, control)
+    if settings.allocations_binary:
+        import allocations
+        import peers
+        control.call("FLUSHALL")
+        allocations.run_allocations(settings, procs, res, redis_url,
+                                    peers.QUICK_WORKLOADS if settings.quick else peers.PEER_WORKLOADS)
     control.close()
 
 

@@ -5,6 +5,8 @@
 -- removes the line it is at (POST /cart/update quantity=0) instead of adding to it.
 -- So 1 request in RESET_EVERY is a line reset (same Redis round trips as an add:
 -- session GET, one EVALSHA, session SET), and no line goes over RESET_EVERY.
+-- The headers in $BENCH_HEADERS are sent besides (bench/wrk/headers.lua).
+dofile(os.getenv("BENCH_WRK_DIR") .. "/headers.lua")
 local RESET_EVERY = 40
 local threads_made = 0
 local cookie = os.getenv("BENCH_COOKIE") or ""
@@ -23,10 +25,10 @@ function init(args)
       products[#products + 1] = p
     end
   end
-  headers = {
+  headers = add_bench_headers({
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["Cookie"] = cookie,
-  }
+  })
 end
 
 function request()
