@@ -6,6 +6,10 @@ use storefront::auth::{users, Username};
 use storefront::config::{Config, LogFormat};
 use storefront::{db, telemetry, Application};
 
+// The benchmark's counting allocator, in place of the one in src/memory.rs.
+#[cfg(feature = "count-allocations")]
+mod alloc_count;
+
 #[derive(Parser)]
 #[command(version, about = "A shop whose sessions and carts live in Redis")]
 struct Cli {
@@ -122,6 +126,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(config.log_format);
+    #[cfg(feature = "count-allocations")]
+    alloc_count::report_on_sigusr1()?;
     let app = Application::build(config).await?;
-    app.run_until_stopped().await
+    let stopped = app.run_until_stopped().await;
+    #[cfg(feature = "count-allocations")]
+    alloc_count::report("stopped");
+    stopped
 }

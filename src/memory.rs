@@ -13,6 +13,9 @@
 //! ~14 MB. [`return_freed_memory`] after each hash, and mimalloc built without
 //! huge pages (the `no_thp` feature in Cargo.toml), bring it to ~15 MB.
 
+// The benchmark's build (`--features count-allocations`) wraps it with counters
+// instead (src/alloc_count.rs, in the server binary).
+#[cfg(not(feature = "count-allocations"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
