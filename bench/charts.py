@@ -2,6 +2,7 @@
 """Draws the charts of docs/PERFORMANCE.md from a `scripts/bench --peers` JSON:
 
   peers.svg        req/s and p99 of the shop, the Flask peer and the floor
+  cpu.svg          CPU per request of each server's own processes, bare and as a browser asks
   connections.svg  logged-in GET / at 1..512 connections: req/s, p50/p99/p99.9
   memory.svg       Redis memory per session and per cart line at 10k..1M sessions
 
@@ -187,6 +188,33 @@ def peers_chart(res, path):
     svg.save(path)
 
 
+CPU_WORKLOADS = [("get_home_user", "GET / (logged in)"), ("get_home_user_browser", "GET /, browser"),
+                 ("post_cart_add", "POST /cart/add"), ("post_cart_add_browser", "add, browser"),
+                 ("get_stylesheet_browser", "stylesheet, browser")]
+
+
+def cpu_chart(res, path):
+    p = res["peers"]
+    order = [k for k in ("shop", "floor", "flask") if k in p["workloads"]]
+    workloads = [(w, t) for w, t in CPU_WORKLOADS if any(w in p["workloads"][k] for k in order)]
+
+    def cpu(k, w):
+        r = p["workloads"][k].get(w)
+        return r["cpu_us_per_request"].get("app") if r else None
+    values = [v for k in order for w, _ in workloads if (v := cpu(k, w))]
+    svg = Svg(W, H, "CPU per request of each server's own processes (lower is better)",
+              conditions(res) + "; browser: cookie + Accept-Encoding")
+    panel = Panel(svg, 80, 70, 650, 200, max(values), ylog=True, ymin=min(values), ylabel="µs per request (log)")
+    bar_group(svg, panel, [t for _, t in workloads],
+              [(LABELS[k], COLORS[k], [cpu(k, w) for w, _ in workloads]) for k in order],
+              lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+    for i, k in enumerate(order):
+        x = 80 + i * 210
+        svg.add(f'<rect x="{x}" y="{H - 22}" width="12" height="12" fill="{COLORS[k]}"/>')
+        svg.add(svg.text(x + 18, H - 12, LABELS[k], size=11))
+    svg.save(path)
+
+
 def connections_chart(res, path):
     c = res["connection_curve"]
     targets = c["targets"]
@@ -241,29 +269,73 @@ def memory_chart(res, path):
     svg.save(path)
 
 
+PEER_TITLES = [
+    ("get_home_user", "logged-in `GET /`, bare"), ("get_home_user_browser", "logged-in `GET /`, browser headers"),
+    ("post_cart_add", "`POST /cart/add`, bare"), ("post_cart_add_browser", "`POST /cart/add`, browser headers"),
+    ("get_home_anon", "anonymous `GET /`, bare"), ("get_home_anon_browser", "anonymous `GET /`, browser headers"),
+    ("get_stylesheet", "stylesheet, bare"), ("get_stylesheet_browser", "stylesheet, browser headers"),
+    ("get_image_browser", "product SVG, browser headers"),
+]
+PEER_TITLES_DICT = dict(PEER_TITLES)
+
+
 def markdown(res):
     """The tables of docs/PERFORMANCE.md, from the same JSON."""
     out = []
     if "peers" in res:
         p = res["peers"]
-        out += ["| workload | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | Redis cmd/req | app CPU µs/req |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        names = {"get_home_user": "GET / (logged in, 3-item cart)", "post_cart_add": "POST /cart/add"}
-        for key, title in names.items():
+        out += ["| workload | server | req/s | p50 ms | p99 ms | errors | Redis cmd/req | CPU µs/req: server / "
+                "Redis / wrk | bytes/resp | encoding |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        titles = {w[0]: w[1] for w in PEER_TITLES}
+        for key, title in titles.items():
+            first = True
             for label in ("shop", "floor", "flask"):
                 r = p["workloads"].get(label, {}).get(key)
-                if r:
-                    out.append(f"| {title if label == 'shop' else ''} | {LABELS[label]} | {r['rps']:,.0f} | "
-                               f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p99_9_ms']:.2f} | {r['errors']} | "
-                               f"{r['redis_commands_per_request']:.2f} | {r['cpu_us_per_request'].get('app', 0):.0f} |")
-        out += ["", "| ratio | GET / (logged in) | POST /cart/add |", "|---|---:|---:|"]
-        for k, name in (("shop_vs_floor_rps", "shop / floor, req/s"), ("shop_vs_flask_rps", "shop / Flask, req/s"),
-                        ("shop_vs_flask_p99", "shop / Flask, p99"),
-                        ("shop_app_us_for_floor_target", "shop app CPU µs/req that 0.8× the floor needs"),
-                        ("shop_app_us_for_flask_target", "shop app CPU µs/req that 15× Flask needs")):
-            get, add = p["ratios"]["get_home_user"].get(k), p["ratios"]["post_cart_add"].get(k)
-            if get is not None or add is not None:  # runs before the budget was recorded lack the last two
-                out.append(f"| {name} | {get} | {add} |")
+                if not r:
+                    continue
+                cpu = r["cpu_us_per_request"]
+                enc = (r.get("probe") or {}).get("content_encoding") or ("none" if "probe" in r else "")
+                out.append(f"| {title if first else ''} | {LABELS[label]} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
+                           f"{r['p99_ms']:.2f} | {r['errors']} | {r['redis_commands_per_request']:.2f} | "
+                           f"**{cpu.get('app', 0):.1f}** / {cpu.get('redis') or 0:.1f} / {cpu.get('wrk') or 0:.1f} | "
+                           f"{r.get('bytes_per_request', 0):,.0f} | {enc} |")
+                first = False
+        fields = ("shop_vs_floor_cpu", "flask_vs_shop_cpu", "browser_vs_bare_cpu")
+        cols = [k for k in titles if any(p["ratios"].get(k, {}).get(f) is not None for f in fields)]
+        out += ["", "| ratio | " + " | ".join(titles[k] for k in cols) + " |", "|---|" + "---:|" * len(cols)]
+        for k, name in (("shop_vs_floor_cpu", "shop / floor, CPU per request"),
+                        ("flask_vs_shop_cpu", "Flask / shop, CPU per request"),
+                        ("browser_vs_bare_cpu", "browser headers / bare, the shop's CPU per request"),
+                        ("browser_vs_bare_bytes", "browser headers / bare, bytes per response"),
+                        ("shop_vs_floor_rps", "shop / floor, req/s"), ("shop_vs_flask_rps", "shop / Flask, req/s"),
+                        ("shop_vs_flask_p99", "shop / Flask, p99")):
+            cells = [p["ratios"][key].get(k) for key in cols]
+            if any(c is not None for c in cells):
+                out.append(f"| {name} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+        out.append("")
+    if res.get("peer_targets"):
+        out += ["| target | wanted | measured | | how |", "|---|---|---:|---|---|"]
+        for t in res["peer_targets"]:
+            out.append(f"| {t['target']} | {t['wanted']} | {t['measured']} | **{'PASS' if t['pass'] else 'MISS'}** |"
+                       f" {t['note']} |")
+        out.append("")
+    if "nginx_keepalive" in res:
+        n = res["nginx_keepalive"]
+        out += ["| through nginx + 3 replicas | variant | req/s | p99 ms | errors | CPU µs/req per process |",
+                "|---|---|---:|---:|---:|---|"]
+        for key in ("get_home_user", "post_cart_add"):
+            for name in ("keepalive", "close"):
+                r = n["workloads"][name][key]
+                cpu = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_request"].items())
+                out.append(f"| {PEER_TITLES_DICT.get(key, key) if name == 'keepalive' else ''} | {name} | "
+                           f"{r['rps']:,.0f} | {r['p99_ms']:.2f} | {r['errors']} | {cpu} |")
+        out.append("")
+    if "allocations" in res:
+        out += ["| workload (the count-allocations build) | allocations | reallocations | bytes allocated |",
+                "|---|---:|---:|---:|"]
+        for r in res["allocations"]["workloads"].values():
+            out.append(f"| {r['title']} | {r['allocs_per_request']:.1f} | {r['reallocs_per_request']:.1f} | "
+                       f"{r['bytes_per_request']:,} |")
         out.append("")
     if "connection_curve" in res:
         out += ["| connections | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | other load |",
@@ -308,7 +380,8 @@ def main():
     out = sys.argv[2]
     os.makedirs(out, exist_ok=True)
     drawn = []
-    for key, name, draw in (("peers", "peers.svg", peers_chart), ("connection_curve", "connections.svg",
+    for key, name, draw in (("peers", "peers.svg", peers_chart), ("peers", "cpu.svg", cpu_chart),
+                            ("connection_curve", "connections.svg",
                                                                    connections_chart),
                             ("memory_scale", "memory.svg", memory_chart)):
         if key in res:
