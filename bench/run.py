@@ -487,6 +487,10 @@ def main():
     parser.add_argument("--allocations-binary", metavar="PATH",
                         help="a shop built with --features count-allocations: allocations per request of each "
                              "of the peer workloads (alone, or after --peers / --quick)")
+    parser.add_argument("--profile", action="store_true",
+                        help="where the shop's CPU goes: perf record on one replica under the logged-in page "
+                             "(bare and with browser headers) and the add, grouped by crate (alone, or after "
+                             "--peers / --quick)")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
@@ -507,9 +511,9 @@ def main():
         if not os.environ.get("BENCH_SECONDS") and "--seconds" not in " ".join(sys.argv):
             args.seconds = 5
         args.rounds = 1
-    if args.allocations_binary and not args.peers:
-        args.skip_standard = True  # only the allocation phase
-    if args.skip_standard and not args.peers and not args.allocations_binary:
+    if (args.allocations_binary or args.profile) and not args.peers:
+        args.skip_standard = True  # only the allocation and profile phases
+    if args.skip_standard and not args.peers and not args.allocations_binary and not args.profile:
         parser.error("--skip-standard goes with --peers")
     # Another backend than SQLite + one redis-server, or several: the backend
     # phase (bench/backends.py) instead of the standard phases, which measure one
@@ -536,7 +540,7 @@ def main():
         # setting out; recorded in the results.
         replica_env=dict(item.split("=", 1) for item in os.environ.get("BENCH_REPLICA_ENV", "").split() if "=" in item),
         peers=args.peers, standard=not args.skip_standard, quick=args.quick, pinned=args.pinned,
-        allocations_binary=args.allocations_binary,
+        allocations_binary=args.allocations_binary, profile=args.profile,
         floor_binary=args.floor_binary and os.path.abspath(args.floor_binary), venv=args.venv,
         # gunicorn: one worker process per core (Python holds the GIL, so a process
         # uses at most one core; more processes only add switching on two cores that
@@ -578,7 +582,7 @@ def main():
                                                          "login_rate", "trace_requests", "synthetic", "rust_log",
                                                          "replica_env", "peers", "standard", "flask_workers",
                                                          "flask_threads", "curve_seconds", "curve_floor",
-                                                         "quick", "pinned", "allocations_binary")},
+                                                         "quick", "pinned", "allocations_binary", "profile")},
     }
     if backends is not None:
         res["settings"].update(login_samples=settings.login_samples,
@@ -607,6 +611,9 @@ def main():
     if settings.allocations_binary:
         import allocations
         allocations.print_allocations(res)
+    if settings.profile:
+        import cpu_profile as profile_phase
+        profile_phase.print_profile(res)
     if settings.peers:
         peers.print_targets(res["peer_targets"], "targets — CPU per request of the server's own processes "
                             "(utime + stime during the timed run / requests), same run")
@@ -648,6 +655,10 @@ def run_all(settings, procs, res):
         control.call("FLUSHALL")
         allocations.run_allocations(settings, procs, res, redis_url,
                                     peers.QUICK_WORKLOADS if settings.quick else peers.PEER_WORKLOADS)
+    if settings.profile:
+        import cpu_profile as profile_phase
+        control.call("FLUSHALL")
+        profile_phase.run_profile(settings, procs, res, redis_url)
     control.close()
 
 
