@@ -337,6 +337,19 @@ def markdown(res):
             out.append(f"| {r['title']} | {r['allocs_per_request']:.1f} | {r['reallocs_per_request']:.1f} | "
                        f"{r['bytes_per_request']:,} |")
         out.append("")
+    if "profile" in res:
+        ws = list(res["profile"]["workloads"].values())
+        groups = []
+        for w in ws:
+            groups += [g for g in w["groups"] if g not in groups]
+        out += ["| where the shop's CPU goes (µs per request, share) | " + " | ".join(w["title"] for w in ws) + " |",
+                "|---|" + "---:|" * len(ws),
+                "| **all (measured)** | " + " | ".join(f"**{w['cpu_us_per_request']:.1f}**" for w in ws) + " |"]
+        for g in groups:
+            cells = [w["groups"].get(g) for w in ws]
+            out.append(f"| {g} | " + " | ".join(f"{c['us_per_request']:.1f} ({c['percent']:.0f} %)" if c else ""
+                                                 for c in cells) + " |")
+        out.append("")
     if "connection_curve" in res:
         out += ["| connections | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | other load |",
                 "|---:|---|---:|---:|---:|---:|---:|---:|"]
