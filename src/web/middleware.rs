@@ -20,6 +20,7 @@ use crate::error::{
 use crate::session;
 use crate::shutdown::Peer;
 use crate::state::AppState;
+use crate::web::compress::{self, Pieces};
 use crate::web::notes::RequestNotes;
 use crate::web::page::{Layout, Page};
 
@@ -208,13 +209,33 @@ struct ErrorTemplate {
 /// (only the flash message is lost), because "please try again" would apply it twice.
 ///
 /// The header keeps what the page extractor knew of the visitor (name, cart badge).
+///
+/// Every page leaves here gzipped when the browser accepts it, from the
+/// compressed pieces other pages left behind ([`Pieces`]).
 pub async fn html_errors(
-    State(state): State<AppState>,
+    State((state, pieces)): State<(AppState, Pieces)>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let notes = Arc::new(RequestNotes::default());
     request.extensions_mut().insert(notes.clone());
+    let gzip = compress::wants_gzip(request.method(), request.headers());
+    let response = error_page(&state, request, next, &notes).await;
+    if !gzip {
+        return response;
+    }
+    let varying = notes.varying();
+    let varying: Vec<&str> = varying.iter().map(String::as_str).collect();
+    pieces.gzip_page(response, &varying).await
+}
+
+/// The response, or the error page in its place ([`html_errors`]).
+async fn error_page(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    notes: &RequestNotes,
+) -> Response {
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     // A refused cart form leads back to the cart, not only to the catalog.
     let from_cart = request.uri().path().starts_with("/cart/");
