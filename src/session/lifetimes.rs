@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn a_record_without_the_trial_marker_is_a_full_visitor() {
+        // Every record written before the marker existed: an anonymous cart, 7 days.
+        let old: HashMap<String, Value> = [(key::CART_ID.to_owned(), Value::from("abc"))].into();
+        let facts = LifetimeFacts::from_record(&old);
+        assert!(!facts.trial && !facts.logged_in);
+        let now = OffsetDateTime::from_unix_timestamp(1_000_000_000).unwrap();
+        assert_eq!(
+            lifetimes().deadline(facts, now),
+            now + Duration::from_secs(7 * 86_400)
+        );
+        let mut new = old;
+        new.insert(key::TRIAL.to_owned(), Value::from(true));
+        assert!(LifetimeFacts::from_record(&new).trial);
+    }
+
+    #[test]
     fn keep_alive_interval_is_a_few_minutes_at_most() {
         assert_eq!(lifetimes().keep_alive_interval(), Duration::from_secs(300));
         let short = Lifetimes {
