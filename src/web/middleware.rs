@@ -74,8 +74,9 @@ impl tower_http::request_id::MakeRequestId for MakeRequestId {
     }
 }
 
-/// After a page handler: slide a reader's idle deadline now and then, and tell the
-/// session layer which kind of cookie to send if it is about to save.
+/// After a page handler: slide a reader's idle deadline now and then, end a new
+/// visitor's trial when they come back (`session::trial`), and tell the session
+/// layer which kind of cookie to send if it is about to save.
 pub async fn session_upkeep(
     State(state): State<AppState>,
     request: Request,
@@ -83,6 +84,7 @@ pub async fn session_upkeep(
 ) -> Response {
     let session = request.extensions().get::<Session>().cloned();
     let notes = request.extensions().get::<Arc<RequestNotes>>().cloned();
+    let arrived_as = session.as_ref().and_then(Session::id);
     let response = next.run(request).await;
     let Some(session) = session else {
         return response;
@@ -94,6 +96,7 @@ pub async fn session_upkeep(
     }
     let upkeep = async {
         session::keep_alive(&session, &state.lifetimes).await?;
+        session::trial::end_on_return(&session, arrived_as, &state.carts).await?;
         session::apply_cookie_expiry(&session, &state.lifetimes).await
     };
     if let Err(err) = upkeep.await {
