@@ -185,7 +185,7 @@ fn gzip_best(bytes: &[u8]) -> Vec<u8> {
 
 /// The encodings a request accepts, best first: brotli, then gzip (a `q=0`
 /// refuses one).
-fn accepted(headers: &HeaderMap) -> (bool, bool) {
+pub(crate) fn accepted(headers: &HeaderMap) -> (bool, bool) {
     let mut brotli = false;
     let mut gzip = false;
     for value in headers.get_all(header::ACCEPT_ENCODING) {

@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "ANON_CART_TTL", default_value = "7d", value_parser = parse_positive_duration)]
     pub anon_cart_ttl: Duration,
 
+    /// How long the session and cart a cookie-less visitor's first add creates are
+    /// kept until the visitor comes back with its cookie (a browser does at once,
+    /// following the add's redirect); then `ANON_CART_TTL`. At most `ANON_CART_TTL`.
+    #[arg(long, env = "ANON_TRIAL_TTL", default_value = "1h", value_parser = parse_positive_duration)]
+    pub anon_trial_ttl: Duration,
+
     /// Failed logins allowed per username from one client address within the throttle window.
     #[arg(long, env = "LOGIN_MAX_FAILURES_PER_USER", default_value_t = 5)]
     pub login_max_failures_per_user: u32,
@@ -371,6 +377,7 @@ mod tests {
         assert_eq!(config.remember_me_max_lifetime, days(30));
         assert_eq!(config.cart_ttl, days(30));
         assert_eq!(config.anon_cart_ttl, days(7));
+        assert_eq!(config.anon_trial_ttl, Duration::from_secs(3600));
         assert_eq!(config.login_max_failures_per_user, 5);
         assert_eq!(config.login_max_failures_per_client, 20);
         assert_eq!(config.login_max_failures_per_user_total, 100);

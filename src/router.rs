@@ -6,7 +6,6 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::get;
 use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
 use tower::ServiceBuilder;
-use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -94,11 +93,10 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
     let site = ServiceBuilder::new()
-        // Outermost, so error pages are compressed too: gzip or brotli as the
-        // browser accepts; text (HTML, CSS, SVG), not tiny or already-packed bodies.
-        .layer(CompressionLayer::new())
+        // Error pages, and every page gzipped from cached pieces (static files
+        // come compressed already).
         .layer(from_fn_with_state(
-            state.clone(),
+            (state.clone(), web::compress::Pieces::default()),
             web::middleware::html_errors,
         ))
         .layer(from_fn_with_state(

@@ -767,6 +767,36 @@ async fn an_add_from_the_catalog_comes_back_to_its_card_without_javascript() {
     phone.close().await;
 }
 
+/// A browser shows intent at once: it follows the add's redirect with its new
+/// cookie, so its session and cart leave the hour-long trial a cookie-less add
+/// starts with and get the full anonymous lifetime (7 days) at the first click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browsers_first_add_gets_the_full_anonymous_lifetime() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let driver = ChromeDriver::start().await;
+    let chrome = Chrome::open(&driver, &app.address, Options::default()).await;
+    chrome.visit("/").await;
+    chrome
+        .click_button(".product-grid", "Add to cart: Blue Teapot")
+        .await;
+    assert_eq!(chrome.cart_badge().await, 1);
+    let keys = app.redis_keys().await;
+    let session = keys.iter().filter(|k| !k.contains(':')).collect::<Vec<_>>();
+    let cart = keys
+        .iter()
+        .filter(|k| k.starts_with("cart:{a") && k.ends_with('}'))
+        .collect::<Vec<_>>();
+    assert_eq!((session.len(), cart.len()), (1, 1), "{keys:?}");
+    for key in [session[0], cart[0]] {
+        let ttl = app.redis_ttl(key).await;
+        assert!(
+            (7 * 86_400 - 60..=7 * 86_400).contains(&ttl),
+            "{key}: {ttl} s"
+        );
+    }
+    chrome.close().await;
+}
+
 /// How many rows the header's items take (items whose tops are within a few
 /// pixels share a row).
 async fn header_rows(chrome: &Chrome) -> usize {

@@ -259,7 +259,7 @@ pub async fn password_page(LoggedIn { page, .. }: LoggedIn) -> Result<Response> 
     Ok(PasswordTemplate {
         layout: page.layout,
         error: None,
-        submission: token::random(),
+        submission: page.submission,
     }
     .into_response())
 }

@@ -86,12 +86,16 @@ pub async fn login_page(
     // A query it cannot read (`next` twice, bad encoding) is no reason to refuse
     // the login form: it goes back to the home page instead.
     let next = query.ok().and_then(|Query(query)| query.next);
-    LoginTemplate::new(
-        page.layout,
-        String::new(),
-        safe_next(next.as_deref()),
-        state.config.remember_me_days,
-    )
+    LoginTemplate {
+        // The page's own fresh id: its compression knows it varies (`web::compress`).
+        submission: page.submission,
+        ..LoginTemplate::new(
+            page.layout,
+            String::new(),
+            safe_next(next.as_deref()),
+            state.config.remember_me_days,
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]

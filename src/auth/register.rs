@@ -48,7 +48,7 @@ pub async fn register_page(
         layout: page.layout,
         username: String::new(),
         error: None,
-        submission: token::random(),
+        submission: page.submission,
         next: safe_next(next.as_deref()),
     }
 }

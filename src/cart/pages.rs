@@ -113,8 +113,10 @@ pub async fn add_to_cart(
 
     // A visitor without a session gets one, and a cart: state in Redis that
     // anyone can make, so it is rationed per client network. A shopper who has a
-    // session (and so a cart, or a login) is never refused here.
-    if session.id().is_none() {
+    // session (and so a cart, or a login) is never refused here; a cookie naming
+    // no session (made up, or expired) is no session.
+    let new_visitor = !session.exists().await?;
+    if new_visitor {
         if let Verdict::Wait(wait) = state.throttle.anonymous_cart(client).await? {
             let minutes = wait.as_secs().div_ceil(60).max(1);
             return Err(AppError::TooManyRequests {
@@ -128,7 +130,10 @@ pub async fn add_to_cart(
         }
     }
 
-    let carts = &state.carts;
+    // A new visitor's session and cart are on trial until they come back
+    // (`session::trial`): a client that never does leaves only short-lived state.
+    let on_trial = new_visitor.then(|| state.carts.on_trial());
+    let carts = on_trial.as_ref().unwrap_or(&state.carts);
     let change = |owner: CartOwner, guard: Option<EpochGuard>| async move {
         carts
             .add(

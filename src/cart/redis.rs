@@ -134,6 +134,17 @@ pub(super) static UPDATE_SCRIPT: LazyLock<Script> =
 pub(super) static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(TAKE_LUA));
 pub(super) static APPLY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(APPLY_LUA));
 
+/// A new visitor's cart comes off trial (`session::trial`): the cart and its
+/// submission ids get their full lifetimes. One slot, one command.
+/// KEYS[1] cart, KEYS[2] submissions; ARGV[1] the cart's TTL, ARGV[2] the ids'.
+const END_TRIAL_LUA: &str = r#"
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"#;
+pub(super) static END_TRIAL_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::from_lua(END_TRIAL_LUA));
+
 /// The cart's lines and an integer key of the same hash slot, in one step: the
 /// page layout reads the user's cart and credential epoch with one command.
 /// KEYS[1] cart, KEYS[2] counter. Returns {HGETALL of the cart, counter or 0}.

@@ -30,6 +30,8 @@ use crate::redis::memory::MemoryCounters;
 use crate::redis::{bounded, Durability, Redis, StoreError};
 use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
+mod trial;
+
 /// How long an applied submission id is remembered: far longer than anyone retries.
 const SUBMISSION_MEMORY: Duration = Duration::from_secs(86_400);
 /// At most this many remembered submission ids per cart (the oldest go first).
@@ -40,6 +42,11 @@ pub struct CartStore {
     backend: Backend,
     user_ttl: Duration,
     anonymous_ttl: Duration,
+    /// How long a new visitor's cart lives until they come back ([`Self::on_trial`]).
+    trial_ttl: Duration,
+    /// How long applied submission ids are remembered ([`SUBMISSION_MEMORY`], or
+    /// less on trial).
+    submission_memory: Duration,
     /// What each write must reach before it is acknowledged.
     durability: Durability,
 }
@@ -77,6 +84,8 @@ impl CartStore {
             backend: Backend::Redis(redis),
             user_ttl,
             anonymous_ttl,
+            trial_ttl: anonymous_ttl,
+            submission_memory: SUBMISSION_MEMORY,
             durability: Durability::primary(),
         }
     }
@@ -97,6 +106,8 @@ impl CartStore {
             },
             user_ttl,
             anonymous_ttl,
+            trial_ttl: anonymous_ttl,
+            submission_memory: SUBMISSION_MEMORY,
             durability: Durability::primary(),
         }
     }
@@ -117,7 +128,7 @@ impl CartStore {
         ];
         let args = vec![
             submission.unwrap_or_default().to_owned(),
-            SUBMISSION_MEMORY.as_secs().to_string(),
+            self.submission_memory.as_secs().to_string(),
             SUBMISSIONS_KEPT.to_string(),
         ];
         (keys, args)

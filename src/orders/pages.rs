@@ -115,7 +115,7 @@ pub async fn checkout_page(
         .await?
         .unwrap_or_default();
     let last_order = store::last_order_id(&state.db, user.id).await?;
-    let form = (token::random(), last_order);
+    let form = (page.submission, last_order);
     Ok(CheckoutTemplate::new(page.layout, lines, shipping, form).into_response())
 }
 

@@ -23,6 +23,9 @@ pub struct Lifetimes {
     pub remember_max: Duration,
     /// Anonymous visitor with a cart: as long as the anonymous cart.
     pub anonymous: Duration,
+    /// An anonymous visitor who has not come back since the add that created the
+    /// session (`session::trial`); never longer than `anonymous`.
+    pub anonymous_trial: Duration,
 }
 
 /// The few facts about a session that decide its lifetime.
@@ -31,6 +34,8 @@ pub struct LifetimeFacts {
     pub(super) logged_in: bool,
     pub(super) remember: bool,
     pub(super) login_at: i64,
+    /// Created by a cookie-less add, and not come back since.
+    pub(super) trial: bool,
 }
 
 impl LifetimeFacts {
@@ -42,6 +47,7 @@ impl LifetimeFacts {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             login_at: data.get(key::LOGIN_AT).and_then(Value::as_i64).unwrap_or(0),
+            trial: data.contains_key(key::TRIAL),
         }
     }
 
@@ -50,6 +56,7 @@ impl LifetimeFacts {
             logged_in: session.get::<i64>(key::USER_ID).await?.is_some(),
             remember: session.get::<bool>(key::REMEMBER).await?.unwrap_or(false),
             login_at: session.get::<i64>(key::LOGIN_AT).await?.unwrap_or(0),
+            trial: session.get_value(key::TRIAL).await?.is_some(),
         })
     }
 }
@@ -58,7 +65,7 @@ impl Lifetimes {
     /// When the server forgets this session if nothing touches it again.
     pub fn deadline(&self, facts: LifetimeFacts, now: OffsetDateTime) -> OffsetDateTime {
         if !facts.logged_in {
-            return now + self.anonymous;
+            return now + self.anonymous_for(facts);
         }
         let (idle, max) = if facts.remember {
             (self.remember, self.remember_max)
@@ -74,7 +81,16 @@ impl Lifetimes {
         match (facts.logged_in, facts.remember) {
             (true, false) => Expiry::OnSessionEnd,
             (true, true) => Expiry::OnInactivity(to_time(self.remember)),
-            (false, _) => Expiry::OnInactivity(to_time(self.anonymous)),
+            (false, _) => Expiry::OnInactivity(to_time(self.anonymous_for(facts))),
+        }
+    }
+
+    /// An anonymous visitor's lifetime: the trial one until they come back.
+    fn anonymous_for(&self, facts: LifetimeFacts) -> Duration {
+        if facts.trial {
+            self.anonymous_trial.min(self.anonymous)
+        } else {
+            self.anonymous
         }
     }
 
@@ -130,6 +146,7 @@ mod tests {
             max: Duration::from_secs(7 * 86_400),
             remember_max: Duration::from_secs(30 * 86_400),
             anonymous: Duration::from_secs(7 * 86_400),
+            anonymous_trial: Duration::from_secs(3600),
         }
     }
 
@@ -140,6 +157,7 @@ mod tests {
             logged_in: true,
             remember: false,
             login_at: now.unix_timestamp(),
+            trial: false,
         };
         assert_eq!(
             lifetimes().deadline(fresh, now),
@@ -161,6 +179,7 @@ mod tests {
             logged_in: true,
             remember: false,
             login_at: 0,
+            trial: false,
         };
         assert_eq!(lifetimes().cookie_expiry(facts), Expiry::OnSessionEnd);
         let facts = LifetimeFacts {
@@ -171,6 +190,63 @@ mod tests {
             lifetimes().cookie_expiry(facts),
             Expiry::OnInactivity(_)
         ));
+    }
+
+    #[test]
+    fn an_anonymous_visitor_on_trial_lives_the_trial_lifetime_until_it_comes_back() {
+        let now = OffsetDateTime::from_unix_timestamp(1_000_000_000).unwrap();
+        let trial = LifetimeFacts {
+            trial: true,
+            ..LifetimeFacts::default()
+        };
+        let full = LifetimeFacts::default();
+        assert_eq!(
+            lifetimes().deadline(trial, now),
+            now + Duration::from_secs(3600)
+        );
+        assert_eq!(
+            lifetimes().cookie_expiry(trial),
+            Expiry::OnInactivity(time::Duration::hours(1))
+        );
+        assert_eq!(
+            lifetimes().deadline(full, now),
+            now + Duration::from_secs(7 * 86_400)
+        );
+        // Never longer than a full visitor's.
+        let odd = Lifetimes {
+            anonymous_trial: Duration::from_secs(30 * 86_400),
+            ..lifetimes()
+        };
+        assert_eq!(
+            odd.deadline(trial, now),
+            now + Duration::from_secs(7 * 86_400)
+        );
+        // A login's lifetimes win over a marker left in the record.
+        let logged_in = LifetimeFacts {
+            logged_in: true,
+            login_at: now.unix_timestamp(),
+            ..trial
+        };
+        assert_eq!(
+            lifetimes().deadline(logged_in, now),
+            now + Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn a_record_without_the_trial_marker_is_a_full_visitor() {
+        // Every record written before the marker existed: an anonymous cart, 7 days.
+        let old: HashMap<String, Value> = [(key::CART_ID.to_owned(), Value::from("abc"))].into();
+        let facts = LifetimeFacts::from_record(&old);
+        assert!(!facts.trial && !facts.logged_in);
+        let now = OffsetDateTime::from_unix_timestamp(1_000_000_000).unwrap();
+        assert_eq!(
+            lifetimes().deadline(facts, now),
+            now + Duration::from_secs(7 * 86_400)
+        );
+        let mut new = old;
+        new.insert(key::TRIAL.to_owned(), Value::from(true));
+        assert!(LifetimeFacts::from_record(&new).trial);
     }
 
     #[test]

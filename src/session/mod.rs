@@ -28,6 +28,8 @@
 //! 6. [`index`]: every session of a user (`sessions:{u<id>}`) and their
 //!    credential epoch: what "sign out other sessions" and a password change use.
 //! 7. [`flash`]: one-time messages for the next page.
+//! 8. [`trial`]: the session and cart of a cookie-less add live an hour until
+//!    the visitor comes back with the cookie, then the full anonymous lifetime.
 
 pub mod cookie;
 pub mod flash;
@@ -36,6 +38,7 @@ pub mod lifetimes;
 pub mod prefetch;
 pub mod record;
 pub mod store;
+pub mod trial;
 pub mod typed;
 
 pub use cookie::{

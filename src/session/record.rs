@@ -15,6 +15,10 @@ pub(crate) mod key {
     pub const LOGIN_AT: &str = "at";
     pub const SEEN_AT: &str = "seen";
     pub const CART_ID: &str = "cart";
+    /// Only in the record a cookie-less add created, until the visitor comes back
+    /// with its cookie: the session and its cart live `ANON_TRIAL_TTL`
+    /// (`session::trial`). A record without it (every older one) is a full visitor.
+    pub const TRIAL: &str = "try";
     pub const FLASH: &str = "flash";
     pub const CREATED_BY: &str = "by";
     /// Only in a tombstone: this session was ended (logout, or replaced at login).

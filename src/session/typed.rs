@@ -259,7 +259,7 @@ impl ShopSession {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let handle = token::random();
         // Start from a clean record: nothing of a previous user's login stays.
-        for stale in [key::SUBMISSION, key::FLASH] {
+        for stale in [key::SUBMISSION, key::FLASH, key::TRIAL] {
             let _ = self.session.remove_value(stale).await?;
         }
         Login {
@@ -333,10 +333,26 @@ impl ShopSession {
         if let Some(id) = self.anonymous_cart_id().await? {
             return Ok(id);
         }
+        // A visitor with no session yet: on trial until they come back (`trial`).
+        if self.session.id().is_none() {
+            self.session.insert(key::TRIAL, true).await?;
+        }
         let id = token::random();
         self.session.insert(key::CART_ID, &id).await?;
         self.session.insert(key::CREATED_BY, replica).await?;
         Ok(id)
+    }
+
+    /// True when the visitor has a session: the cookie named one the store still
+    /// has (live, or ended a moment ago). Reads the record (which the request's
+    /// handler reads anyway): a cookie naming no session, made up or expired, is
+    /// no session.
+    pub async fn exists(&self) -> SessionResult<bool> {
+        if self.session.id().is_none() {
+            return Ok(false);
+        }
+        let _ = self.session.get_value(key::CART_ID).await?;
+        Ok(self.session.id().is_some())
     }
 
     /// True when this cookie names a session that was ended a moment ago (logged

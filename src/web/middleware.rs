@@ -20,6 +20,7 @@ use crate::error::{
 use crate::session;
 use crate::shutdown::Peer;
 use crate::state::AppState;
+use crate::web::compress::{self, Pieces};
 use crate::web::notes::RequestNotes;
 use crate::web::page::{Layout, Page};
 
@@ -73,8 +74,9 @@ impl tower_http::request_id::MakeRequestId for MakeRequestId {
     }
 }
 
-/// After a page handler: slide a reader's idle deadline now and then, and tell the
-/// session layer which kind of cookie to send if it is about to save.
+/// After a page handler: slide a reader's idle deadline now and then, end a new
+/// visitor's trial when they come back (`session::trial`), and tell the session
+/// layer which kind of cookie to send if it is about to save.
 pub async fn session_upkeep(
     State(state): State<AppState>,
     request: Request,
@@ -82,6 +84,7 @@ pub async fn session_upkeep(
 ) -> Response {
     let session = request.extensions().get::<Session>().cloned();
     let notes = request.extensions().get::<Arc<RequestNotes>>().cloned();
+    let arrived_as = session.as_ref().and_then(Session::id);
     let response = next.run(request).await;
     let Some(session) = session else {
         return response;
@@ -93,6 +96,7 @@ pub async fn session_upkeep(
     }
     let upkeep = async {
         session::keep_alive(&session, &state.lifetimes).await?;
+        session::trial::end_on_return(&session, arrived_as, &state.carts).await?;
         session::apply_cookie_expiry(&session, &state.lifetimes).await
     };
     if let Err(err) = upkeep.await {
@@ -208,13 +212,33 @@ struct ErrorTemplate {
 /// (only the flash message is lost), because "please try again" would apply it twice.
 ///
 /// The header keeps what the page extractor knew of the visitor (name, cart badge).
+///
+/// Every page leaves here gzipped when the browser accepts it, from the
+/// compressed pieces other pages left behind ([`Pieces`]).
 pub async fn html_errors(
-    State(state): State<AppState>,
+    State((state, pieces)): State<(AppState, Pieces)>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let notes = Arc::new(RequestNotes::default());
     request.extensions_mut().insert(notes.clone());
+    let gzip = compress::wants_gzip(request.method(), request.headers());
+    let response = error_page(&state, request, next, &notes).await;
+    if !gzip {
+        return response;
+    }
+    let varying = notes.varying();
+    let varying: Vec<&str> = varying.iter().map(String::as_str).collect();
+    pieces.gzip_page(response, &varying).await
+}
+
+/// The response, or the error page in its place ([`html_errors`]).
+async fn error_page(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    notes: &RequestNotes,
+) -> Response {
     let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
     // A refused cart form leads back to the cart, not only to the catalog.
     let from_cart = request.uri().path().starts_with("/cart/");

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod client_ip;
+pub mod compress;
 pub mod form;
 pub mod format;
 pub mod health;

@@ -22,6 +22,9 @@ pub struct RequestNotes {
     pub applied: Mutex<Option<String>>,
     /// Set when the page showed the `notice` cookie's message: the response removes it.
     pub notice_shown: Mutex<bool>,
+    /// The strings in the page that change on every request or session (one-time
+    /// form ids, the logout handle): where its compression cuts it (`web::compress`).
+    pub varying: Mutex<Vec<String>>,
 }
 
 impl RequestNotes {
@@ -39,6 +42,10 @@ impl RequestNotes {
 
     pub fn notice_shown(&self) -> bool {
         *self.notice_shown.lock().expect("notes lock")
+    }
+
+    pub fn varying(&self) -> Vec<String> {
+        std::mem::take(&mut *self.varying.lock().expect("notes lock"))
     }
 
     pub fn applied(&self) -> Option<String> {

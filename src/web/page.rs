@@ -107,14 +107,21 @@ impl FromRequestParts<AppState> for Page {
         if !layout.degraded {
             tell_why_signed_out(&session, state, &mut layout, read_only).await?;
         }
+        let submission = crate::token::random();
         if let Some(notes) = notes {
+            let mut varying = notes.varying.lock().expect("notes lock");
+            varying.push(submission.clone());
+            if let Some(user) = &layout.user {
+                varying.push(user.handle.clone());
+            }
+            drop(varying);
             *notes.layout.lock().expect("notes lock") = Some(layout.clone());
         }
         Ok(Page {
             session,
             cart,
             layout,
-            submission: crate::token::random(),
+            submission,
         })
     }
 }

@@ -1289,6 +1289,7 @@ fn bad_settings_are_usage_errors_at_start_not_panics() {
         ("TOKIO_WORKER_THREADS", "", "--worker-threads"),
         ("CART_TTL", "0", "--cart-ttl"),
         ("ANON_CART_TTL", "3000000d", "--anon-cart-ttl"),
+        ("ANON_TRIAL_TTL", "0", "--anon-trial-ttl"),
         (
             "LOGIN_THROTTLE_WINDOW",
             "106751991167301d",
@@ -1421,6 +1422,11 @@ async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
     let per_visitor = bytes / 40;
     eprintln!("one anonymous visitor (session + one-line cart): {per_visitor} bytes");
     assert!((100..5_000).contains(&per_visitor), "{per_visitor}");
+    // None of them came back: they go within the hour (`ANON_TRIAL_TTL`).
+    for key in &new_keys {
+        let ttl = pttl(&app, key);
+        assert!((1..=HOUR_MS).contains(&ttl), "{key}: {ttl}");
+    }
 
     // Redis may grow 1 MB more; 2,000 new carts from one network would need more.
     let cap = redis_used_memory(&app) + 1024 * 1024;
@@ -1448,4 +1454,277 @@ async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
         StatusCode::SEE_OTHER
     );
     assert_eq!(app.browser().get("/readyz").await.status, StatusCode::OK);
+}
+
+// ------------------------------------------- Anonymous state on trial until intent
+
+const HOUR_MS: i64 = 3_600_000;
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+/// The `sid` cookie's Max-Age in a response, if it sets one.
+fn sid_max_age(page: &Page) -> Option<u64> {
+    page.set_cookies()
+        .iter()
+        .find(|c| c.starts_with("sid="))?
+        .split("; ")
+        .find_map(|part| part.strip_prefix("Max-Age="))?
+        .parse()
+        .ok()
+}
+
+/// A key's remaining lifetime in milliseconds, as Redis itself says (`PTTL`).
+fn pttl(app: &TestApp, key: &str) -> i64 {
+    let redis = app.redis_server.as_ref().unwrap();
+    redis.cli(&["PTTL", key]).parse().unwrap()
+}
+
+/// The one anonymous cart in Redis.
+async fn anonymous_cart_key(app: &TestApp) -> String {
+    let keys = app.redis_keys().await;
+    let carts: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("cart:{a") && k.ends_with('}'))
+        .collect();
+    assert_eq!(carts.len(), 1, "one anonymous cart in {keys:?}");
+    carts[0].clone()
+}
+
+/// How many times Redis ran each command (INFO commandstats), INFO itself left out.
+fn command_counts(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let redis = app.redis_server.as_ref().unwrap();
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let calls = rest.split(',').next()?.parse().ok()?;
+            (name != "info").then(|| (name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands whose counts differ between two [`command_counts`], with how many more.
+fn spent(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .filter_map(|(name, calls)| {
+            let more = calls - before.get(name).unwrap_or(&0);
+            (more > 0).then(|| (name.clone(), more))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_visitors_session_and_cart_are_kept_an_hour_until_it_comes_back() {
+    for backend in [Backend::Redis, Backend::Memory] {
+        let app = TestApp::spawn(backend).await;
+        let on_redis = backend == Backend::Redis;
+        let visitor = app.browser();
+        // A cookie-less add: the session and the cart are on trial.
+        let added = visitor
+            .post(
+                "/cart/add",
+                &[
+                    ("product_id", "1"),
+                    ("quantity", "2"),
+                    ("submission", "trial-1"),
+                ],
+            )
+            .await;
+        added.assert_redirect("/cart");
+        assert_eq!(sid_max_age(&added), Some(3600), "{backend:?}");
+        let sid = visitor.sid().unwrap();
+        if on_redis {
+            let cart = anonymous_cart_key(&app).await;
+            let subs = cart.replacen("cart:", "subs:", 1);
+            for key in [&sid, &cart, &subs] {
+                let ttl = pttl(&app, key);
+                assert!((HOUR_MS - 60_000..=HOUR_MS).contains(&ttl), "{key}: {ttl}");
+            }
+        }
+
+        // The browser follows the redirect with its cookie: both get the full
+        // anonymous lifetime, the cookie too.
+        let before = on_redis.then(|| command_counts(&app));
+        let cart_page = visitor.get("/cart").await;
+        assert_eq!(cart_page.status, StatusCode::OK, "{backend:?}");
+        cart_page.assert_contains("Added 2 × Blue Teapot to your cart.");
+        assert_eq!(sid_max_age(&cart_page), Some(7 * 86_400), "{backend:?}");
+        assert_eq!(visitor.sid().unwrap(), sid, "the same session");
+        if let Some(before) = before {
+            // What ending the trial cost: a page view's reads, the session save
+            // the flash needs anyway, and one command on the cart's slot (its two
+            // EXPIREs). Commands run by scripts count too; a script's first run
+            // on this server is sent twice (NOSCRIPT, then loaded).
+            let ending = spent(&before, &command_counts(&app));
+            let calls = |name: &str| {
+                ending
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, calls)| *calls)
+            };
+            assert_eq!(calls("evalsha") - calls("script|load"), 2, "{ending:?}");
+            assert_eq!(calls("expire"), 2, "{ending:?}");
+            let cart = anonymous_cart_key(&app).await;
+            let subs = cart.replacen("cart:", "subs:", 1);
+            for key in [&sid, &cart] {
+                let ttl = pttl(&app, key);
+                assert!((WEEK_MS - 60_000..=WEEK_MS).contains(&ttl), "{key}: {ttl}");
+            }
+            let ttl = pttl(&app, &subs);
+            assert!((86_340_000..=86_400_000).contains(&ttl), "{subs}: {ttl}");
+
+            // From now on a page view costs what it always did: two reads.
+            let before = command_counts(&app);
+            let again = visitor.get("/cart").await;
+            assert_eq!(again.cart_lines(), vec![("Blue Teapot".into(), 2)]);
+            assert_eq!(sid_max_age(&again), None, "no cookie to send again");
+            let after = command_counts(&app);
+            assert_eq!(
+                spent(&before, &after),
+                vec![("get".to_owned(), 1), ("hgetall".to_owned(), 1)]
+            );
+        } else {
+            assert_eq!(
+                visitor.get("/cart").await.cart_lines(),
+                vec![("Blue Teapot".into(), 2)]
+            );
+        }
+    }
+}
+
+/// A session id no server made, in the cookie's form (22 characters of URL-safe
+/// base64, the last one's spare bits zero).
+fn made_up_sid(n: u32) -> String {
+    format!("madeUpSessionId{n:06}A")
+}
+
+#[tokio::test]
+async fn a_client_that_never_comes_back_leaves_only_short_lived_state() {
+    let app = TestApp::spawn_with(Backend::Redis, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.anon_carts_per_client = 5;
+    })
+    .await;
+    let keys_before = app.redis_keys().await;
+    // Eight new carts, half of them with a made-up cookie: a cookie that names no
+    // session is no session, so the budget counts them all.
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let mut request = app
+            .browser()
+            .request(Method::POST, "/cart/add")
+            .header("x-forwarded-for", "192.0.2.44")
+            .form(&[
+                ("product_id", "1"),
+                ("quantity", "1"),
+                ("submission", &format!("flood-{n}")),
+            ]);
+        if n % 2 == 1 {
+            request = request.header("cookie", format!("sid={}", made_up_sid(n)));
+        }
+        statuses.push(request.send().await.unwrap().status());
+    }
+    assert_eq!(count(&statuses, StatusCode::SEE_OTHER), 5, "{statuses:?}");
+    assert_eq!(
+        count(&statuses, StatusCode::TOO_MANY_REQUESTS),
+        3,
+        "{statuses:?}"
+    );
+    // Every key the flood left behind (sessions, carts, submission ids) goes
+    // within the hour.
+    let left: Vec<String> = app
+        .redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| !keys_before.contains(k) && !k.starts_with("throttle:"))
+        .collect();
+    assert_eq!(
+        left.len(),
+        15,
+        "a session, a cart and its ids, five times: {left:?}"
+    );
+    let redis = app.redis_server.as_ref().unwrap();
+    let mut bytes = 0;
+    for key in &left {
+        let ttl = pttl(&app, key);
+        assert!((1..=HOUR_MS).contains(&ttl), "{key}: {ttl}");
+        bytes += redis.cli(&["MEMORY", "USAGE", key]).parse::<i64>().unwrap();
+    }
+    eprintln!(
+        "one flooding visitor (session, one-line cart, one submission id): {} bytes",
+        bytes / 5
+    );
+}
+
+#[tokio::test]
+async fn a_visitor_on_trial_who_logs_in_gets_the_cart_merged() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let visitor = app.browser();
+    // The add's redirect is not followed: the login is the visitor's return.
+    visitor.add_to_cart("4", "3").await.assert_redirect("/cart");
+    let trial_sid = visitor.sid().unwrap();
+    assert!(pttl(&app, &trial_sid) <= HOUR_MS);
+    visitor
+        .log_in(DEMO_USER, DEMO_PASSWORD)
+        .await
+        .assert_redirect("/");
+    let cart = visitor.get("/cart").await;
+    assert_eq!(cart.logged_in_as().as_deref(), Some(DEMO_USER));
+    assert_eq!(cart.cart_lines(), vec![("Bamboo Whisk".into(), 3)]);
+    // The user's cart and session have the user's lifetimes.
+    let user_cart = format!("cart:{{u{}}}", app.user_id(DEMO_USER).await);
+    let ttl = pttl(&app, &user_cart);
+    assert!(ttl > 29 * 86_400_000, "{user_cart}: {ttl}");
+    let sid = visitor.sid().unwrap();
+    assert_ne!(sid, trial_sid);
+    let ttl = pttl(&app, &sid);
+    assert!(
+        (HOUR_MS / 2 - 60_000..=HOUR_MS / 2).contains(&ttl),
+        "the idle timeout: {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_end_of_trial_keeps_the_page_and_is_tried_again() {
+    let app = TestApp::spawn(Backend::Redis).await;
+    let redis = app.redis_server.as_ref().unwrap();
+    let visitor = app.browser();
+    visitor.add_to_cart("1", "1").await.assert_redirect("/cart");
+    let sid = visitor.sid().unwrap();
+    let cart = anonymous_cart_key(&app).await;
+    // Carts (`cart:…`) may be read but not written; every other key as before.
+    redis.cli(&[
+        "ACL",
+        "SETUSER",
+        "default",
+        "resetkeys",
+        "~[^c]*",
+        "~c[^a]*",
+        "~ca[^r]*",
+        "~car[^t]*",
+        "~cart[^:]*",
+        "%R~cart:*",
+    ]);
+    let page = visitor.get("/cart").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.assert_contains("Added 1 × Blue Teapot to your cart.");
+    // Still on trial: the session (saved without the flash) and the cart.
+    assert_eq!(sid_max_age(&page), Some(3600));
+    for key in [&sid, &cart] {
+        let ttl = pttl(&app, key);
+        assert!((1..=HOUR_MS).contains(&ttl), "{key}: {ttl}");
+    }
+    redis.cli(&["ACL", "SETUSER", "default", "allkeys"]);
+    // The next request tries again, and succeeds.
+    let page = visitor.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(sid_max_age(&page), Some(7 * 86_400));
+    for key in [&sid, &cart] {
+        let ttl = pttl(&app, key);
+        assert!((WEEK_MS - 60_000..=WEEK_MS).contains(&ttl), "{key}: {ttl}");
+    }
 }
