@@ -2,13 +2,10 @@
 //! layer), static files, health checks, and the layers around every request.
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue};
 use axum::routing::get;
 use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
@@ -19,15 +16,6 @@ use crate::web;
 
 /// Largest request body accepted: every form here is far smaller.
 pub const BODY_LIMIT: usize = 16 * 1024;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
-
-/// On every response, with the other security headers (set as plain header
-/// layers, no per-request middleware future).
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
-    style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; \
-    base-uri 'none'; object-src 'none'";
 
 /// The whole application: pages (with sessions), static files, health checks.
 ///
@@ -64,10 +52,7 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
     };
     let pages = ServiceBuilder::new()
         // Pages show who is logged in: no shared cache, no back-button copy after logout.
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+        // (`no-store` on every page: `session_upkeep`.)
         // Only over HTTPS (a `__Host-` cookie): plain HTTP skips the extra layer.
         .option_layer(
             state
@@ -87,21 +72,14 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
     // From memory, compressed once at start (`assets::serve`).
     let static_files = Router::new().fallback(crate::assets::serve);
 
-    let replica = HeaderValue::from_str(&state.replica)
-        .unwrap_or_else(|_| HeaderValue::from_static("unnamed"));
-
     // For people: every error becomes a page in the site's layout, requests are
     // bounded in time and size, and cross-site forms are refused.
     let site = ServiceBuilder::new()
-        // Error pages, and every page gzipped from cached pieces (static files
-        // come compressed already).
+        // Cross-site forms refused, error pages, and every page gzipped from
+        // cached pieces (static files come compressed already).
         .layer(from_fn_with_state(
             (state.clone(), web::compress::Pieces::default()),
             web::middleware::html_errors,
-        ))
-        .layer(from_fn_with_state(
-            state.clone(),
-            web::middleware::cross_origin_protection,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
@@ -124,58 +102,28 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
     } else {
         everything
     };
-    let hsts = state.config.cookie_secure;
+    // Request logging costs nothing when the log level drops it: with `RUST_LOG`
+    // above info, no span or log line per request is made, so no layer either.
+    let log_requests = tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO;
     let outer = ServiceBuilder::new()
         // Listed outermost first.
         .option_layer(metrics.then(|| from_fn(web::metrics::record_request)))
+        // The connection's phase, request and trace ids, and every response's
+        // headers, in one middleware (`web::edge`).
         .layer(from_fn_with_state(
-            state.clone(),
-            web::middleware::connection_upkeep,
+            web::edge::Edge::new(state.clone()),
+            web::edge::edge,
         ))
-        .layer(from_fn_with_state(
-            state.clone(),
-            web::client_ip::request_id_from_trusted_proxies_only,
-        ))
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID,
-            web::middleware::MakeRequestId,
-        ))
-        // The request's W3C trace id, for the log span and the session inspector.
-        .map_request(web::trace::note_trace)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(web::middleware::RequestSpan::new(state.replica.clone()))
-                // One line per request, in the span with the replica and request id.
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetResponseHeaderLayer::overriding(SERVED_BY, replica))
-        // The CSP allows only this site's own files: there is no inline script
-        // anywhere, and no page may be framed (clickjacking).
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        // Served over HTTPS (COOKIE_SECURE=true): browsers must not fall back to
-        // plain HTTP for a year, where the cookie could be planted or read.
-        .layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            move |_: &axum::http::Response<_>| {
-                hsts.then(|| HeaderValue::from_static("max-age=31536000"))
-            },
-        ))
+        .option_layer(log_requests.then(|| {
+            ServiceBuilder::new()
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(web::middleware::RequestSpan::new(state.replica.clone()))
+                        // One line per request, in the span with the replica and request id.
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+        }))
         .service(everything);
     Router::new().fallback_service(outer)
 }

@@ -1360,7 +1360,7 @@ async fn a_replica_with_a_wrong_clock_neither_forgets_applied_forms_nor_logs_sho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back() {
+async fn a_cart_change_racing_its_own_login_never_sends_the_ended_sessions_cookie_back() {
     // Replica A reaches Redis through the proxy, replica B directly.
     let (proxy, a) = behind_stall_proxy("replica-a", Duration::from_secs(5)).await;
     let b = a.sibling("replica-b").await;
@@ -1368,11 +1368,15 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
     visitor.add_to_cart("1", "1").await;
     let before_login = visitor.sid().expect("an anonymous session");
 
-    // An add on A reads the session, then hangs when it saves it (the second
-    // command that names it)...
+    // A cart change on A reads the session, then hangs when it saves it with
+    // the change's message (the second command that names it)...
     proxy.stall_at(&before_login, 1);
     let racer = visitor.clone();
-    let add = tokio::spawn(async move { racer.add_to_cart("2", "1").await });
+    let change = tokio::spawn(async move {
+        racer
+            .post("/cart/update", &[("product_id", "1"), ("quantity", "3")])
+            .await
+    });
     proxy.wait_stalled().await;
     // ...while the visitor logs in on B: a new session, the old one ended.
     visitor
@@ -1383,18 +1387,18 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
     let after_login = visitor.sid().expect("the login's session");
     assert_ne!(after_login, before_login);
     proxy.release();
-    let added = add.await.unwrap();
+    let changed = change.await.unwrap();
 
-    // The add was applied (it answers its success page) and is in the cart the
+    // The change was applied (it answers its success page) and is in the cart the
     // login carried over; its late answer does not put the ended session's cookie back.
-    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
     assert!(
-        added
+        changed
             .set_cookies()
             .iter()
             .all(|c| !c.contains(&before_login)),
         "{:?}",
-        added.set_cookies()
+        changed.set_cookies()
     );
     assert_eq!(visitor.sid(), Some(after_login));
     assert_eq!(
@@ -1402,9 +1406,9 @@ async fn an_add_racing_its_own_login_never_sends_the_ended_sessions_cookie_back(
         Some(DEMO_USER)
     );
     assert_eq!(
-        cart_units(&visitor, "Cast Iron Kettle").await,
-        1,
-        "the add was kept"
+        cart_units(&visitor, "Blue Teapot").await,
+        3,
+        "the change was kept"
     );
 }
 

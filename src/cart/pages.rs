@@ -11,7 +11,8 @@ use std::sync::Arc;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::response::Redirect;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{
@@ -28,6 +29,7 @@ use crate::telemetry::metrics;
 use crate::web::client_ip::ClientIp;
 use crate::web::form::FormData;
 use crate::web::notes::WriteNotes;
+use crate::web::notice::Notice;
 use crate::web::page::{Layout, Page};
 
 /// The routes of this feature, merged into the app's router (`router::build`).
@@ -100,7 +102,7 @@ pub async fn add_to_cart(
     session: ShopSession,
     notes: WriteNotes,
     FormData(form): FormData<LineForm>,
-) -> Result<Redirect> {
+) -> Result<Response> {
     // Check everything before touching anything: bad input changes nothing.
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_add(form.quantity.as_deref())?;
@@ -174,13 +176,27 @@ pub async fn add_to_cart(
         Added::AlreadyApplied => metrics::replay_caught("add"),
         _ => metrics::cart_write("add"),
     }
+    // The usual answer needs no session write: its message rides in the notice
+    // cookie (`web::notice`), and the add costs Redis only the cart's script.
+    if let Added::Applied { capped: false, .. } = added {
+        let notice = Notice::Added {
+            product: product.id,
+            quantity: quantity.get(),
+        };
+        let mut redirect = Redirect::to(&back).into_response();
+        redirect.headers_mut().append(
+            header::SET_COOKIE,
+            notice.set_cookie(state.config.cookie_secure),
+        );
+        return Ok(redirect);
+    }
     let flash = if back == "/cart" {
         flash
     } else {
         flash.with_link("/cart", "View cart")
     };
     session.push_flash(flash).await?;
-    Ok(Redirect::to(&back))
+    Ok(Redirect::to(&back).into_response())
 }
 
 /// Runs a change on the visitor's cart; `Ok(None)` when there is none to change

@@ -28,6 +28,59 @@ pub struct Product {
     /// …and the lower-case text a search looks in.
     #[sqlx(skip)]
     search_text: String,
+    /// Its catalog card's HTML that is the same for every visitor.
+    #[sqlx(skip)]
+    pub card: Card,
+}
+
+/// The parts of a product's catalog card that are the same for every visitor,
+/// rendered (and escaped) once when the catalog loads: a catalog page only adds
+/// what is the visitor's own (how many are in the cart, the form's one-time id,
+/// the page to come back to). `templates/parts/product_card.html`.
+#[derive(Debug, Default, Clone)]
+pub struct Card {
+    /// From the card's start to its price.
+    pub head: String,
+    /// The add form, up to its `submission` value.
+    pub form: String,
+    /// The button and the card's end.
+    pub tail: String,
+}
+
+mod card {
+    use askama::Template;
+
+    use super::Product;
+
+    #[derive(Template)]
+    #[template(path = "parts/product_card.html", block = "head")]
+    pub struct Head<'a> {
+        pub product: &'a Product,
+    }
+
+    #[derive(Template)]
+    #[template(path = "parts/product_card.html", block = "form")]
+    pub struct Form<'a> {
+        pub product: &'a Product,
+    }
+
+    #[derive(Template)]
+    #[template(path = "parts/product_card.html", block = "tail")]
+    pub struct Tail<'a> {
+        pub product: &'a Product,
+    }
+}
+
+impl Card {
+    fn of(product: &Product) -> Card {
+        use askama::Template;
+        // Rendering plain fields into a String does not fail.
+        Card {
+            head: card::Head { product }.render().unwrap_or_default(),
+            form: card::Form { product }.render().unwrap_or_default(),
+            tail: card::Tail { product }.render().unwrap_or_default(),
+        }
+    }
 }
 
 impl Product {
@@ -135,6 +188,7 @@ impl Catalog {
                     product.category_name()
                 )
                 .to_lowercase();
+                product.card = Card::of(&product);
                 Arc::new(product)
             })
             .collect();
@@ -194,6 +248,7 @@ mod tests {
             category: category.into(),
             image_url: String::new(),
             search_text: String::new(),
+            card: Card::default(),
         }
     }
 

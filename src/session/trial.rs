@@ -10,8 +10,9 @@
 //!
 //! Cost: the marker is read from the record the request loaded anyway. Only the
 //! request that ends a trial writes: one command on the cart's slot
-//! ([`CartStore::end_trial`]) and the session's save without the marker (a
-//! browser's redirected page saves it anyway, to drop the add's flash message).
+//! ([`CartStore::end_trial`]) and the session's save without the marker (the
+//! only session write a browser's redirected page makes: the add's message rides
+//! in the notice cookie, `web::notice`).
 //! Two single-key writes, never one script across the session's and the cart's
 //! slots (Redis Cluster).
 

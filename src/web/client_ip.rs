@@ -8,10 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::config::IpNet;
 use crate::shutdown::Peer;
@@ -42,7 +40,7 @@ impl FromRequestParts<AppState> for ClientIp {
 
 /// The address of the connection's other end (unspecified if unknown, as in
 /// tests that call the router directly).
-fn peer_address(extensions: &axum::http::Extensions) -> IpAddr {
+pub(crate) fn peer_address(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<Peer>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
@@ -64,26 +62,6 @@ impl FromRequestParts<AppState> for FromThisHost {
             loopback && !parts.headers.contains_key("x-forwarded-for"),
         ))
     }
-}
-
-/// Outside the request-id layer: an `X-Request-Id` from a peer that is not a
-/// trusted proxy is dropped, so the replica makes its own. A client talking to a
-/// replica directly cannot choose what its requests are logged under.
-pub async fn request_id_from_trusted_proxies_only(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = peer_address(request.extensions());
-    if !state
-        .config
-        .trusted_proxies
-        .iter()
-        .any(|net| net.contains(peer))
-    {
-        request.headers_mut().remove("x-request-id");
-    }
-    next.run(request).await
 }
 
 /// Walks `X-Forwarded-For` from the right (the hop nearest to us) past trusted

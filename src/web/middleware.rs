@@ -1,13 +1,12 @@
 //! Middleware: request spans, error pages, cross-origin
 //! protection, and the session upkeep that runs after every page handler.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use askama::Template;
 use askama_web::WebTemplate;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,7 +17,6 @@ use crate::error::{
     default_message, AppError, ErrorMessage, LookAt, OutcomeUnknown, UNAVAILABLE_RETRY_AFTER,
 };
 use crate::session;
-use crate::shutdown::Peer;
 use crate::state::AppState;
 use crate::web::compress::{self, Pieces};
 use crate::web::notes::RequestNotes;
@@ -58,22 +56,6 @@ impl<B> MakeSpan<B> for RequestSpan {
     }
 }
 
-/// A request id for requests that come without one (not through nginx): 128
-/// random bits from the thread's generator, in hex. No system call, unlike a
-/// UUID from the operating system's generator on every request.
-#[derive(Clone, Copy)]
-pub struct MakeRequestId;
-
-impl tower_http::request_id::MakeRequestId for MakeRequestId {
-    fn make_request_id<B>(
-        &mut self,
-        _: &axum::http::Request<B>,
-    ) -> Option<tower_http::request_id::RequestId> {
-        let id = HeaderValue::from_str(&crate::token::random()).ok()?;
-        Some(tower_http::request_id::RequestId::new(id))
-    }
-}
-
 /// After a page handler: slide a reader's idle deadline now and then, end a new
 /// visitor's trial when they come back (`session::trial`), and tell the session
 /// layer which kind of cookie to send if it is about to save.
@@ -85,7 +67,11 @@ pub async fn session_upkeep(
     let session = request.extensions().get::<Session>().cloned();
     let notes = request.extensions().get::<Arc<RequestNotes>>().cloned();
     let arrived_as = session.as_ref().and_then(Session::id);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Pages show who is logged in: no shared cache, no back-button copy after logout.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let Some(session) = session else {
         return response;
     };
@@ -111,16 +97,14 @@ pub async fn session_upkeep(
 /// (`none`: typed address, bookmark). Without that header, `Origin` must match the
 /// host. With neither, it is not a browser (curl, a script): no ambient cookies
 /// to abuse, so it passes. No token needed, so anonymous browsing stays sessionless.
-pub async fn cross_origin_protection(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+///
+/// Checked first thing in [`html_errors`], so the refusal is a page like any other.
+fn cross_origin_refusal(state: &AppState, request: &Request) -> Option<Response> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) {
-        return next.run(request).await;
+        return None;
     }
     let headers = request.headers();
     let verdict = match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
@@ -153,42 +137,15 @@ pub async fn cross_origin_protection(
         },
     };
     match verdict {
-        Ok(()) => next.run(request).await,
+        Ok(()) => None,
         Err(reason) => {
             tracing::warn!(reason, "cross-origin request refused");
-            AppError::Forbidden(
+            Some(AppError::Forbidden(
                 "This form was sent from another site, so it was refused. Please use the form on this site.".into(),
             )
-            .into_response()
+            .into_response())
         }
     }
-}
-
-/// Tells the connection when a request is being handled (no deadline) and when it
-/// is done (the idle deadline starts), and while the replica drains before
-/// shutting down, closes every connection after its response (see shutdown.rs).
-pub async fn connection_upkeep(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let phase = request
-        .extensions()
-        .get::<ConnectInfo<Peer>>()
-        .map(|ConnectInfo(peer)| peer.phase.clone());
-    if let Some(phase) = &phase {
-        phase.busy();
-    }
-    let mut response = next.run(request).await;
-    if let Some(phase) = &phase {
-        phase.idle();
-    }
-    if state.draining.load(Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
 #[derive(Template, WebTemplate)]
@@ -245,11 +202,16 @@ async fn error_page(
     // `REQUEST_TIMEOUT` is kept here, where its page is drawn: cut off wherever it
     // was, the request's write may yet land, so its page must not say otherwise.
     let limit = state.config.request_timeout;
-    // All of the request's Redis commands share one `REDIS_TIMEOUT` (redis::budget).
-    let run = crate::redis::budget::scope(state.config.redis_timeout, next.run(request));
-    let (response, timed_out) = match tokio::time::timeout(limit, run).await {
-        Ok(response) => (response, false),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), true),
+    let (response, timed_out) = match cross_origin_refusal(state, &request) {
+        Some(refusal) => (refusal, false),
+        None => {
+            // All of the request's Redis commands share one `REDIS_TIMEOUT` (redis::budget).
+            let run = crate::redis::budget::scope(state.config.redis_timeout, next.run(request));
+            match tokio::time::timeout(limit, run).await {
+                Ok(response) => (response, false),
+                Err(_) => (StatusCode::SERVICE_UNAVAILABLE.into_response(), true),
+            }
+        }
     };
     let status = response.status();
     let is_html = response

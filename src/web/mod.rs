@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod client_ip;
 pub mod compress;
+pub mod edge;
 pub mod form;
 pub mod format;
 pub mod health;

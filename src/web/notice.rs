@@ -1,12 +1,17 @@
-//! The one message that outlives its session: "You have logged out". A logout
-//! deletes the session and its cookie, so its confirmation cannot be a flash in
-//! the session; it travels instead in a tiny cookie of its own (`notice`), which
-//! names one of a few fixed messages (never text from the request) and is removed
-//! by the page that shows it. No Redis write, no session for a logged-out visitor.
+//! The messages that need no session write: "You have logged out" and "Added
+//! 2 × Blue Teapot to your cart". A logout deletes the session and its cookie,
+//! so its confirmation cannot be a flash in the session; and an add that wrote
+//! only the cart would otherwise write the session as well, for its message
+//! alone (a Redis round trip on every add, and another on the page that shows
+//! it). Each travels instead in a tiny cookie of its own (`notice`), which names
+//! one of a few fixed messages (never text from the request: an add names a
+//! product id, and the page takes the name from the catalog) and is removed by
+//! the page that shows it.
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
+use crate::catalog::Catalog;
 use crate::session::Flash;
 
 /// The notice cookie's name.
@@ -16,42 +21,62 @@ pub const NOTICE_COOKIE: &str = "notice";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
     LoggedOut,
+    /// `quantity` of the product were added to the cart.
+    Added {
+        product: i64,
+        quantity: u32,
+    },
 }
 
 impl Notice {
-    fn value(self) -> &'static str {
+    fn value(self) -> String {
         match self {
-            Notice::LoggedOut => "logged-out",
+            Notice::LoggedOut => "logged-out".to_owned(),
+            Notice::Added { product, quantity } => format!("added-{product}-{quantity}"),
         }
     }
 
     fn from_value(value: &str) -> Option<Notice> {
-        match value {
-            "logged-out" => Some(Notice::LoggedOut),
-            _ => None,
+        if value == "logged-out" {
+            return Some(Notice::LoggedOut);
         }
+        let (product, quantity) = value.strip_prefix("added-")?.split_once('-')?;
+        let product = product.parse().ok()?;
+        let quantity = quantity.parse().ok().filter(|q| (1..=99).contains(q))?;
+        Some(Notice::Added { product, quantity })
     }
 
-    /// What the page says.
-    pub fn flash(self) -> Flash {
+    /// What the page at `path` says; `None` for a product the catalog does not have.
+    pub fn flash(self, catalog: &Catalog, path: &str) -> Option<Flash> {
         match self {
-            Notice::LoggedOut => {
-                Flash::success("You have logged out. Your cart is saved for your next login.")
+            Notice::LoggedOut => Some(Flash::success(
+                "You have logged out. Your cart is saved for your next login.",
+            )),
+            Notice::Added { product, quantity } => {
+                let product = catalog.get(product)?;
+                let flash =
+                    Flash::success(format!("Added {quantity} × {} to your cart.", product.name));
+                Some(if path == "/cart" {
+                    flash
+                } else {
+                    flash.with_link("/cart", "View cart")
+                })
             }
         }
     }
 
-    /// The words the page's title starts with.
-    pub fn title(self) -> &'static str {
+    /// The words the page's title starts with, if the notice changes it.
+    pub fn title(self) -> Option<&'static str> {
         match self {
-            Notice::LoggedOut => "Logged out",
+            Notice::LoggedOut => Some("Logged out"),
+            Notice::Added { .. } => None,
         }
     }
 
     /// The `Set-Cookie` that carries this notice to the next page (a minute is
     /// plenty for a redirect to be followed).
     pub fn set_cookie(self, secure: bool) -> HeaderValue {
-        cookie(self.value(), 60, secure)
+        cookie(&self.value(), 60, secure)
     }
 
     /// The notice this request carries, if any.
@@ -94,6 +119,27 @@ mod tests {
         assert_eq!(Notice::carried_by(&headers), Some(Notice::LoggedOut));
         headers.insert(COOKIE, HeaderValue::from_static("notice=<b>hi</b>"));
         assert_eq!(Notice::carried_by(&headers), None);
+        headers.insert(COOKIE, HeaderValue::from_static("notice=added-3-2"));
+        assert_eq!(
+            Notice::carried_by(&headers),
+            Some(Notice::Added {
+                product: 3,
+                quantity: 2
+            })
+        );
+        for odd in [
+            "added-3-0",
+            "added-3-100",
+            "added-x-1",
+            "added-3",
+            "added--1-1",
+        ] {
+            headers.insert(
+                COOKIE,
+                HeaderValue::from_str(&format!("notice={odd}")).unwrap(),
+            );
+            assert_eq!(Notice::carried_by(&headers), None, "{odd}");
+        }
         let set = Notice::LoggedOut.set_cookie(true);
         assert_eq!(
             set.to_str().unwrap(),

@@ -95,10 +95,13 @@ impl FromRequestParts<AppState> for Page {
         let notes = RequestNotes::of(parts);
         if read_only {
             layout.log_in_next = log_in_next(&parts.uri);
-            // A logout's confirmation, carried by its own cookie (`web::notice`).
+            // A logout's or an add's confirmation, carried by its own cookie
+            // (`web::notice`).
             if let Some(notice) = Notice::carried_by(&parts.headers) {
-                layout.flashes.insert(0, notice.flash());
-                layout.title_note = Some(notice.title());
+                if let Some(flash) = notice.flash(&state.catalog, parts.uri.path()) {
+                    layout.flashes.insert(0, flash);
+                }
+                layout.title_note = notice.title().or(layout.title_note);
                 if let Some(notes) = &notes {
                     *notes.notice_shown.lock().expect("notes lock") = true;
                 }

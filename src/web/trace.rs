@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use axum::http::{HeaderMap, Request};
+use axum::http::HeaderMap;
 
 /// A trace id: 32 lower-case hex digits, not all zeros. Kept inline (no
 /// allocation), as a request extension.
@@ -82,15 +82,6 @@ impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TraceId({})", self.as_str())
     }
-}
-
-/// Notes the request's trace id in its extensions (after the request id is set,
-/// before the log span is made). A plain function for `ServiceBuilder::map_request`:
-/// no middleware future per request.
-pub fn note_trace<B>(mut request: Request<B>) -> Request<B> {
-    let trace = TraceId::of(request.headers());
-    request.extensions_mut().insert(trace);
-    request
 }
 
 #[cfg(test)]

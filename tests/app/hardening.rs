@@ -1712,8 +1712,12 @@ async fn a_failed_end_of_trial_keeps_the_page_and_is_tried_again() {
     let page = visitor.get("/cart").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("Added 1 × Blue Teapot to your cart.");
-    // Still on trial: the session (saved without the flash) and the cart.
-    assert_eq!(sid_max_age(&page), Some(3600));
+    // Still on trial: the session (not saved with a longer cookie) and the cart.
+    assert!(
+        matches!(sid_max_age(&page), None | Some(3600)),
+        "{:?}",
+        sid_max_age(&page)
+    );
     for key in [&sid, &cart] {
         let ttl = pttl(&app, key);
         assert!((1..=HOUR_MS).contains(&ttl), "{key}: {ttl}");
