@@ -647,11 +647,16 @@ def peer_targets(res):
         add("nginx + 3 replicas vs one replica direct: req/s, logged-in GET /", ">= 0.5x, 0 errors", v,
             v >= 0.5 and errors == 0,
             f"{lb['rps']:.0f} vs {shop['get_home_user']['rps']:.0f} req/s; errors through nginx: {errors}")
-    rss = p["rss"].get("shop_after_curve") or p["rss"].get("shop")
+    # After the peer workloads (32 connections), as the standard phases measure it;
+    # the connection curve's 512 connections leave their buffers behind (noted).
+    rss, curve = p["rss"].get("shop"), p["rss"].get("shop_after_curve")
     if rss and rss.get("rss_kb"):
         mb = round(rss["rss_kb"] / 1024, 1)
-        add("the shop's RSS after the run", "<= 30 MB", mb, mb <= 30,
-            f"peak {rss['peak_rss_kb'] / 1024:.1f} MB" if rss.get("peak_rss_kb") else "")
+        note = f"peak {rss['peak_rss_kb'] / 1024:.1f} MB" if rss.get("peak_rss_kb") else ""
+        if curve and curve.get("rss_kb"):
+            note += (f"; after the connection curve (up to 512 connections) {curve['rss_kb'] / 1024:.1f} MB, "
+                     f"peak {curve['peak_rss_kb'] / 1024:.1f} MB")
+        add("the shop's RSS after the peer workloads", "<= 30 MB", mb, mb <= 30, note)
     return out
 
 
