@@ -617,7 +617,8 @@ def merge_rounds(runs):
                 sent / (out["requests"] + len(runs) * runs[0]["connections"]), 3)
         if "session_writes" in runs[0]:
             out["session_writes"] = sum(r["session_writes"] for r in runs)
-    out["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "other_load_percent")} for r in runs]
+    out["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "other_load_percent", "cpu_us_per_request")}
+                     for r in runs]
     return out
 
 
