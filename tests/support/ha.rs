@@ -226,9 +226,11 @@ impl SentinelSet {
         killed();
         let replica = self.replica.address();
         let this = &*self;
+        // Usually 2–4 s; a split vote among the sentinels makes them wait twice
+        // `failover-timeout` (5 s) before electing again, so allow a second round.
         wait_until(
             "the sentinels promote the replica",
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             || {
                 let replica = replica.clone();
                 async move { this.current_primary().await == replica }
@@ -257,6 +259,24 @@ impl SentinelSet {
         .await;
         self.primary = std::mem::replace(&mut self.replica, old);
         promoted
+    }
+
+    /// Waits up to `bound` for the sentinels to name `replica` the primary; if
+    /// their vote split (each then waits twice `failover-timeout` to vote again),
+    /// does what an operator would: `SENTINEL FAILOVER`, and waits `bound` again.
+    pub async fn promoted(&self, replica: &str, bound: Duration) {
+        let deadline = std::time::Instant::now() + bound;
+        while self.current_primary().await != replica {
+            if std::time::Instant::now() >= deadline {
+                cli(self.sentinels[0].port, &["SENTINEL", "FAILOVER", SERVICE]).await;
+                wait_until("a forced failover promotes the replica", bound, || async {
+                    self.current_primary().await == replica
+                })
+                .await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// What the sentinels say the primary is now, `host:port`.
