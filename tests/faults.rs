@@ -1199,8 +1199,14 @@ async fn login_retries_while_redis_stalls_never_lock_the_owner_out() {
         if page.status == StatusCode::SEE_OTHER {
             break;
         }
-        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
-        page.assert_contains("being checked at this moment");
+        // Right after the stall, the replica may still be reconnecting to Redis:
+        // then the honest answer is the 503 that says nothing was changed.
+        if page.status == StatusCode::SERVICE_UNAVAILABLE {
+            page.assert_contains("nothing was changed");
+        } else {
+            assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+            page.assert_contains("being checked at this moment");
+        }
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the form's held try never gave its place back"
