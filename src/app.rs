@@ -47,7 +47,7 @@ impl Application {
             max: config.session_max_lifetime,
             remember_max: config.remember_me_max_lifetime,
             anonymous: config.anon_cart_ttl,
-            anonymous_trial: config.anon_trial_ttl,
+            anonymous_trial: config.anon_trial(),
         };
         let limits = Limits {
             per_user: config.login_max_failures_per_user,
@@ -105,7 +105,7 @@ impl Application {
                     SessionStore::redis(redis.clone(), lifetimes.clone(), index.clone())
                         .confirmed_by(durability.clone()),
                     CartStore::redis(redis.clone(), config.cart_ttl, config.anon_cart_ttl)
-                        .with_trial(config.anon_trial_ttl)
+                        .with_trial(config.anon_trial())
                         .confirmed_by(durability),
                     LoginThrottle::redis(redis, limits),
                     index,
@@ -126,7 +126,7 @@ impl Application {
                     None,
                     SessionStore::memory(lifetimes.clone(), index.clone()),
                     CartStore::memory(config.cart_ttl, config.anon_cart_ttl, epochs)
-                        .with_trial(config.anon_trial_ttl),
+                        .with_trial(config.anon_trial()),
                     LoginThrottle::memory(limits),
                     index,
                 )

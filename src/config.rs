@@ -216,6 +216,12 @@ impl Config {
         Duration::from_secs(u64::from(self.remember_me_days) * 86_400)
     }
 
+    /// A new visitor's trial lifetime (`session::trial`): `ANON_TRIAL_TTL`, never
+    /// longer than `ANON_CART_TTL`. The one place that caps it.
+    pub fn anon_trial(&self) -> Duration {
+        self.anon_trial_ttl.min(self.anon_cart_ttl)
+    }
+
     /// The longest a login can live, with or without "remember me": the per-user
     /// session index and credential epoch outlive it.
     pub fn longest_login(&self) -> Duration {
@@ -360,6 +366,14 @@ mod tests {
         assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn the_trial_lifetime_is_never_longer_than_the_anonymous_one() {
+        let mut config = Config::defaults();
+        assert_eq!(config.anon_trial(), Duration::from_secs(3600));
+        config.anon_trial_ttl = Duration::from_secs(30 * 86_400);
+        assert_eq!(config.anon_trial(), config.anon_cart_ttl);
     }
 
     #[test]

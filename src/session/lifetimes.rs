@@ -24,7 +24,7 @@ pub struct Lifetimes {
     /// Anonymous visitor with a cart: as long as the anonymous cart.
     pub anonymous: Duration,
     /// An anonymous visitor who has not come back since the add that created the
-    /// session (`session::trial`); never longer than `anonymous`.
+    /// session (`session::trial`); never longer than `anonymous` (`Config::anon_trial`).
     pub anonymous_trial: Duration,
 }
 
@@ -88,7 +88,7 @@ impl Lifetimes {
     /// An anonymous visitor's lifetime: the trial one until they come back.
     fn anonymous_for(&self, facts: LifetimeFacts) -> Duration {
         if facts.trial {
-            self.anonymous_trial.min(self.anonymous)
+            self.anonymous_trial
         } else {
             self.anonymous
         }
@@ -212,15 +212,7 @@ mod tests {
             lifetimes().deadline(full, now),
             now + Duration::from_secs(7 * 86_400)
         );
-        // Never longer than a full visitor's.
-        let odd = Lifetimes {
-            anonymous_trial: Duration::from_secs(30 * 86_400),
-            ..lifetimes()
-        };
-        assert_eq!(
-            odd.deadline(trial, now),
-            now + Duration::from_secs(7 * 86_400)
-        );
+        // (Never longer than a full visitor's: capped once, `Config::anon_trial`.)
         // A login's lifetimes win over a marker left in the record.
         let logged_in = LifetimeFacts {
             logged_in: true,

@@ -323,6 +323,13 @@ mod tests {
             let page = page(token);
             let packed = pieces.gzip(page.as_bytes(), &[token]);
             assert_eq!(gunzip(&packed), page.as_bytes());
+            // The ids travel as they are, each in a stored block of its own:
+            // nothing compressed alongside them can tell anything about them.
+            let verbatim = packed
+                .windows(token.len())
+                .filter(|w| *w == token.as_bytes())
+                .count();
+            assert_eq!(verbatim, 12);
             // Each card refers back to the one before: hardly bigger than the whole
             // page compressed at once, plus the ids sent as they are.
             let whole = deflate(page.as_bytes(), &[]).len();

@@ -1382,6 +1382,16 @@ async fn new_visitor_adds(app: &TestApp, client: &str) -> Page {
     Browser::read(request.send().await.unwrap()).await
 }
 
+/// The Redis keys made since `before` was read, the throttle's own counters aside:
+/// what visitors left behind.
+async fn keys_made_since(app: &TestApp, before: &[String]) -> Vec<String> {
+    app.redis_keys()
+        .await
+        .into_iter()
+        .filter(|k| !before.contains(k) && !k.starts_with("throttle:"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
     let app = TestApp::spawn_with(Backend::Redis, |c| {
@@ -1404,12 +1414,7 @@ async fn a_flood_of_new_carts_from_one_network_cannot_fill_redis() {
             .await
             .assert_redirect("/cart");
     }
-    let new_keys: Vec<String> = app
-        .redis_keys()
-        .await
-        .into_iter()
-        .filter(|k| !keys_before.contains(k) && !k.starts_with("throttle:"))
-        .collect();
+    let new_keys = keys_made_since(&app, &keys_before).await;
     assert_eq!(
         new_keys.len(),
         80,
@@ -1636,12 +1641,7 @@ async fn a_client_that_never_comes_back_leaves_only_short_lived_state() {
     );
     // Every key the flood left behind (sessions, carts, submission ids) goes
     // within the hour.
-    let left: Vec<String> = app
-        .redis_keys()
-        .await
-        .into_iter()
-        .filter(|k| !keys_before.contains(k) && !k.starts_with("throttle:"))
-        .collect();
+    let left = keys_made_since(&app, &keys_before).await;
     assert_eq!(
         left.len(),
         15,

@@ -577,12 +577,7 @@ async fn pages_and_stylesheets_are_compressed_for_browsers_that_accept_it() {
     let app = TestApp::spawn(Backend::Memory).await;
     let visitor = app.browser();
     for path in ["/", "/static/style.css", "/products/blue-teapot"] {
-        let gzip = visitor
-            .request(reqwest::Method::GET, path)
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
+        let gzip = get_accepting(&visitor, path, "gzip").await;
         assert_eq!(gzip.status(), StatusCode::OK, "{path}");
         assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
         assert!(gzip.headers()["vary"]
@@ -590,12 +585,7 @@ async fn pages_and_stylesheets_are_compressed_for_browsers_that_accept_it() {
             .unwrap()
             .to_ascii_lowercase()
             .contains("accept-encoding"));
-        let br = visitor
-            .request(reqwest::Method::GET, path)
-            .header("accept-encoding", "br")
-            .send()
-            .await
-            .unwrap();
+        let br = get_accepting(&visitor, path, "br").await;
         // Static files come in brotli too; pages only in gzip (web/compress.rs).
         let page = !path.starts_with("/static/");
         assert_eq!(
@@ -631,12 +621,7 @@ async fn gzipped_pages_from_cached_pieces_are_the_pages_themselves() {
         ] {
             for _ in 0..3 {
                 let plain = browser.get(path).await;
-                let gzip = browser
-                    .request(reqwest::Method::GET, path)
-                    .header("accept-encoding", "gzip, deflate, br, zstd")
-                    .send()
-                    .await
-                    .unwrap();
+                let gzip = get_accepting(browser, path, "gzip, deflate, br, zstd").await;
                 assert_eq!(gzip.status(), plain.status, "{path}");
                 assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
                 let packed = gzip.bytes().await.unwrap();
@@ -655,6 +640,20 @@ async fn gzipped_pages_from_cached_pieces_are_the_pages_themselves() {
             }
         }
     }
+}
+
+/// `GET path` with this `Accept-Encoding`, the body as it came.
+async fn get_accepting(
+    browser: &crate::support::browser::Browser,
+    path: &str,
+    encodings: &str,
+) -> reqwest::Response {
+    browser
+        .request(reqwest::Method::GET, path)
+        .header("accept-encoding", encodings)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The page with its one-time ids (32 hex digits) blanked out.

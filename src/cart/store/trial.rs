@@ -10,11 +10,12 @@ use crate::redis::{Durability, StoreError};
 use crate::telemetry::metrics::{redis_call as measured, RedisKind};
 
 impl CartStore {
-    /// A new visitor's cart lives `ttl` (at most the anonymous TTL) until the
-    /// visitor comes back ([`Self::on_trial`], [`Self::end_trial`]).
+    /// A new visitor's cart lives `ttl` (`Config::anon_trial`: at most the
+    /// anonymous TTL) until the visitor comes back ([`Self::on_trial`],
+    /// [`Self::end_trial`]).
     pub fn with_trial(self, ttl: Duration) -> Self {
         CartStore {
-            trial_ttl: ttl.min(self.anonymous_ttl),
+            trial_ttl: ttl,
             ..self
         }
     }
