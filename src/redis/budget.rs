@@ -77,7 +77,22 @@ pub fn remaining() -> Option<Duration> {
 /// request's time. Spent already: not sent at all (fred sends a command when its
 /// future is first polled), an error a write reports as "nothing changed". Cut
 /// off while waiting: a timeout, which a write reports as "could not confirm".
-pub async fn bounded<T>(command: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+///
+/// The command's future is put on the heap here, once. A fred command's future is
+/// ~5 KB; held inline, it made every future around it (the session's load, the
+/// page extractor, each middleware) ~23 KB, moved from frame to frame and into
+/// boxes several times per request: memcpy was half of the shop's own
+/// instructions per page (callgrind, docs/PERFORMANCE.md). One allocation costs
+/// far less.
+pub fn bounded<T>(
+    command: impl Future<Output = Result<T, Error>>,
+) -> impl Future<Output = Result<T, Error>> {
+    bounded_boxed(Box::pin(command))
+}
+
+async fn bounded_boxed<T>(
+    command: std::pin::Pin<Box<impl Future<Output = Result<T, Error>>>>,
+) -> Result<T, Error> {
     let Some(left) = remaining() else {
         return command.await;
     };

@@ -143,7 +143,10 @@ impl Durability {
             // everything written on it before, this script included.
             let run =
                 writer.evalsha::<R, _, _, _>(script.sha1().clone(), keys.clone(), args.clone());
-            let (written, confirmed) = tokio::join!(run, confirm.wait(writer, &first_key));
+            // On the heap, as `bounded` puts a command: inline, these two commands'
+            // futures (~10 KB) would make every caller's future that large.
+            let (written, confirmed) =
+                Box::pin(async { tokio::join!(run, confirm.wait(writer, &first_key)) }).await;
             match written {
                 Err(err) if !loaded && err.details().starts_with("NOSCRIPT") => {
                     // Nothing ran; the WAIT confirmed nothing of ours. Load, run again.
