@@ -45,6 +45,8 @@ pub struct Card {
     pub form: String,
     /// The button and the card's end.
     pub tail: String,
+    /// `#` and the product's slug, escaped: the end of the add form's way back.
+    pub anchor: String,
 }
 
 mod card {
@@ -79,6 +81,7 @@ impl Card {
             head: card::Head { product }.render().unwrap_or_default(),
             form: card::Form { product }.render().unwrap_or_default(),
             tail: card::Tail { product }.render().unwrap_or_default(),
+            anchor: format!("#{}", crate::web::format::html_escaped(&product.slug)),
         }
     }
 }

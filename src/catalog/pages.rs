@@ -9,6 +9,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{category_name, Product, CATEGORIES, MAX_SEARCH};
@@ -24,7 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/products/{slug}", get(product_page))
 }
 
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "catalog.html")]
 pub struct CatalogTemplate {
     layout: Layout,
@@ -45,10 +46,28 @@ pub struct CatalogTemplate {
     /// The page's one-time submission id (each add form adds its product id).
     submission: String,
     /// This page's address, for the add forms to come back to (to the card's
-    /// anchor: an add from far down the page does not jump back to the top).
-    back: Cow<'static, str>,
+    /// anchor: an add from far down the page does not jump back to the top);
+    /// HTML-escaped here once, as every card repeats it.
+    back_html: String,
     /// The visitor's cart lines, to say on each card how many are in the cart.
     cart: crate::cart::Lines,
+}
+
+/// Room for the whole catalog's page (~12 KB) from the start: askama's own size
+/// hint cannot count the cards rendered beforehand, and a buffer grown by doubling
+/// copied the page over several times per view.
+const CATALOG_PAGE_CAPACITY: usize = 16 * 1024;
+
+impl IntoResponse for CatalogTemplate {
+    fn into_response(self) -> Response {
+        let mut page = String::with_capacity(CATALOG_PAGE_CAPACITY);
+        match self.render_into(&mut page) {
+            Ok(()) => Html(page).into_response(),
+            Err(err) => {
+                AppError::Internal(anyhow::anyhow!("rendering the catalog: {err}")).into_response()
+            }
+        }
+    }
 }
 
 impl CatalogTemplate {
@@ -146,7 +165,7 @@ pub async fn catalog_page(
         filters,
         notice,
         submission: page.submission,
-        back,
+        back_html: crate::web::format::html_escaped(&back),
         cart: page.cart,
     }
 }

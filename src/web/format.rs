@@ -135,6 +135,16 @@ pub fn query_value(value: &str) -> String {
     encoded
 }
 
+/// Text escaped for HTML as the templates escape it (askama's own escaper), for a
+/// value written once and repeated on a page with `|safe`.
+pub fn html_escaped(text: &str) -> String {
+    use askama::filters::Escaper as _;
+    let mut escaped = String::with_capacity(text.len());
+    // Writing into a String does not fail.
+    let _ = askama::filters::Html.write_escaped_str(&mut escaped, text);
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +155,10 @@ mod tests {
         assert_eq!(date_to_the_second(61), "1 January 1970, 00:01:01 UTC");
         assert_eq!(date(i64::MAX), "unknown date");
         assert_eq!(query_value("/?q=a b&c=%"), "/%3Fq%3Da%20b%26c%3D%25");
+        assert_eq!(
+            html_escaped(r#"/?q=<b>"x"&'y'"#),
+            "/?q=&#60;b&#62;&#34;x&#34;&#38;&#39;y&#39;"
+        );
         assert_eq!(When(61).iso(), "1970-01-01T00:01:01Z");
         let now = 1_800_000_000;
         assert_eq!(relative(now - 5, now), "just now");
