@@ -491,6 +491,10 @@ def main():
                         help="where the shop's CPU goes: perf record on one replica under the logged-in page "
                              "(bare and with browser headers) and the add, grouped by crate (alone, or after "
                              "--peers / --quick)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="user-space instructions per request of the shop and the floor under callgrind "
+                             "(logged-in GET / and the add; load-independent), alone or after --peers / --quick; "
+                             "needs --floor-binary (bench/instructions.py)")
     parser.add_argument("--floor-binary", help="the floor server (bench/floor), for --peers")
     parser.add_argument("--venv", help="the Flask peer's virtualenv, for --peers")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default=os.environ.get("BENCH_DB") or "sqlite",
@@ -511,9 +515,9 @@ def main():
         if not os.environ.get("BENCH_SECONDS") and "--seconds" not in " ".join(sys.argv):
             args.seconds = 5
         args.rounds = 1
-    if (args.allocations_binary or args.profile) and not args.peers:
-        args.skip_standard = True  # only the allocation and profile phases
-    if args.skip_standard and not args.peers and not args.allocations_binary and not args.profile:
+    if (args.allocations_binary or args.profile or args.instructions) and not args.peers:
+        args.skip_standard = True  # only the allocation, profile and instruction phases
+    if args.skip_standard and not (args.peers or args.allocations_binary or args.profile or args.instructions):
         parser.error("--skip-standard goes with --peers")
     # Another backend than SQLite + one redis-server, or several: the backend
     # phase (bench/backends.py) instead of the standard phases, which measure one
@@ -540,7 +544,7 @@ def main():
         # setting out; recorded in the results.
         replica_env=dict(item.split("=", 1) for item in os.environ.get("BENCH_REPLICA_ENV", "").split() if "=" in item),
         peers=args.peers, standard=not args.skip_standard, quick=args.quick, pinned=args.pinned,
-        allocations_binary=args.allocations_binary, profile=args.profile,
+        allocations_binary=args.allocations_binary, profile=args.profile, instructions=args.instructions,
         floor_binary=args.floor_binary and os.path.abspath(args.floor_binary), venv=args.venv,
         # gunicorn: one worker process per core (Python holds the GIL, so a process
         # uses at most one core; more processes only add switching on two cores that
@@ -553,6 +557,8 @@ def main():
     )
     if settings.peers and not (settings.floor_binary and (settings.venv or settings.quick)):
         parser.error("--peers needs --floor-binary and --venv (scripts/bench --peers provides them)")
+    if settings.instructions and not settings.floor_binary:
+        parser.error("--instructions needs --floor-binary (scripts/bench --instructions provides it)")
     if settings.pinned and (os.cpu_count() or 1) < 2:
         parser.error("--pinned needs 2 cores")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -582,7 +588,8 @@ def main():
                                                          "login_rate", "trace_requests", "synthetic", "rust_log",
                                                          "replica_env", "peers", "standard", "flask_workers",
                                                          "flask_threads", "curve_seconds", "curve_floor",
-                                                         "quick", "pinned", "allocations_binary", "profile")},
+                                                         "quick", "pinned", "allocations_binary", "profile",
+                                                         "instructions")},
     }
     if backends is not None:
         res["settings"].update(login_samples=settings.login_samples,
@@ -614,6 +621,9 @@ def main():
     if settings.profile:
         import cpu_profile as profile_phase
         profile_phase.print_profile(res)
+    if settings.instructions:
+        import instructions
+        instructions.print_instructions(res)
     if settings.peers:
         peers.print_targets(res["peer_targets"], "targets — CPU per request of the server's own processes "
                             "(utime + stime during the timed run / requests), same run")
@@ -659,6 +669,10 @@ def run_all(settings, procs, res):
         import cpu_profile as profile_phase
         control.call("FLUSHALL")
         profile_phase.run_profile(settings, procs, res, redis_url)
+    if settings.instructions:
+        import instructions
+        control.call("FLUSHALL")
+        instructions.run_instructions(settings, procs, res, redis_url, control)
     control.close()
 
 
