@@ -7,7 +7,8 @@
 //! `HINCRBY <cart key> <product> <qty>`, `POST /cart/update` with quantity 0
 //! `HDEL`s, and both answer 303 to `/`, like the shop.
 //!
-//! Settings (environment): PORT, REDIS_URL, FLOOR_CART_KEY, FLOOR_BODY_FILE.
+//! Settings (environment): PORT, REDIS_URL, FLOOR_CART_KEY, FLOOR_BODY_FILE, and
+//! FLOOR_SEQUENTIAL (the add's two commands one after the other, not pipelined).
 //! Loopback only; a missing session key answers 303 to /login like the shop.
 
 use std::sync::Arc;
@@ -24,6 +25,10 @@ struct Floor {
     redis: Client,
     cart_key: String,
     body: Bytes,
+    /// FLOOR_SEQUENTIAL set: an add waits for the session's `GET` before it sends
+    /// its `HINCRBY` (two round trips in a row, as the shop's add), instead of
+    /// pipelining both: what the second round trip costs.
+    sequential: bool,
 }
 
 type Shared = State<Arc<Floor>>;
@@ -99,6 +104,22 @@ async fn change(floor: &Floor, headers: &HeaderMap, body: &str, add: bool) -> Re
         return (StatusCode::BAD_REQUEST, "product_id?\n").into_response();
     };
     let quantity = quantity.unwrap_or(1);
+    if add && floor.sequential {
+        // As the shop must: the session read first, the cart written after.
+        match floor.redis.get::<Value, _>(&sid).await {
+            Ok(Value::Null) => return redirect("/login"),
+            Err(err) => return unavailable(err),
+            Ok(_) => {}
+        }
+        let added: Result<Value, Error> = floor
+            .redis
+            .hincrby(&floor.cart_key, product.to_string(), quantity)
+            .await;
+        return match added {
+            Ok(_) => redirect("/"),
+            Err(err) => unavailable(err),
+        };
+    }
     let pipeline = floor.redis.pipeline();
     let queued: Result<(), Error> = async {
         pipeline.get::<(), _>(&sid).await?;
@@ -163,6 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let floor = Arc::new(Floor {
         redis,
         cart_key: setting("FLOOR_CART_KEY", "cart:user:1"),
+        sequential: std::env::var_os("FLOOR_SEQUENTIAL").is_some(),
         body: Bytes::from(body),
     });
     let app = Router::new()
