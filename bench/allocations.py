@@ -44,12 +44,7 @@ def run_allocations(settings, procs, res, redis_url, workloads):
     binary = os.path.abspath(settings.allocations_binary)
     seconds = env_int("BENCH_ALLOC_SECONDS", 2)
     log(f"== allocations per request: {binary}, {seconds}s per workload")
-    saved = settings.binary
-    settings.binary = binary
-    try:
-        replica = Replica(settings, procs, "replica-allocations", free_port(), redis_url)
-    finally:
-        settings.binary = saved
+    replica = Replica(settings, procs, "replica-allocations", free_port(), redis_url, binary=binary)
     try:
         cookie = log_in(replica.port)
         reset_cart(replica.port, cookie)

@@ -536,7 +536,10 @@ def shared_host_env(replicas):
 
 
 class Replica:
-    def __init__(self, settings, procs, name, port, redis_url, extra_env=None):
+    """One shop replica, started and ready; `binary` instead of the settings' one
+    (the allocation-counting build, one under callgrind)."""
+
+    def __init__(self, settings, procs, name, port, redis_url, extra_env=None, binary=None):
         self.name, self.port, self.settings = name, port, settings
         # The shop's settings are exactly the ones set here, the phase's `extra_env`
         # and BENCH_REPLICA_ENV's: none is inherited from the caller (shop_env).
@@ -551,7 +554,8 @@ class Replica:
         env.update(settings.replica_env)
         env.update(extra_env or {})
         self.logfile = os.path.join(settings.run_dir, f"{name}.log")
-        self.proc = procs.start(name, pinned(settings, [settings.binary, "serve"], "server"), self.logfile, env=env)
+        self.proc = procs.start(name, pinned(settings, [binary or settings.binary, "serve"], "server"), self.logfile,
+                                env=env)
         self.pid = self.proc.pid
         wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200,
                    f"replica {name}", proc=self.proc, logfile=self.logfile)

@@ -58,14 +58,9 @@ def run_instructions(settings, procs, res, redis_url, control):
     seconds = env_int("BENCH_INSTR_SECONDS", 5)
     log(f"== instructions per request (callgrind): the shop and the floor, {seconds}s per workload, "
         f"{CONNECTIONS} connections")
+    one_worker = {"TOKIO_WORKER_THREADS": "1"}
     wrapper, shop_out = under_callgrind(settings, settings.binary, "shop")
-    saved = settings.binary
-    settings.binary = wrapper
-    try:
-        shop = Replica(settings, procs, "replica-callgrind", free_port(), redis_url,
-                       extra_env={"TOKIO_WORKER_THREADS": "1"})
-    finally:
-        settings.binary = saved
+    shop = Replica(settings, procs, "replica-callgrind", free_port(), redis_url, one_worker, wrapper)
     cookie = log_in(shop.port)
     reset_cart(shop.port, cookie)
     page = expect(http_request(shop.port, "GET", "/", cookie=cookie), (200,), "GET / (callgrind)")
@@ -74,14 +69,8 @@ def run_instructions(settings, procs, res, redis_url, control):
         f.write(page.body)
     cart_key = find_cart_key(control)
 
-    saved = settings.floor_binary
-    settings.floor_binary, floor_out = under_callgrind(settings, settings.floor_binary, "floor")
-    os.environ["TOKIO_WORKER_THREADS"] = "1"
-    try:
-        floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file)
-    finally:
-        settings.floor_binary = saved
-        del os.environ["TOKIO_WORKER_THREADS"]
+    wrapper, floor_out = under_callgrind(settings, settings.floor_binary, "floor")
+    floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file, wrapper, one_worker)
 
     targets = (("shop", shop.port, shop.pid, shop_out, lambda: reset_cart(shop.port, cookie)),
                ("floor", floor_port, floor_proc.pid, floor_out, lambda: None))

@@ -70,12 +70,13 @@ def start_flask(settings, procs, redis_url):
     return proc, port
 
 
-def start_floor(settings, procs, redis_url, cart_key, body_file):
+def start_floor(settings, procs, redis_url, cart_key, body_file, binary=None, extra_env=None):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "FLOOR", "PORT"))}
     env.update(PORT=str(port), REDIS_URL=redis_url, FLOOR_CART_KEY=cart_key, FLOOR_BODY_FILE=body_file)
+    env.update(extra_env or {})
     logfile = os.path.join(settings.run_dir, "floor.log")
-    proc = procs.start("floor", pinned(settings, [settings.floor_binary], "server"), logfile, env=env)
+    proc = procs.start("floor", pinned(settings, [binary or settings.floor_binary], "server"), logfile, env=env)
     wait_until(lambda: http_request(port, "GET", "/readyz", timeout=2).status == 200, "floor",
                proc=proc, logfile=logfile)
     return proc, port
@@ -532,12 +533,7 @@ def allocator_ab(settings, procs, res, redis_url):
     rows = {"A": [], "B": []}
     for round_no in range(rounds):
         for name, binary, extra in (variants if round_no % 2 == 0 else variants[::-1]):
-            saved = settings.binary
-            settings.binary = binary
-            try:
-                replica = Replica(settings, procs, f"ab-{name}-{round_no}", free_port(), redis_url, extra)
-            finally:
-                settings.binary = saved
+            replica = Replica(settings, procs, f"ab-{name}-{round_no}", free_port(), redis_url, extra, binary)
             rss_start = memory_kb(replica.pid)["rss_kb"]
             for _ in range(logins):
                 cookie = log_in(replica.port)
