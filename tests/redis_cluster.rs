@@ -298,6 +298,8 @@ async fn one_primary_failing_over_holds_up_only_the_shoppers_on_its_slots() {
         "some shopper must live elsewhere: {on_victim:?}"
     );
 
+    // Only what is written from now on may be lost with the primary.
+    support::ha::replicated(victim_port).await;
     cluster.nodes[victim].kill();
     let killed = Instant::now();
     let mut added = [1u32; SHOPPERS];

@@ -337,6 +337,9 @@ async fn add_while_the_replica_lags(wait_replicas: Option<u32>) -> HeldAdd {
     browser.add_to_cart("1", "1").await.assert_redirect("/cart");
 
     let mut set = set;
+    // The registration and the teapot reach the replica before its stream is held
+    // (with `Some(0)` nothing else waits for them): only the kettle may be lost.
+    support::ha::replicated(set.primary.port).await;
     let link = set.link.take().expect("a linked set");
     link.hold();
     let answer = browser.add_to_cart("2", "1").await;

@@ -65,6 +65,21 @@ pub async fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Waits until the replica of the primary at `port` holds everything written to
+/// it so far (`WAIT 1`). A test that kills a primary or holds back its stream
+/// calls it first, so that only the writes the test means to lose can be lost:
+/// Redis replicates on its own time, and a write acknowledged a moment before the
+/// kill may not have left yet (a test run on a loaded machine saw a registration
+/// vanish with its primary).
+pub async fn replicated(port: u16) {
+    let reply = cli(port, &["WAIT", "1", "10000"]).await;
+    assert_eq!(
+        reply.trim(),
+        "1",
+        "the replica of 127.0.0.1:{port} did not catch up"
+    );
+}
+
 async fn wait_for_port(port: u16) {
     wait_until("redis-server", Duration::from_secs(10), || async move {
         cli(port, &["PING"]).await.trim() == "PONG"
