@@ -31,6 +31,7 @@
 //! its request headers within `HEADER_READ_TIMEOUT`, and an idle keep-alive
 //! connection is closed after `IDLE_TIMEOUT`, so slow or idle clients cannot pile up.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -54,6 +55,8 @@ pub const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 /// counts the connections it handed out that have not read anything yet.
 pub struct DrainingListener {
     listener: Option<TcpListener>,
+    /// Connections taken from the kernel's queue as the socket closed, not yet handed out.
+    queued: VecDeque<(TcpStream, SocketAddr)>,
     address: SocketAddr,
     stopping: watch::Receiver<bool>,
     closed: watch::Sender<bool>,
@@ -103,6 +106,7 @@ impl DrainingListener {
         let draining = DrainingListener {
             address: listener.local_addr()?,
             listener: Some(listener),
+            queued: VecDeque::new(),
             stopping,
             closed,
             unread: unread.clone(),
@@ -134,21 +138,16 @@ impl axum::serve::Listener for DrainingListener {
 
     async fn accept(&mut self) -> (Connection, SocketAddr) {
         loop {
+            if let Some(connection) = self.queued.pop_front() {
+                return self.hand_out(connection);
+            }
             let Some(listener) = &self.listener else {
                 // Closed. axum's own shutdown signal ends its accept loop.
                 return std::future::pending().await;
             };
             if *self.stopping.borrow() {
-                // Take what is already queued (no waiting), then close the socket.
-                match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
-                    Poll::Ready(Ok(connection)) => return self.hand_out(connection),
-                    _ => {
-                        self.listener = None;
-                        let _ = self.closed.send(true);
-                        tracing::info!("no longer accepting connections");
-                        continue;
-                    }
-                }
+                self.close();
+                continue;
             }
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -166,6 +165,51 @@ impl axum::serve::Listener for DrainingListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.address)
+    }
+}
+
+impl DrainingListener {
+    /// Takes every connection queued in the kernel, then closes the socket.
+    ///
+    /// The queue is read with `accept` calls until the kernel says it is empty:
+    /// tokio's own `poll_accept` would not do, as it trusts the readiness its
+    /// reactor last saw, and on a busy machine connections that arrived since then
+    /// would be reset by the close with their request already sent.
+    fn close(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        match listener.into_std() {
+            Ok(listener) => loop {
+                match listener.accept() {
+                    Ok((stream, address)) => {
+                        let stream = stream
+                            .set_nonblocking(true)
+                            .and_then(|()| TcpStream::from_std(stream));
+                        match stream {
+                            Ok(stream) => self.queued.push_back((stream, address)),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "a queued connection was lost")
+                            }
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => {
+                        if err.kind() != io::ErrorKind::WouldBlock {
+                            tracing::warn!(error = %err, "taking the queued connections failed");
+                        }
+                        break;
+                    }
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "the listening socket could not be drained"),
+        }
+        // The listener was dropped above: its socket is closed.
+        let _ = self.closed.send(true);
+        tracing::info!(
+            queued = self.queued.len(),
+            "no longer accepting connections"
+        );
     }
 }
 
@@ -348,5 +392,54 @@ impl AsyncWrite for Connection {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+    use futures::FutureExt;
+    use std::io::Read;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn closing_takes_every_connection_the_kernel_has_queued() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopping) = watch::channel(false);
+        let limits = ConnectionLimits {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(10),
+        };
+        let (mut draining, _settled) = DrainingListener::new(listener, stopping, limits).unwrap();
+
+        // Three connections the kernel completed and queued while this task never
+        // yielded: tokio's reactor has not seen them.
+        let mut clients: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        stop.send(true).unwrap();
+
+        // Shutting down hands out all three, then closes the socket.
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            let (connection, _) = draining
+                .accept()
+                .now_or_never()
+                .expect("a queued connection is handed out at once");
+            taken.push(connection);
+        }
+        assert!(draining.accept().now_or_never().is_none(), "only three");
+        let refused = std::net::TcpStream::connect(address);
+        assert!(refused.is_err(), "the socket is closed: {refused:?}");
+
+        // Each of them still works: none was reset by the close.
+        for (connection, client) in taken.iter_mut().zip(&mut clients) {
+            connection.write_all(b"ok").await.unwrap();
+            let mut answer = [0u8; 2];
+            client.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"ok");
+        }
     }
 }
