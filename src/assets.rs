@@ -14,6 +14,7 @@
 //! buffer — never a disk read or a compression. Each answer carries an `ETag` (the
 //! content hash), and `If-None-Match` gets a 304.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct Assets {
     dir: PathBuf,
     /// `products/blue-teapot.svg` → `products/blue-teapot.0123456789abcdef.svg`
     hashed: HashMap<String, String>,
+    /// `style.css` → `/static/style.0123456789abcdef.css`: what pages link to,
+    /// made once rather than on every page.
+    urls: HashMap<String, String>,
     /// The other way round.
     original: HashMap<String, String>,
     /// Every file, by its plain name, ready to send.
@@ -66,10 +70,10 @@ pub fn init() -> &'static Assets {
 }
 
 /// The URL of a static file: its fingerprinted name when the file exists.
-pub fn url(name: &str) -> String {
-    match init().hashed.get(name) {
-        Some(hashed) => format!("/static/{hashed}"),
-        None => format!("/static/{name}"),
+pub fn url(name: &str) -> Cow<'static, str> {
+    match init().urls.get(name) {
+        Some(url) => Cow::Borrowed(url),
+        None => Cow::Owned(format!("/static/{name}")),
     }
 }
 
@@ -100,6 +104,9 @@ impl Assets {
                 let hash = fnv1a(&bytes);
                 let hashed = hashed_name(&name, hash);
                 assets.original.insert(hashed.clone(), name.clone());
+                assets
+                    .urls
+                    .insert(name.clone(), format!("/static/{hashed}"));
                 assets.hashed.insert(name.clone(), hashed);
                 assets
                     .files

@@ -22,34 +22,35 @@ pub enum CartOwner {
 }
 
 impl CartOwner {
-    /// The hash tag every key of this cart carries (one Redis Cluster slot per cart).
-    fn tag(&self) -> String {
+    /// `prefix{tag}suffix`: every key of this cart carries its hash tag (one Redis
+    /// Cluster slot per cart), built in one allocation.
+    fn key(&self, prefix: &str, suffix: &str) -> String {
         match self {
-            CartOwner::User(id) => format!("{{u{id}}}"),
-            CartOwner::Anonymous(id) => format!("{{a{id}}}"),
+            CartOwner::User(id) => format!("{prefix}{{u{id}}}{suffix}"),
+            CartOwner::Anonymous(id) => format!("{prefix}{{a{id}}}{suffix}"),
         }
     }
 
     pub fn redis_key(&self) -> String {
-        format!("cart:{}", self.tag())
+        self.key("cart:", "")
     }
 
     /// Submission ids already applied to this cart.
     fn submissions_key(&self) -> String {
-        format!("subs:{}", self.tag())
+        self.key("subs:", "")
     }
 
     /// Set on an anonymous cart once the login merge has taken it.
     fn retired_key(&self) -> String {
-        format!("cart:{}:retired", self.tag())
+        self.key("cart:", ":retired")
     }
 
     fn moving_key(&self) -> String {
-        format!("cart:{}:moving", self.tag())
+        self.key("cart:", ":moving")
     }
 
     fn merged_key(&self) -> String {
-        format!("cart:{}:merged", self.tag())
+        self.key("cart:", ":merged")
     }
 }
 

@@ -243,12 +243,9 @@ impl CartStore {
     pub async fn lines(&self, owner: &CartOwner) -> Result<Lines, StoreError> {
         match &self.backend {
             Backend::Redis(redis) => {
-                let raw: HashMap<String, String> = bounded(
-                    redis
-                        .connected(&owner.redis_key())?
-                        .hgetall(owner.redis_key()),
-                )
-                .await?;
+                let key = owner.redis_key();
+                let raw: HashMap<String, String> =
+                    bounded(redis.connected(&key)?.hgetall(key)).await?;
                 Ok(parse_lines(raw))
             }
             Backend::Memory { carts, .. } => {
@@ -292,11 +289,7 @@ impl CartStore {
                         ],
                     )
                     .await?;
-                let lines = parse_lines(
-                    flat.chunks_exact(2)
-                        .map(|pair| (pair[0].clone(), pair[1].clone()))
-                        .collect(),
-                );
+                let lines = parse_lines(flat.chunks_exact(2).map(|pair| (&pair[0], &pair[1])));
                 let mut args = vec![
                     anonymous_cart_id.to_owned(),
                     MAX_QUANTITY.to_string(),
@@ -363,21 +356,18 @@ impl CartStore {
             }
         };
         let read = async {
-            let client = redis.connected(&owner.redis_key())?;
+            let key = owner.redis_key();
+            let client = redis.connected(&key)?;
             bounded(scripts::LINES_AND_COUNTER_SCRIPT.evalsha_with_reload(
                 &client,
-                vec![owner.redis_key(), counter_key.to_owned()],
+                vec![key, counter_key.to_owned()],
                 Vec::<String>::new(),
             ))
             .await
             .map_err(StoreError::from)
         };
         let (raw, counter): (Vec<String>, i64) = measured(RedisKind::Cart, read).await?;
-        let lines = parse_lines(
-            raw.chunks_exact(2)
-                .map(|pair| (pair[0].clone(), pair[1].clone()))
-                .collect(),
-        );
+        let lines = parse_lines(raw.chunks_exact(2).map(|pair| (&pair[0], &pair[1])));
         Ok((lines, counter))
     }
 
@@ -444,10 +434,16 @@ impl CartStore {
     }
 }
 
-fn parse_lines(raw: HashMap<String, String>) -> Lines {
+/// A cart's `(product, quantity)` fields as lines, in product id order.
+fn parse_lines<S: AsRef<str>>(raw: impl IntoIterator<Item = (S, S)>) -> Lines {
     let mut lines: Lines = raw
         .into_iter()
-        .filter_map(|(product, quantity)| Some((product.parse().ok()?, quantity.parse().ok()?)))
+        .filter_map(|(product, quantity)| {
+            Some((
+                product.as_ref().parse().ok()?,
+                quantity.as_ref().parse().ok()?,
+            ))
+        })
         .filter(|(_, quantity)| *quantity > 0)
         .collect();
     lines.sort_unstable();

@@ -183,7 +183,8 @@ impl Catalog {
         let products: Vec<Arc<Product>> = products
             .into_iter()
             .map(|mut product| {
-                product.image_url = crate::assets::url(&format!("products/{}", product.image));
+                product.image_url =
+                    crate::assets::url(&format!("products/{}", product.image)).into_owned();
                 product.search_text = format!(
                     "{} {} {}",
                     product.name,

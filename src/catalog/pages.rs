@@ -3,7 +3,7 @@
 use axum::routing::get;
 use axum::Router;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -132,7 +132,7 @@ pub async fn catalog_page(
     let link = |slug: Option<&str>| -> Cow<'static, str> {
         match (slug, q.is_empty()) {
             (None, true) => Cow::Borrowed("/"),
-            (Some(slug), true) => Cow::Owned(format!("/?category={slug}")),
+            (Some(slug), true) => category_link(slug),
             (None, false) => Cow::Owned(format!("/?q={escaped_q}")),
             (Some(slug), false) => Cow::Owned(format!("/?category={slug}&q={escaped_q}")),
         }
@@ -148,7 +148,7 @@ pub async fn catalog_page(
         current: category == Some(*slug),
     }));
     let clear_search = match category {
-        Some(slug) => Cow::Owned(format!("/?category={slug}")),
+        Some(slug) => category_link(slug),
         None => Cow::Borrowed("/"),
     };
     let search_everywhere = link(None);
@@ -167,6 +167,21 @@ pub async fn catalog_page(
         submission: page.submission,
         back_html: crate::web::format::html_escaped(&back),
         cart: page.cart,
+    }
+}
+
+/// `/?category=<slug>`, made once per category rather than on every page (the
+/// filter links of every catalog page without a search).
+fn category_link(slug: &str) -> Cow<'static, str> {
+    static LINKS: LazyLock<Vec<(&str, String)>> = LazyLock::new(|| {
+        CATEGORIES
+            .iter()
+            .map(|(slug, _)| (*slug, format!("/?category={slug}")))
+            .collect()
+    });
+    match LINKS.iter().find(|(known, _)| *known == slug) {
+        Some((_, link)) => Cow::Borrowed(link),
+        None => Cow::Owned(format!("/?category={slug}")),
     }
 }
 
