@@ -275,6 +275,16 @@ async fn rolling_restarts_with_keep_alive_lose_no_request_and_no_cart_addition()
         "connections reset at a listener's close: {}",
         errors.matches("reset by peer").count()
     );
+    // Connections still queued in the kernel when a listener closed, served rather
+    // than reset (shutdown.rs): how often the close met one.
+    let queued: u64 = cluster
+        .replicas
+        .iter()
+        .flat_map(|replica| replica.log_lines())
+        .filter(|line| line["fields"]["message"] == "no longer accepting connections")
+        .filter_map(|line| line["fields"]["queued"].as_u64())
+        .sum();
+    println!("connections taken from the queue as a listener closed: {queued}");
 
     // Every successful add is in the cart, and nothing else is.
     let redis = cluster.redis.client().await;

@@ -43,10 +43,12 @@ pub struct Card {
     pub head: String,
     /// The add form, up to its `submission` value.
     pub form: String,
-    /// The button and the card's end.
+    /// From the end of the `submission` value (`-a<id>`) to the start of the
+    /// form's way back.
+    pub between: String,
+    /// The end of the way back (`#` and the product's slug, escaped), the button
+    /// and the card's end.
     pub tail: String,
-    /// `#` and the product's slug, escaped: the end of the add form's way back.
-    pub anchor: String,
 }
 
 mod card {
@@ -67,6 +69,12 @@ mod card {
     }
 
     #[derive(Template)]
+    #[template(path = "parts/product_card.html", block = "between")]
+    pub struct Between<'a> {
+        pub product: &'a Product,
+    }
+
+    #[derive(Template)]
     #[template(path = "parts/product_card.html", block = "tail")]
     pub struct Tail<'a> {
         pub product: &'a Product,
@@ -80,8 +88,8 @@ impl Card {
         Card {
             head: card::Head { product }.render().unwrap_or_default(),
             form: card::Form { product }.render().unwrap_or_default(),
+            between: card::Between { product }.render().unwrap_or_default(),
             tail: card::Tail { product }.render().unwrap_or_default(),
-            anchor: format!("#{}", crate::web::format::html_escaped(&product.slug)),
         }
     }
 }
