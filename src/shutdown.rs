@@ -71,8 +71,9 @@ pub struct ConnectionLimits {
     pub idle: Duration,
 }
 
-/// Tells when the listener has closed its socket and every connection it handed
-/// out has started reading its request: from then on, no request can be lost.
+/// Tells when the listener has closed its socket and handed out every connection
+/// it took, and every one of those has started reading its request: from then
+/// on, no request can be lost.
 pub struct Settled {
     closed: watch::Receiver<bool>,
     unread: Arc<AtomicUsize>,
@@ -142,7 +143,10 @@ impl axum::serve::Listener for DrainingListener {
                 return self.hand_out(connection);
             }
             let Some(listener) = &self.listener else {
-                // Closed. axum's own shutdown signal ends its accept loop.
+                // Closed, and every connection it took is handed out: only now may
+                // the shutdown go on (`Settled`). axum's own shutdown signal then
+                // ends its accept loop.
+                let _ = self.closed.send(true);
                 return std::future::pending().await;
             };
             if *self.stopping.borrow() {
@@ -169,7 +173,8 @@ impl axum::serve::Listener for DrainingListener {
 }
 
 impl DrainingListener {
-    /// Takes every connection queued in the kernel, then closes the socket.
+    /// Takes every connection queued in the kernel, then closes the socket (the
+    /// connections taken are handed out by the next calls to `accept`).
     ///
     /// The queue is read with `accept` calls until the kernel says it is empty:
     /// tokio's own `poll_accept` would not do, as it trusts the readiness its
@@ -205,7 +210,6 @@ impl DrainingListener {
             Err(err) => tracing::warn!(error = %err, "the listening socket could not be drained"),
         }
         // The listener was dropped above: its socket is closed.
-        let _ = self.closed.send(true);
         tracing::info!(
             queued = self.queued.len(),
             "no longer accepting connections"
@@ -412,7 +416,7 @@ mod tests {
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(10),
         };
-        let (mut draining, _settled) = DrainingListener::new(listener, stopping, limits).unwrap();
+        let (mut draining, settled) = DrainingListener::new(listener, stopping, limits).unwrap();
 
         // Three connections the kernel completed and queued while this task never
         // yielded: tokio's reactor has not seen them.
@@ -421,18 +425,22 @@ mod tests {
             .collect();
         stop.send(true).unwrap();
 
-        // Shutting down hands out all three, then closes the socket.
+        // Shutting down hands out all three and closes the socket, but says it is
+        // closed only once all three are out: the shutdown that waits for it then
+        // stops calling `accept`, and a connection left in the queue would be reset.
         let mut taken = Vec::new();
         for _ in 0..3 {
+            assert!(!*settled.closed.borrow(), "closed with connections queued");
             let (connection, _) = draining
                 .accept()
                 .now_or_never()
                 .expect("a queued connection is handed out at once");
             taken.push(connection);
         }
-        assert!(draining.accept().now_or_never().is_none(), "only three");
         let refused = std::net::TcpStream::connect(address);
         assert!(refused.is_err(), "the socket is closed: {refused:?}");
+        assert!(draining.accept().now_or_never().is_none(), "only three");
+        assert!(*settled.closed.borrow(), "closed once all are out");
 
         // Each of them still works: none was reset by the close.
         for (connection, client) in taken.iter_mut().zip(&mut clients) {
