@@ -16,7 +16,8 @@ import signal
 import time
 
 from harness import (
-    BROWSER_HEADERS, Replica, env_int, expect, free_port, http_request, log, log_in, reset_cart, run_wrk,
+    BROWSER_HEADERS, Replica, env_int, expect, free_port, http_request, log, log_in, print_workloads, reset_cart,
+    run_wrk,
 )
 from peers import static_paths
 
@@ -76,13 +77,9 @@ def run_allocations(settings, procs, res, redis_url, workloads):
 
 
 def print_allocations(res):
-    a = res.get("allocations")
-    if not a:
-        return
-    print()
-    print(f"allocations per request (the count-allocations build, {a['seconds']}s per workload, "
-          f"{a['connections']} connections)")
-    width = max(len(r["title"]) for r in a["workloads"].values())
-    for r in a["workloads"].values():
-        print(f"  {r['title']:{width}}  {r['allocs_per_request']:7.1f} allocs  {r['reallocs_per_request']:6.1f} "
-              f"reallocs  {r['bytes_per_request']:8d} bytes  ({r['requests']} requests, {r['errors']} errors)")
+    print_workloads(
+        res.get("allocations"),
+        lambda a: f"allocations per request (the count-allocations build, {a['seconds']}s per workload, "
+                   f"{a['connections']} connections)",
+        lambda r: f"{r['allocs_per_request']:7.1f} allocs  {r['reallocs_per_request']:6.1f} "
+                  f"reallocs  {r['bytes_per_request']:8d} bytes  ({r['requests']} requests, {r['errors']} errors)")

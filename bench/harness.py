@@ -66,6 +66,18 @@ def log(message):
     print(f"[bench] {message}", flush=True)
 
 
+def print_workloads(section, header, row):
+    """A phase's summary table: a blank line, `header(section)`, then one line per
+    workload of `section["workloads"]`, its title aligned and `row(workload)` after it."""
+    if not section:
+        return
+    print()
+    print(header(section))
+    width = max(len(w["title"]) for w in section["workloads"].values())
+    for w in section["workloads"].values():
+        print(f"  {w['title']:{width}}  {row(w)}")
+
+
 def env_int(name, default):
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default

@@ -15,8 +15,8 @@ import os
 import re
 import subprocess
 
-from harness import Replica, env_int, expect, find_cart_key, free_port, http_request, log, log_in, reset_cart, \
-    run_wrk
+from harness import Replica, env_int, expect, find_cart_key, free_port, http_request, log, log_in, \
+    print_workloads, reset_cart, run_wrk
 from peers import start_floor
 
 WORKLOADS = (
@@ -99,13 +99,9 @@ def run_instructions(settings, procs, res, redis_url, control):
 
 
 def print_instructions(res):
-    a = res.get("instructions")
-    if not a:
-        return
-    print()
-    print(f"user-space instructions per request (callgrind, one tokio worker each, {a['seconds']}s per workload, "
-          f"{a['connections']} connections)")
-    width = max(len(r["title"]) for r in a["workloads"].values())
-    for r in a["workloads"].values():
-        print(f"  {r['title']:{width}}  shop {r['shop']['instructions_per_request']:9,}  "
-              f"floor {r['floor']['instructions_per_request']:9,}  shop/floor {r['shop_over_floor']:.2f}x")
+    print_workloads(
+        res.get("instructions"),
+        lambda a: f"user-space instructions per request (callgrind, one tokio worker each, {a['seconds']}s per "
+                  f"workload, {a['connections']} connections)",
+        lambda r: f"shop {r['shop']['instructions_per_request']:9,}  "
+                  f"floor {r['floor']['instructions_per_request']:9,}  shop/floor {r['shop_over_floor']:.2f}x")
