@@ -15,9 +15,8 @@ import os
 import re
 import subprocess
 
-from harness import Replica, env_int, expect, find_cart_key, free_port, http_request, log, log_in, \
-    print_workloads, reset_cart, run_wrk
-from peers import start_floor
+from harness import Replica, env_int, free_port, log, print_workloads, reset_cart, run_wrk
+from peers import logged_in_home, start_floor
 
 WORKLOADS = (
     ("get_home_user", "GET / (logged in, 3-item cart)", "get.lua"),
@@ -61,13 +60,7 @@ def run_instructions(settings, procs, res, redis_url, control):
     one_worker = {"TOKIO_WORKER_THREADS": "1"}
     wrapper, shop_out = under_callgrind(settings, settings.binary, "shop")
     shop = Replica(settings, procs, "replica-callgrind", free_port(), redis_url, one_worker, wrapper)
-    cookie = log_in(shop.port)
-    reset_cart(shop.port, cookie)
-    page = expect(http_request(shop.port, "GET", "/", cookie=cookie), (200,), "GET / (callgrind)")
-    body_file = os.path.join(settings.run_dir, "callgrind-home.html")
-    with open(body_file, "wb") as f:
-        f.write(page.body)
-    cart_key = find_cart_key(control)
+    cookie, _, body_file, cart_key = logged_in_home(settings, shop, control, "callgrind-home.html")
 
     wrapper, floor_out = under_callgrind(settings, settings.floor_binary, "floor")
     floor_proc, floor_port = start_floor(settings, procs, redis_url, cart_key, body_file, wrapper, one_worker)

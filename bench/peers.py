@@ -236,19 +236,26 @@ def ratios(results, cores):
     return out
 
 
+def logged_in_home(settings, shop, control, file_name):
+    """Logs in on `shop` with a fresh 3-item cart. Returns the session cookie, the
+    home page it gets (also saved at run_dir/file_name: the body the floor sends)
+    and the cart's Redis key (the key the floor reads)."""
+    cookie = log_in(shop.port)
+    reset_cart(shop.port, cookie)
+    page = expect(http_request(shop.port, "GET", "/", cookie=cookie), (200,), f"{shop.name} GET /")
+    body_file = os.path.join(settings.run_dir, file_name)
+    with open(body_file, "wb") as f:
+        f.write(page.body)
+    return cookie, page, body_file, find_cart_key(control)
+
+
 def run_peers(settings, procs, res, redis_port, redis_url, control):
     quick = getattr(settings, "quick", False)
     log("== peers: the shop" + ("" if quick else ", the Flask + Flask-Session peer") +
         ", the axum + fred floor (same Redis)")
     shop = Replica(settings, procs, "replica-peers", free_port(), redis_url)
-    cookie = log_in(shop.port)
-    reset_cart(shop.port, cookie)
+    cookie, page, body_file, cart_key = logged_in_home(settings, shop, control, "shop-home.html")
     sid = cookie.split("=", 1)[1]
-    cart_key = find_cart_key(control)
-    page = expect(http_request(shop.port, "GET", "/", cookie=cookie), (200,), "shop GET /")
-    body_file = os.path.join(settings.run_dir, "shop-home.html")
-    with open(body_file, "wb") as f:
-        f.write(page.body)
     paths = static_paths(page.body)
     if b'class="count">3<' not in page.body:
         raise SystemExit("the shop's page does not show a 3-item cart badge")
