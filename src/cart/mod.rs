@@ -26,8 +26,8 @@ impl CartOwner {
     /// Cluster slot per cart), built in one allocation.
     fn key(&self, prefix: &str, suffix: &str) -> String {
         match self {
-            CartOwner::User(id) => format!("{prefix}{{u{id}}}{suffix}"),
-            CartOwner::Anonymous(id) => format!("{prefix}{{a{id}}}{suffix}"),
+            CartOwner::User(id) => crate::redis::user_key(prefix, *id, suffix),
+            CartOwner::Anonymous(id) => crate::redis::slot_key(prefix, 'a', id, suffix),
         }
     }
 

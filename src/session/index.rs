@@ -65,12 +65,12 @@ static EPOCH_BUMP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(E
 
 /// The user's session index key (the sorted set of their session ids).
 pub fn index_key(user_id: i64) -> String {
-    format!("sessions:{{u{user_id}}}")
+    crate::redis::user_key("sessions:", user_id, "")
 }
 
 /// The user's credential epoch key: read with the cart on page views (same slot).
 pub fn epoch_key(user_id: i64) -> String {
-    format!("sessions:{{u{user_id}}}:epoch")
+    crate::redis::user_key("sessions:", user_id, ":epoch")
 }
 
 #[derive(Debug, Clone)]

@@ -29,10 +29,16 @@ pub enum Notice {
 }
 
 impl Notice {
-    fn value(self) -> String {
+    /// Written into `out`: the cookie is made on every add, so without the formatter.
+    fn write_value(self, out: &mut String) {
         match self {
-            Notice::LoggedOut => "logged-out".to_owned(),
-            Notice::Added { product, quantity } => format!("added-{product}-{quantity}"),
+            Notice::LoggedOut => out.push_str("logged-out"),
+            Notice::Added { product, quantity } => {
+                out.push_str("added-");
+                out.push_str(itoa::Buffer::new().format(product));
+                out.push('-');
+                out.push_str(itoa::Buffer::new().format(quantity));
+            }
         }
     }
 
@@ -76,7 +82,7 @@ impl Notice {
     /// The `Set-Cookie` that carries this notice to the next page (a minute is
     /// plenty for a redirect to be followed).
     pub fn set_cookie(self, secure: bool) -> HeaderValue {
-        cookie(&self.value(), 60, secure)
+        cookie(|out| self.write_value(out), "60", secure)
     }
 
     /// The notice this request carries, if any.
@@ -94,15 +100,22 @@ impl Notice {
 
 /// The `Set-Cookie` that removes the notice once a page has shown it.
 pub fn removal(secure: bool) -> HeaderValue {
-    cookie("", 0, secure)
+    cookie(|_| (), "0", secure)
 }
 
-fn cookie(value: &str, max_age: u32, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{NOTICE_COOKIE}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .expect("a notice cookie is plain ASCII")
+/// `notice=<value>; Max-Age=<max_age>; Path=/; HttpOnly; SameSite=Lax[; Secure]`.
+fn cookie(value: impl FnOnce(&mut String), max_age: &str, secure: bool) -> HeaderValue {
+    let mut out = String::with_capacity(96);
+    out.push_str(NOTICE_COOKIE);
+    out.push('=');
+    value(&mut out);
+    out.push_str("; Max-Age=");
+    out.push_str(max_age);
+    out.push_str("; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        out.push_str("; Secure");
+    }
+    HeaderValue::try_from(out).expect("a notice cookie is plain ASCII")
 }
 
 #[cfg(test)]
@@ -144,6 +157,18 @@ mod tests {
         assert_eq!(
             set.to_str().unwrap(),
             "notice=logged-out; Max-Age=60; Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
+        let added = Notice::Added {
+            product: 12,
+            quantity: 3,
+        };
+        assert_eq!(
+            added.set_cookie(false).to_str().unwrap(),
+            "notice=added-12-3; Max-Age=60; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            removal(false).to_str().unwrap(),
+            "notice=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
         );
     }
 }
