@@ -19,7 +19,7 @@ use crate::state::AppState;
 /// A built application: bound to its port, ready to serve.
 pub struct Application {
     listener: TcpListener,
-    router: axum::Router,
+    router: crate::router::App,
     state: AppState,
     /// `METRICS_ADDR`'s listener and its router (`/metrics` only).
     metrics: Option<(TcpListener, axum::Router)>,
@@ -218,7 +218,10 @@ impl Application {
                 tokio::join!(upkeep, serve);
             })
         });
-        let service = router.into_make_service_with_connect_info::<crate::shutdown::Peer>();
+        let service =
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                crate::shutdown::Peer,
+            >(router);
         let drain_limit = state.config.request_timeout + Duration::from_secs(1);
         let limits = crate::shutdown::ConnectionLimits {
             header_read: state.config.header_read_timeout,

@@ -1,9 +1,13 @@
 //! The whole application as one router: the feature pages (behind the session
 //! layer), static files, health checks, and the layers around every request.
 
-use axum::extract::DefaultBodyLimit;
+use std::convert::Infallible;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{middleware::from_fn, middleware::from_fn_with_state, Router};
+use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -23,7 +27,10 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// around a router), not each of its routes: `Router::layer` would box every
 /// layer around every route, and every request would clone that whole chain of
 /// boxes (40-odd allocations a page view, measured in docs/PERFORMANCE.md).
-pub fn build(state: AppState, sessions: SessionStore) -> Router {
+///
+/// Returned as one boxed service (not wrapped in one more `Router`, which
+/// would match every request's path once more only to reach its fallback).
+pub fn build(state: AppState, sessions: SessionStore) -> App {
     let session_layer = SessionManagerLayer::new(sessions.clone())
         .with_name(cookie_name(state.config.cookie_secure))
         .with_http_only(true)
@@ -125,5 +132,8 @@ pub fn build(state: AppState, sessions: SessionStore) -> Router {
                 )
         }))
         .service(everything);
-    Router::new().fallback_service(outer)
+    App::new(outer)
 }
+
+/// The whole application, as `axum::serve` takes it.
+pub type App = BoxCloneSyncService<Request, Response, Infallible>;
