@@ -88,7 +88,10 @@ pub fn build(state: AppState, sessions: SessionStore) -> App {
             (state.clone(), web::compress::Pieces::default()),
             web::middleware::html_errors,
         ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // One limit, tower-http's: it refuses a too-long Content-Length at once and
+        // bounds a chunked body as it is read. axum's own limit is turned off, or
+        // every form's body would be wrapped and counted a second time.
+        .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .service(
             Router::new()
