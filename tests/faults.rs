@@ -1374,8 +1374,10 @@ async fn a_cart_change_racing_its_own_login_never_sends_the_ended_sessions_cooki
     visitor.add_to_cart("1", "1").await;
     let before_login = visitor.sid().expect("an anonymous session");
 
-    // A cart change on A reads the session, then hangs when it saves it with
-    // the change's message (the second command that names it)...
+    // A cart change on A reads the session, then hangs when it saves it (the
+    // second command that names it: the visitor's first request back ends the
+    // session's trial, `session::trial`; the change's message rides in the notice
+    // cookie)...
     proxy.stall_at(&before_login, 1);
     let racer = visitor.clone();
     let change = tokio::spawn(async move {

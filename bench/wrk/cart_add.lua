@@ -4,7 +4,8 @@
 -- (p - 1) % n == t - 1), adds 1 to each in turn, and after RESET_EVERY rounds
 -- removes the line it is at (POST /cart/update quantity=0) instead of adding to it.
 -- So 1 request in RESET_EVERY is a line reset (same Redis round trips as an add:
--- session GET, one EVALSHA, session SET), and no line goes over RESET_EVERY.
+-- session GET, one EVALSHA; its message rides in the notice cookie, no session
+-- SET), and no line goes over RESET_EVERY.
 -- The headers in $BENCH_HEADERS are sent besides (bench/wrk/headers.lua).
 dofile(os.getenv("BENCH_WRK_DIR") .. "/headers.lua")
 local RESET_EVERY = 40

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
-use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -23,7 +22,7 @@ use crate::auth::throttle::Verdict;
 use crate::catalog::{Money, Product};
 use crate::domain::SubmissionId;
 use crate::error::{AppError, Result};
-use crate::session::{Flash, ShopSession, SESSION_ENDED};
+use crate::session::{ShopSession, SESSION_ENDED};
 use crate::state::AppState;
 use crate::telemetry::metrics;
 use crate::web::client_ip::ClientIp;
@@ -152,23 +151,21 @@ pub async fn add_to_cart(
     let Some(added) = change_cart(&session, Some(&state.replica), change).await? else {
         return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
     };
-    let flash = match added {
+    let notice = match added {
         Added::Applied {
             quantity: now,
             capped: true,
-        } => Flash::info(format!(
-            "A cart line holds at most {MAX_QUANTITY}: you now have {now} × {} in your cart.",
-            product.name
-        )),
-        Added::Applied { .. } => Flash::success(format!(
-            "Added {} × {} to your cart.",
-            quantity.get(),
-            product.name
-        )),
-        Added::AlreadyApplied => Flash::info(format!(
-            "Already added: this form was sent before, so {} was not added again.",
-            product.name
-        )),
+        } => Notice::Capped {
+            product: product.id,
+            quantity: now,
+        },
+        Added::Applied { .. } => Notice::Added {
+            product: product.id,
+            quantity: quantity.get(),
+        },
+        Added::AlreadyApplied => Notice::AddResent {
+            product: product.id,
+        },
         Added::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
     };
     notes.applied(&back);
@@ -176,27 +173,9 @@ pub async fn add_to_cart(
         Added::AlreadyApplied => metrics::replay_caught("add"),
         _ => metrics::cart_write("add"),
     }
-    // The usual answer needs no session write: its message rides in the notice
-    // cookie (`web::notice`), and the add costs Redis only the cart's script.
-    if let Added::Applied { capped: false, .. } = added {
-        let notice = Notice::Added {
-            product: product.id,
-            quantity: quantity.get(),
-        };
-        let mut redirect = Redirect::to(&back).into_response();
-        redirect.headers_mut().append(
-            header::SET_COOKIE,
-            notice.set_cookie(state.config.cookie_secure),
-        );
-        return Ok(redirect);
-    }
-    let flash = if back == "/cart" {
-        flash
-    } else {
-        flash.with_link("/cart", "View cart")
-    };
-    session.push_flash(flash).await?;
-    Ok(Redirect::to(&back).into_response())
+    // No session write: the answer's message rides in the notice cookie
+    // (`web::notice`), and the add costs Redis only the cart's script.
+    Ok(notice.redirect(&back, state.config.cookie_secure))
 }
 
 /// Runs a change on the visitor's cart; `Ok(None)` when there is none to change
@@ -256,7 +235,7 @@ pub async fn update_cart(
     session: ShopSession,
     notes: WriteNotes,
     FormData(form): FormData<LineForm>,
-) -> Result<Redirect> {
+) -> Result<Response> {
     let product = product_from_form(&state.catalog, form.product_id.as_deref())?;
     let quantity = Quantity::to_set(form.quantity.as_deref())?;
     let submission = form.submission()?;
@@ -279,16 +258,17 @@ pub async fn update_cart(
         if session.ended().await? {
             return Err(AppError::Conflict(SESSION_ENDED.to_owned()));
         }
-        return Ok(Redirect::to("/cart"));
+        return Ok(Redirect::to("/cart").into_response());
     };
-    let flash = match updated {
-        Updated::Set => Flash::success(format!("{} now: {}.", product.name, quantity.get())),
-        Updated::Removed => Flash::success(format!("Removed {} from your cart.", product.name)),
-        Updated::NotInCart => Flash::info(format!("{} was no longer in your cart.", product.name)),
-        Updated::AlreadyApplied => Flash::info(format!(
-            "Already updated: this form was sent before, so {} was not changed again.",
-            product.name
-        )),
+    let id = product.id;
+    let notice = match updated {
+        Updated::Set => Notice::Set {
+            product: id,
+            quantity: quantity.get(),
+        },
+        Updated::Removed => Notice::Removed { product: id },
+        Updated::NotInCart => Notice::NotInCart { product: id },
+        Updated::AlreadyApplied => Notice::UpdateResent { product: id },
         Updated::CartRetired => return Err(AppError::Conflict(CART_MOVED.to_owned())),
     };
     notes.applied("/cart");
@@ -297,6 +277,6 @@ pub async fn update_cart(
         Updated::NotInCart => {}
         _ => metrics::cart_write("update"),
     }
-    session.push_flash(flash).await?;
-    Ok(Redirect::to("/cart"))
+    // Like an add's, the message rides in the notice cookie: no session write.
+    Ok(notice.redirect("/cart", state.config.cookie_secure))
 }

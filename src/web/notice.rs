@@ -1,17 +1,19 @@
-//! The messages that need no session write: "You have logged out" and "Added
-//! 2 × Blue Teapot to your cart". A logout deletes the session and its cookie,
-//! so its confirmation cannot be a flash in the session; and an add that wrote
-//! only the cart would otherwise write the session as well, for its message
-//! alone (a Redis round trip on every add, and another on the page that shows
-//! it). Each travels instead in a tiny cookie of its own (`notice`), which names
-//! one of a few fixed messages (never text from the request: an add names a
-//! product id, and the page takes the name from the catalog) and is removed by
-//! the page that shows it.
+//! The messages that need no session write: "You have logged out", "Added 2 ×
+//! Blue Teapot to your cart", "Removed Blue Teapot from your cart". A logout
+//! deletes the session and its cookie, so its confirmation cannot be a flash in
+//! the session; and a cart change that wrote only the cart would otherwise write
+//! the session as well, for its message alone (a Redis round trip on every add
+//! and update, and another on the page that shows it). Each travels instead in a
+//! tiny cookie of its own (`notice`), which names one of a few fixed messages
+//! (never text from the request: a cart message names a product id and a
+//! quantity, and the page takes the name from the catalog) and is removed by the
+//! page that shows it.
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::catalog::Catalog;
+use crate::domain::MAX_QUANTITY;
 use crate::session::Flash;
 
 /// The notice cookie's name.
@@ -26,19 +28,79 @@ pub enum Notice {
         product: i64,
         quantity: u32,
     },
+    /// An add reached the cap of a line: it now holds `quantity`.
+    Capped {
+        product: i64,
+        quantity: u32,
+    },
+    /// An add form sent again: nothing was added the second time.
+    AddResent {
+        product: i64,
+    },
+    /// The line was set to `quantity`.
+    Set {
+        product: i64,
+        quantity: u32,
+    },
+    Removed {
+        product: i64,
+    },
+    /// An update for a line that had already gone.
+    NotInCart {
+        product: i64,
+    },
+    /// An update form sent again: nothing was changed the second time.
+    UpdateResent {
+        product: i64,
+    },
+}
+
+/// How each notice is spelt in the cookie: a name, the product id, and for some
+/// a quantity (`added-3-2`).
+const NAMES: [(&str, Shape); 7] = [
+    ("added", Shape::WithQuantity),
+    ("capped", Shape::WithQuantity),
+    ("added_again", Shape::Product),
+    ("set", Shape::WithQuantity),
+    ("removed", Shape::Product),
+    ("gone", Shape::Product),
+    ("updated_again", Shape::Product),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Product,
+    WithQuantity,
 }
 
 impl Notice {
-    /// Written into `out`: the cookie is made on every add, so without the formatter.
+    /// The cookie's name for a cart notice, its product and its quantity.
+    fn parts(self) -> Option<(&'static str, i64, Option<u32>)> {
+        Some(match self {
+            Notice::LoggedOut => return None,
+            Notice::Added { product, quantity } => ("added", product, Some(quantity)),
+            Notice::Capped { product, quantity } => ("capped", product, Some(quantity)),
+            Notice::AddResent { product } => ("added_again", product, None),
+            Notice::Set { product, quantity } => ("set", product, Some(quantity)),
+            Notice::Removed { product } => ("removed", product, None),
+            Notice::NotInCart { product } => ("gone", product, None),
+            Notice::UpdateResent { product } => ("updated_again", product, None),
+        })
+    }
+
+    /// Written into `out`: the cookie is made on every cart change, so without
+    /// the formatter.
     fn write_value(self, out: &mut String) {
-        match self {
-            Notice::LoggedOut => out.push_str("logged-out"),
-            Notice::Added { product, quantity } => {
-                out.push_str("added-");
-                out.push_str(itoa::Buffer::new().format(product));
-                out.push('-');
-                out.push_str(itoa::Buffer::new().format(quantity));
-            }
+        let Some((name, product, quantity)) = self.parts() else {
+            out.push_str("logged-out");
+            return;
+        };
+        out.push_str(name);
+        out.push('-');
+        out.push_str(itoa::Buffer::new().format(product));
+        if let Some(quantity) = quantity {
+            out.push('-');
+            out.push_str(itoa::Buffer::new().format(quantity));
         }
     }
 
@@ -46,36 +108,82 @@ impl Notice {
         if value == "logged-out" {
             return Some(Notice::LoggedOut);
         }
-        let (product, quantity) = value.strip_prefix("added-")?.split_once('-')?;
-        let product = product.parse().ok()?;
-        let quantity = quantity.parse().ok().filter(|q| (1..=99).contains(q))?;
-        Some(Notice::Added { product, quantity })
+        let (name, rest) = value.split_once('-')?;
+        let (_, shape) = NAMES.iter().find(|(known, _)| *known == name)?;
+        let (product, quantity) = match shape {
+            Shape::Product => (rest, None),
+            Shape::WithQuantity => {
+                let (product, quantity) = rest.split_once('-')?;
+                let quantity: u32 = quantity.parse().ok()?;
+                (product, Some(quantity))
+            }
+        };
+        let product: i64 = product.parse().ok()?;
+        // A line holds 1 to MAX_QUANTITY; a made-up cookie says nothing else.
+        if quantity.is_some_and(|q| !(1..=MAX_QUANTITY).contains(&q)) {
+            return None;
+        }
+        Some(match (name, quantity) {
+            ("added", Some(quantity)) => Notice::Added { product, quantity },
+            ("capped", Some(quantity)) => Notice::Capped { product, quantity },
+            ("set", Some(quantity)) => Notice::Set { product, quantity },
+            ("added_again", _) => Notice::AddResent { product },
+            ("removed", _) => Notice::Removed { product },
+            ("gone", _) => Notice::NotInCart { product },
+            ("updated_again", _) => Notice::UpdateResent { product },
+            _ => return None,
+        })
     }
 
     /// What the page at `path` says; `None` for a product the catalog does not have.
     pub fn flash(self, catalog: &Catalog, path: &str) -> Option<Flash> {
-        match self {
-            Notice::LoggedOut => Some(Flash::success(
-                "You have logged out. Your cart is saved for your next login.",
-            )),
-            Notice::Added { product, quantity } => {
-                let product = catalog.get(product)?;
-                let flash =
-                    Flash::success(format!("Added {quantity} × {} to your cart.", product.name));
-                Some(if path == "/cart" {
-                    flash
-                } else {
-                    flash.with_link("/cart", "View cart")
-                })
+        let name = |product: i64| catalog.get(product).map(|p| p.name.as_str());
+        // An add is answered on the page it was made from: with a way to the cart.
+        let after_add = |flash: Flash| {
+            if path == "/cart" {
+                flash
+            } else {
+                flash.with_link("/cart", "View cart")
             }
-        }
+        };
+        Some(match self {
+            Notice::LoggedOut => {
+                Flash::success("You have logged out. Your cart is saved for your next login.")
+            }
+            Notice::Added { product, quantity } => after_add(Flash::success(format!(
+                "Added {quantity} × {} to your cart.",
+                name(product)?
+            ))),
+            Notice::Capped { product, quantity } => after_add(Flash::info(format!(
+                "A cart line holds at most {MAX_QUANTITY}: you now have {quantity} × {} in your \
+                 cart.",
+                name(product)?
+            ))),
+            Notice::AddResent { product } => after_add(Flash::info(format!(
+                "Already added: this form was sent before, so {} was not added again.",
+                name(product)?
+            ))),
+            Notice::Set { product, quantity } => {
+                Flash::success(format!("{} now: {quantity}.", name(product)?))
+            }
+            Notice::Removed { product } => {
+                Flash::success(format!("Removed {} from your cart.", name(product)?))
+            }
+            Notice::NotInCart { product } => {
+                Flash::info(format!("{} was no longer in your cart.", name(product)?))
+            }
+            Notice::UpdateResent { product } => Flash::info(format!(
+                "Already updated: this form was sent before, so {} was not changed again.",
+                name(product)?
+            )),
+        })
     }
 
     /// The words the page's title starts with, if the notice changes it.
     pub fn title(self) -> Option<&'static str> {
         match self {
             Notice::LoggedOut => Some("Logged out"),
-            Notice::Added { .. } => None,
+            _ => None,
         }
     }
 
@@ -83,6 +191,16 @@ impl Notice {
     /// plenty for a redirect to be followed).
     pub fn set_cookie(self, secure: bool) -> HeaderValue {
         cookie(|out| self.write_value(out), "60", secure)
+    }
+
+    /// A redirect to `to` that carries this notice.
+    pub fn redirect(self, to: &str, secure: bool) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut redirect = axum::response::Redirect::to(to).into_response();
+        redirect
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, self.set_cookie(secure));
+        redirect
     }
 
     /// The notice this request carries, if any.
@@ -146,6 +264,12 @@ mod tests {
             "added-x-1",
             "added-3",
             "added--1-1",
+            "set-3-0",
+            "capped-3-100",
+            "removed-3-2",
+            "removed-",
+            "gone-x",
+            "deleted-3",
         ] {
             headers.insert(
                 COOKIE,
@@ -158,6 +282,29 @@ mod tests {
             set.to_str().unwrap(),
             "notice=logged-out; Max-Age=60; Path=/; HttpOnly; SameSite=Lax; Secure"
         );
+        for notice in [
+            Notice::LoggedOut,
+            Notice::Added {
+                product: 3,
+                quantity: 2,
+            },
+            Notice::Capped {
+                product: 3,
+                quantity: 99,
+            },
+            Notice::AddResent { product: 3 },
+            Notice::Set {
+                product: 12,
+                quantity: 1,
+            },
+            Notice::Removed { product: 12 },
+            Notice::NotInCart { product: 12 },
+            Notice::UpdateResent { product: 12 },
+        ] {
+            let mut value = String::new();
+            notice.write_value(&mut value);
+            assert_eq!(Notice::from_value(&value), Some(notice), "{value}");
+        }
         let added = Notice::Added {
             product: 12,
             quantity: 3,

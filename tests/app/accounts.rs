@@ -740,6 +740,22 @@ async fn a_logged_in_cart_add_sends_two_redis_commands() {
     // Shown once.
     let page = user.get("/cart").await;
     assert!(!page.body.contains("Added 1 ×"));
+
+    // An update is the same: its message rides in the notice cookie too. (The
+    // first update loads its script into Redis: measured on the second.)
+    user.post("/cart/update", &[("product_id", "2"), ("quantity", "3")])
+        .await
+        .assert_redirect("/cart");
+    let sent = commands_sent(&server, async {
+        user.post("/cart/update", &[("product_id", "2"), ("quantity", "0")])
+            .await
+            .assert_redirect("/cart");
+    })
+    .await;
+    assert_eq!(sent, ["GET", "EVALSHA"]);
+    let page = user.get("/cart").await;
+    assert_eq!(page.cart_lines().len(), 1);
+    page.assert_contains("Removed ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

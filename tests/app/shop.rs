@@ -265,11 +265,13 @@ on_both_backends! {
         let page = long.post("/login", &[("username", DEMO_USER), ("password", DEMO_PASSWORD), ("remember", "on")]).await;
         let cookie = page.set_cookies().into_iter().find(|c| c.starts_with("sid=")).unwrap();
         assert!(cookie.contains("Max-Age=2592000"), "30-day cookie: {cookie}");
-        // Later writes that save the session keep the persistent cookie (an add
-        // does not save it: its message rides in its own cookie).
+        // Cart changes do not save the session (their messages ride in their own
+        // cookie); a later write that does keeps the persistent cookie.
         long.add_to_cart("1", "1").await;
         let updated = long.post("/cart/update", &[("product_id", "1"), ("quantity", "2")]).await;
-        let cookie = updated.set_cookies().into_iter().find(|c| c.starts_with("sid=")).unwrap();
+        assert!(updated.set_cookies().iter().all(|c| !c.starts_with("sid=")), "no session write");
+        let saved = long.post("/account/sessions/revoke-others", &[]).await;
+        let cookie = saved.set_cookies().into_iter().find(|c| c.starts_with("sid=")).unwrap();
         assert!(cookie.contains("Max-Age=2592000"), "still 30 days: {cookie}");
 
         if app.redis().is_some() {
