@@ -36,8 +36,9 @@ pub struct CatalogTemplate {
     category_name: Option<&'static str>,
     /// The chosen category's slug (kept by the search form), empty for all.
     category: &'static str,
-    /// "All" and one link per category, each keeping the search.
-    filters: Vec<FilterLink>,
+    /// "All" and one link per category, each keeping the search, rendered
+    /// (`FilterNav`).
+    filters: Cow<'static, str>,
     /// The same category without the search; the same search in every category.
     clear_search: Cow<'static, str>,
     search_everywhere: Cow<'static, str>,
@@ -90,6 +91,55 @@ pub struct FilterLink {
     current: bool,
 }
 
+/// The category links, as they sit in the catalog's `<ul>`.
+#[derive(Template)]
+#[template(
+    ext = "html",
+    source = "{% for filter in filters %}
+      <li><a href=\"{{ filter.href }}\"{% if filter.current %} aria-current=\"page\"{% endif %}>{{ filter.name }}</a></li>
+      {% endfor %}"
+)]
+struct FilterNav {
+    filters: Vec<FilterLink>,
+}
+
+impl FilterNav {
+    /// "All" and one link per category, `current` marked; `link` makes each href.
+    fn render(current: Option<&str>, link: impl Fn(Option<&str>) -> Cow<'static, str>) -> String {
+        let mut filters = vec![FilterLink {
+            name: "All",
+            href: link(None),
+            current: current.is_none(),
+        }];
+        filters.extend(CATEGORIES.iter().map(|(slug, name)| FilterLink {
+            name,
+            href: link(Some(slug)),
+            current: current == Some(*slug),
+        }));
+        FilterNav { filters }
+            .render()
+            .expect("rendering a list of links into a String cannot fail")
+    }
+
+    /// Without a search, the links are the same on every page of a category:
+    /// rendered once per process, one for "All" and one per category.
+    fn without_search(current: Option<&str>) -> Cow<'static, str> {
+        static NAVS: LazyLock<Vec<(Option<&str>, String)>> = LazyLock::new(|| {
+            let link = |slug: Option<&str>| match slug {
+                None => Cow::Borrowed("/"),
+                Some(slug) => category_link(slug),
+            };
+            std::iter::once(None)
+                .chain(CATEGORIES.iter().map(|(slug, _)| Some(*slug)))
+                .map(|current| (current, FilterNav::render(current, link)))
+                .collect()
+        });
+        NAVS.iter()
+            .find(|(known, _)| *known == current)
+            .map_or(Cow::Borrowed(""), |(_, nav)| Cow::Borrowed(nav.as_str()))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct CatalogQuery {
     q: Option<String>,
@@ -137,16 +187,11 @@ pub async fn catalog_page(
             (Some(slug), false) => Cow::Owned(format!("/?category={slug}&q={escaped_q}")),
         }
     };
-    let mut filters = vec![FilterLink {
-        name: "All",
-        href: link(None),
-        current: category.is_none(),
-    }];
-    filters.extend(CATEGORIES.iter().map(|(slug, name)| FilterLink {
-        name,
-        href: link(Some(slug)),
-        current: category == Some(*slug),
-    }));
+    let filters = if q.is_empty() {
+        FilterNav::without_search(category)
+    } else {
+        Cow::Owned(FilterNav::render(category, link))
+    };
     let clear_search = match category {
         Some(slug) => category_link(slug),
         None => Cow::Borrowed("/"),
