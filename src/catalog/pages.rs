@@ -178,7 +178,8 @@ pub async fn catalog_page(
         .collect();
     // Written out only when there is something to keep: most views are of the
     // whole catalog, and their links are all plain "/".
-    let escaped_q = query_escape(&q);
+    // Percent-encoded for the links (the template escapes HTML on top).
+    let escaped_q = crate::web::format::query_value(&q);
     let link = |slug: Option<&str>| -> Cow<'static, str> {
         match (slug, q.is_empty()) {
             (None, true) => Cow::Borrowed("/"),
@@ -228,21 +229,6 @@ fn category_link(slug: &str) -> Cow<'static, str> {
         Some((_, link)) => Cow::Borrowed(link),
         None => Cow::Owned(format!("/?category={slug}")),
     }
-}
-
-/// Percent-encodes a query-string value (the template escapes HTML on top).
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            b' ' => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
 }
 
 #[derive(Template, WebTemplate)]

@@ -310,7 +310,8 @@ async fn an_add_from_the_catalog_comes_back_to_its_card() {
     // A search's way back, escaped once for the page and repeated on each card:
     // its `&` as an entity, the search percent-encoded, each card's own anchor.
     let search = visitor.get("/?category=teaware&q=Blue%20pot").await;
-    search.assert_contains("name=\"back\" value=\"/?category=teaware&#38;q=Blue+pot#blue-teapot\"");
+    search
+        .assert_contains("name=\"back\" value=\"/?category=teaware&#38;q=Blue%20pot#blue-teapot\"");
     visitor
         .post(
             "/cart/add",
