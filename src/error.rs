@@ -1,7 +1,7 @@
 //! One error type for the whole application.
 //!
 //! Handlers return `Result<_, AppError>`. An `AppError` becomes a response that
-//! carries only its status and a message meant for the user; the `html_errors`
+//! carries only its status and a message meant for the user; the `site_answers`
 //! middleware (`web::middleware`) renders it inside the site's layout, together with
 //! every other bare error response (an unknown path, a body over the limit, the
 //! session layer's empty 500). Internal causes are logged here and never shown.
@@ -66,12 +66,12 @@ impl std::fmt::Display for Dependency {
     }
 }
 
-/// What the error page shows; put in the response's extensions for `html_errors`.
+/// What the error page shows; put in the response's extensions for `site_answers`.
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
 
 /// Marks a response whose write may or may not have been applied (for
-/// `html_errors`), with where the visitor can see whether it was.
+/// `site_answers`), with where the visitor can see whether it was.
 #[derive(Debug, Clone, Copy)]
 pub struct OutcomeUnknown(pub LookAt);
 

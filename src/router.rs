@@ -86,7 +86,7 @@ pub fn build(state: AppState, sessions: SessionStore) -> App {
         // cached pieces (static files come compressed already).
         .layer(from_fn_with_state(
             (state.clone(), web::compress::Pieces::default()),
-            web::middleware::html_errors,
+            web::middleware::site_answers,
         ))
         // One limit, tower-http's: it refuses a too-long Content-Length at once and
         // bounds a chunked body as it is read. axum's own limit is turned off, or

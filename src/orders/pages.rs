@@ -328,7 +328,7 @@ pub async fn place_order(
 /// The answer once this form's order exists, placed now or before: from here on
 /// nothing can turn it into a failure. The write is marked applied, so whatever
 /// fails next (Redis stalls while the cart is emptied, the session cannot be
-/// saved) still sends the shopper to the order (`html_errors`).
+/// saved) still sends the shopper to the order (`site_answers`).
 struct OrderAnswer<'a> {
     state: &'a AppState,
     session: &'a ShopSession,

@@ -98,7 +98,7 @@ pub async fn session_upkeep(
 /// host. With neither, it is not a browser (curl, a script): no ambient cookies
 /// to abuse, so it passes. No token needed, so anonymous browsing stays sessionless.
 ///
-/// Checked first thing in [`html_errors`], so the refusal is a page like any other.
+/// Checked first thing in [`site_answers`], so the refusal is a page like any other.
 fn cross_origin_refusal(state: &AppState, request: &Request) -> Option<Response> {
     if matches!(
         *request.method(),
@@ -160,6 +160,10 @@ struct ErrorTemplate {
     look_at: Option<(&'static str, &'static str)>,
 }
 
+/// Every answer of the site for people (pages and static files; not the health
+/// checks) passes here: a cross-site form is refused, the request is bounded in
+/// time, an error becomes a page, and a page leaves compressed.
+///
 /// Turns every error response that is not already a page into one, in the site's
 /// layout: `AppError`s (which carry their message), unknown paths, a body over the
 /// limit, `REQUEST_TIMEOUT` (applied here), and the session layer's bare 500 when
@@ -172,7 +176,7 @@ struct ErrorTemplate {
 ///
 /// Every page leaves here gzipped when the browser accepts it, from the
 /// compressed pieces other pages left behind ([`Pieces`]).
-pub async fn html_errors(
+pub async fn site_answers(
     State((state, pieces)): State<(AppState, Pieces)>,
     mut request: Request,
     next: Next,
@@ -189,7 +193,7 @@ pub async fn html_errors(
     pieces.gzip_page(response, &varying).await
 }
 
-/// The response, or the error page in its place ([`html_errors`]).
+/// The response, or the error page in its place ([`site_answers`]).
 async fn error_page(
     state: &AppState,
     request: Request,

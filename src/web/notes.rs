@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use super::layout::Layout;
 
 /// What one request's layers tell each other: put in the request's extensions by
-/// the outermost page middleware (`html_errors`), filled in on the way.
+/// the outermost page middleware (`site_answers`), filled in on the way.
 #[derive(Debug, Default)]
 pub struct RequestNotes {
     /// The layout data as the page extractor found it, so an error page drawn
