@@ -176,7 +176,8 @@ impl tower_sessions::SessionStore for SessionStore {
                 // not a write the shopper was promised, so not one to wait for a
                 // replica over. Creating and ending sessions are confirmed.
                 let routine = Durability::primary();
-                if !save_if_live(&connected(redis, &record.id)?, &routine, &saved).await? {
+                let key = record.id.to_string();
+                if !save_if_live(&connected(redis, &key)?, &routine, key, &saved).await? {
                     self.ended_meanwhile.note(&record.id);
                 }
                 Ok(())
@@ -205,7 +206,8 @@ impl tower_sessions::SessionStore for SessionStore {
         match &self.backend {
             Backend::Redis(redis) => {
                 let read = async {
-                    bounded(connected(redis, id)?.get(id.to_string()))
+                    let key = id.to_string();
+                    bounded(connected(redis, &key)?.get(key))
                         .await
                         .map_err(backend_error)
                 };
@@ -236,8 +238,11 @@ impl tower_sessions::SessionStore for SessionStore {
 /// While the connection to Redis is down, session commands fail at once instead of
 /// queueing until the command timeout: pages that only read are drawn without the
 /// visitor (degraded mode), and nobody waits for an answer that cannot come.
-fn connected(redis: &Redis, id: &Id) -> session_store::Result<Client> {
-    redis.connected(&id.to_string()).map_err(store_error)
+///
+/// `key` is the session's key (its id as text), made once by the caller for both
+/// this and the command.
+fn connected(redis: &Redis, key: &str) -> session_store::Result<Client> {
+    redis.connected(key).map_err(store_error)
 }
 
 fn backend_error(err: fred::error::Error) -> session_store::Error {
@@ -266,10 +271,10 @@ async fn create_new(
     record: &mut Record,
 ) -> session_store::Result<()> {
     loop {
-        let client = connected(redis, &record.id)?;
+        let key = record.id.to_string();
+        let client = connected(redis, &key)?;
         let bytes =
             rmp_serde::to_vec(&*record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let key = record.id.to_string();
         let lifetime = Expiration::EX(seconds_until(record.expiry_date));
         let created = durability
             .write(&client, &key, |client| {
@@ -306,6 +311,7 @@ static SAVE_SCRIPT: std::sync::LazyLock<Script> =
 async fn save_if_live(
     client: &Client,
     durability: &Durability,
+    key: String,
     record: &SavedRecord<'_>,
 ) -> session_store::Result<bool> {
     let bytes =
@@ -314,7 +320,7 @@ async fn save_if_live(
         .script(
             &SAVE_SCRIPT,
             client,
-            vec![record.id.to_string()],
+            vec![key],
             vec![
                 fred::types::Value::Bytes(bytes.into()),
                 fred::types::Value::from(seconds_until(record.expiry_date)),

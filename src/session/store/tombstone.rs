@@ -37,8 +37,8 @@ impl SessionStore {
                 } else {
                     Expiration::EX(TOMBSTONE_TTL.as_secs() as i64)
                 };
-                let client = connected(redis, id)?;
                 let key = id.to_string();
+                let client = connected(redis, &key)?;
                 self.durability
                     .write(&client, &key, |client| {
                         client.set::<fred::types::Value, _, _>(
