@@ -104,7 +104,8 @@ fn server_args(port: u16) -> Vec<String> {
 }
 
 /// A primary, a replica of it, and three sentinels watching them with a quorum
-/// of two and `down-after-milliseconds 1000`.
+/// of two and `down-after-milliseconds 2000` (a loaded two-core machine can stall
+/// a process for a second: 1000 made the sentinels fail over a healthy primary).
 pub struct SentinelSet {
     pub primary: Node,
     pub replica: Node,
@@ -156,7 +157,7 @@ impl SentinelSet {
                     format!(
                         "bind 127.0.0.1\nport {port}\n\
                          sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n\
-                         sentinel down-after-milliseconds {SERVICE} 1000\n\
+                         sentinel down-after-milliseconds {SERVICE} 2000\n\
                          sentinel failover-timeout {SERVICE} {failover_timeout}\n\
                          sentinel parallel-syncs {SERVICE} 1\n"
                     ),
@@ -322,10 +323,13 @@ impl RedisCluster {
     }
 
     /// Three primaries, each with `replicas` replicas; a primary that stops
-    /// answering for a second is failed over to its replica.
+    /// answering for two seconds is failed over to its replica.
     pub async fn start_with(replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
-        let node_timeout = if replicas > 0 { "1000" } else { "2000" };
+        // Two seconds: a loaded two-core machine can stall a node for one, and a
+        // shorter timeout then fails over a healthy primary (whose last writes,
+        // not yet replicated, are lost with it).
+        let node_timeout = "2000";
         let nodes: Vec<Node> = (0..3 * (1 + replicas))
             .map(|i| {
                 let port = free_port();
