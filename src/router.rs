@@ -79,11 +79,11 @@ pub fn build(state: AppState, sessions: SessionStore) -> App {
     // From memory, compressed once at start (`assets::serve`).
     let static_files = Router::new().fallback(crate::assets::serve);
 
-    // For people: every error becomes a page in the site's layout, requests are
-    // bounded in time and size, and cross-site forms are refused.
-    let site = ServiceBuilder::new()
-        // Cross-site forms refused, error pages, and every page gzipped from
-        // cached pieces (static files come compressed already).
+    // For people (pages and static files, one cache of compressed pieces between
+    // them): every error becomes a page in the site's layout, requests are
+    // bounded in time and size, cross-site forms are refused, and every page is
+    // gzipped from cached pieces (static files come compressed already).
+    let for_people = ServiceBuilder::new()
         .layer(from_fn_with_state(
             (state.clone(), web::compress::Pieces::default()),
             web::middleware::site_answers,
@@ -93,25 +93,27 @@ pub fn build(state: AppState, sessions: SessionStore) -> App {
         // every form's body would be wrapped and counted a second time.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .service(
-            Router::new()
-                .nest_service("/static", static_files)
-                .fallback_service(pages),
-        );
+        // Back to axum's body type for the layers inside (a router did it before).
+        .map_request(with_axum_body::<tower_http::body::Limited<axum::body::Body>>);
 
-    // For machines (load balancer, compose): plain-text health checks. The layers
-    // below wrap both: request ids, the request log line, the replica's name and
-    // the security headers are on every response.
+    // For machines (load balancer, compose): plain-text health checks. Static
+    // files and pages are routed here too, each through the layers for people
+    // (one router for the three, not a router in a router: each would match the
+    // path again). The layers below wrap all: request ids, the request log line,
+    // the replica's name and the security headers are on every response.
     let everything = Router::new()
         .route("/healthz", get(web::health::healthz))
-        .route("/readyz", get(web::health::readyz))
-        .fallback_service(site)
-        .with_state(state.clone());
+        .route("/readyz", get(web::health::readyz));
+    // Only the health checks are routes of their own to note (pages note theirs).
     let everything = if metrics {
         everything.route_layer(web::metrics::NoteRoute)
     } else {
         everything
     };
+    let everything = everything
+        .nest_service("/static", for_people.clone().service(static_files))
+        .fallback_service(for_people.service(pages))
+        .with_state(state.clone());
     // Request logging costs nothing when the log level drops it: with `RUST_LOG`
     // above info, no span or log line per request is made, so no layer either.
     let log_requests = tracing::level_filters::LevelFilter::current() >= tracing::Level::INFO;
@@ -136,6 +138,15 @@ pub fn build(state: AppState, sessions: SessionStore) -> App {
         }))
         .service(everything);
     App::new(outer)
+}
+
+/// A request whose body is `B`, with the body boxed as axum's own.
+fn with_axum_body<B>(request: axum::http::Request<B>) -> Request
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    request.map(axum::body::Body::new)
 }
 
 /// The whole application, as `axum::serve` takes it.
