@@ -278,6 +278,7 @@ impl Replica {
                     );
                     self.port = free_port();
                     self.metrics_port = free_port();
+                    self.child = None; // exited: reaped by `try_wait`
                     self.spawn();
                 }
                 Err(exited) => panic!("{exited}"),
