@@ -55,26 +55,9 @@ pub enum Notice {
     },
 }
 
-/// How each notice is spelt in the cookie: a name, the product id, and for some
-/// a quantity (`added-3-2`).
-const NAMES: [(&str, Shape); 7] = [
-    ("added", Shape::WithQuantity),
-    ("capped", Shape::WithQuantity),
-    ("added_again", Shape::Product),
-    ("set", Shape::WithQuantity),
-    ("removed", Shape::Product),
-    ("gone", Shape::Product),
-    ("updated_again", Shape::Product),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Product,
-    WithQuantity,
-}
-
 impl Notice {
-    /// The cookie's name for a cart notice, its product and its quantity.
+    /// How a cart notice is spelt in the cookie: a name, the product id, and for
+    /// some a quantity (`added-3-2`, `removed-3`). [`Self::from_value`] reads it back.
     fn parts(self) -> Option<(&'static str, i64, Option<u32>)> {
         Some(match self {
             Notice::LoggedOut => return None,
@@ -108,29 +91,30 @@ impl Notice {
         if value == "logged-out" {
             return Some(Notice::LoggedOut);
         }
-        let (name, rest) = value.split_once('-')?;
-        let (_, shape) = NAMES.iter().find(|(known, _)| *known == name)?;
-        let (product, quantity) = match shape {
-            Shape::Product => (rest, None),
-            Shape::WithQuantity => {
-                let (product, quantity) = rest.split_once('-')?;
-                let quantity: u32 = quantity.parse().ok()?;
-                (product, Some(quantity))
-            }
-        };
-        let product: i64 = product.parse().ok()?;
+        let mut parts = value.split('-');
+        let name = parts.next()?;
+        let product: i64 = parts.next()?.parse().ok()?;
         // A line holds 1 to MAX_QUANTITY; a made-up cookie says nothing else.
-        if quantity.is_some_and(|q| !(1..=MAX_QUANTITY).contains(&q)) {
+        let quantity = match parts.next() {
+            Some(quantity) => Some(
+                quantity
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|q| (1..=MAX_QUANTITY).contains(q))?,
+            ),
+            None => None,
+        };
+        if parts.next().is_some() {
             return None;
         }
         Some(match (name, quantity) {
             ("added", Some(quantity)) => Notice::Added { product, quantity },
             ("capped", Some(quantity)) => Notice::Capped { product, quantity },
             ("set", Some(quantity)) => Notice::Set { product, quantity },
-            ("added_again", _) => Notice::AddResent { product },
-            ("removed", _) => Notice::Removed { product },
-            ("gone", _) => Notice::NotInCart { product },
-            ("updated_again", _) => Notice::UpdateResent { product },
+            ("added_again", None) => Notice::AddResent { product },
+            ("removed", None) => Notice::Removed { product },
+            ("gone", None) => Notice::NotInCart { product },
+            ("updated_again", None) => Notice::UpdateResent { product },
             _ => return None,
         })
     }
@@ -268,6 +252,7 @@ mod tests {
             "capped-3-100",
             "removed-3-2",
             "removed-",
+            "added-3-2-1",
             "gone-x",
             "deleted-3",
         ] {
