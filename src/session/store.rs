@@ -176,8 +176,7 @@ impl tower_sessions::SessionStore for SessionStore {
                 // not a write the shopper was promised, so not one to wait for a
                 // replica over. Creating and ending sessions are confirmed.
                 let routine = Durability::primary();
-                let key = record.id.to_string();
-                if !save_if_live(&connected(redis, &key)?, &routine, key, &saved).await? {
+                if !save_if_live(redis, &routine, &saved).await? {
                     self.ended_meanwhile.note(&record.id);
                 }
                 Ok(())
@@ -309,17 +308,18 @@ static SAVE_SCRIPT: std::sync::LazyLock<Script> =
 
 /// True when the record was written; false when its session had ended meanwhile.
 async fn save_if_live(
-    client: &Client,
+    redis: &Redis,
     durability: &Durability,
-    key: String,
     record: &SavedRecord<'_>,
 ) -> session_store::Result<bool> {
+    let key = record.id.to_string();
+    let client = connected(redis, &key)?;
     let bytes =
         rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
     let saved: i64 = durability
         .script(
             &SAVE_SCRIPT,
-            client,
+            &client,
             vec![key],
             vec![
                 fred::types::Value::Bytes(bytes.into()),
