@@ -93,12 +93,7 @@ pub struct FilterLink {
 
 /// The category links, as they sit in the catalog's `<ul>`.
 #[derive(Template)]
-#[template(
-    ext = "html",
-    source = "{% for filter in filters %}
-      <li><a href=\"{{ filter.href }}\"{% if filter.current %} aria-current=\"page\"{% endif %}>{{ filter.name }}</a></li>
-      {% endfor %}"
-)]
+#[template(path = "parts/category_filter.html")]
 struct FilterNav {
     filters: Vec<FilterLink>,
 }
