@@ -42,7 +42,7 @@ where
     }
 }
 
-fn form_error(rejection: &dyn std::fmt::Display) -> AppError {
-    tracing::debug!(%rejection, "unreadable form");
+fn form_error(cause: &dyn std::fmt::Display) -> AppError {
+    tracing::debug!(%cause, "unreadable form");
     AppError::bad_request("The form could not be read. Please go back and try again.")
 }
