@@ -68,11 +68,17 @@ on_both_backends! {
         assert!(!again.body.contains("Added 3 × Bamboo Whisk"), "flash shown twice");
 
         visitor.post("/cart/update", &[("product_id", "1"), ("quantity", "5")]).await.assert_redirect("/cart");
+        visitor.get("/cart").await.assert_contains("Blue Teapot now: 5.");
         visitor.post("/cart/update", &[("product_id", "4"), ("quantity", "0")]).await.assert_redirect("/cart");
         let cart = visitor.get("/cart").await;
         assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 5)]);
         cart.assert_contains("Removed Bamboo Whisk from your cart.");
         cart.assert_contains("Order total: <strong>$170.00</strong>");
+        // The same line again, gone already: said so, and nothing changes.
+        visitor.post("/cart/update", &[("product_id", "4"), ("quantity", "2")]).await.assert_redirect("/cart");
+        let cart = visitor.get("/cart").await;
+        cart.assert_contains("Bamboo Whisk was no longer in your cart.");
+        assert_eq!(cart.cart_lines(), vec![("Blue Teapot".into(), 5)]);
 
         if app.redis().is_some() {
             let keys = app.redis_keys().await;
@@ -475,6 +481,16 @@ async fn the_catalog_is_searched_and_filtered_by_category() {
     assert!(!product_names(&both).contains(&"Blue Teapot".to_owned()));
     both.assert_contains("href=\"/?category=teaware&#38;q=tea\"");
     both.assert_contains("<input type=\"hidden\" name=\"category\" value=\"accessories\">");
+    // The category links mark the category shown, with a search (rendered per
+    // page) and without (rendered once per category).
+    both.assert_contains(
+        "<li><a href=\"/?category=accessories&#38;q=tea\" aria-current=\"page\">Accessories</a></li>",
+    );
+    both.assert_contains("<li><a href=\"/?q=tea\">All</a></li>");
+    teaware.assert_contains("<li><a href=\"/\">All</a></li>");
+    let every = visitor.get("/").await;
+    every.assert_contains("<li><a href=\"/\" aria-current=\"page\">All</a></li>");
+    every.assert_contains("<li><a href=\"/?category=teaware\">Teaware</a></li>");
 
     // Nothing found: a clear empty state, no grid.
     let none = visitor.get("/?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
