@@ -17,7 +17,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header::SET_COOKIE, header::USER_AGENT, HeaderMap, StatusCode};
+use axum::http::{header::USER_AGENT, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -345,6 +345,5 @@ pub async fn log_out(
     }
     session.log_out().await?;
     // The session is gone, so the confirmation rides in a cookie of its own.
-    let notice = Notice::LoggedOut.set_cookie(state.config.cookie_secure);
-    Ok(([(SET_COOKIE, notice)], Redirect::to("/")).into_response())
+    Ok(Notice::LoggedOut.redirect("/", state.config.cookie_secure))
 }

@@ -173,7 +173,7 @@ impl Notice {
 
     /// The `Set-Cookie` that carries this notice to the next page (a minute is
     /// plenty for a redirect to be followed).
-    pub fn set_cookie(self, secure: bool) -> HeaderValue {
+    fn set_cookie(self, secure: bool) -> HeaderValue {
         cookie(|out| self.write_value(out), "60", secure)
     }
 
