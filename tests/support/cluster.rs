@@ -104,7 +104,7 @@ impl Cluster {
             replica.spawn();
         }
         for replica in &mut replicas {
-            replica.wait_first_start().await;
+            replica.wait_ready().await;
         }
 
         let nginx = Nginx::start(dir.path(), &replicas).await;
@@ -258,38 +258,6 @@ impl Replica {
 
     /// Polls `/readyz` until it answers 200 (Redis and SQLite reachable).
     pub async fn wait_ready(&mut self) {
-        if let Err(exited) = self.ready_or_exited().await {
-            panic!("{exited}");
-        }
-    }
-
-    /// [`Self::wait_ready`] for the first start, before anything points at the
-    /// replica's ports: a port another process took between `free_port` and the
-    /// replica's bind (an outgoing connection of another test can get it from the
-    /// kernel) is given up for fresh ones, and the replica started again.
-    async fn wait_first_start(&mut self) {
-        for _ in 0..3 {
-            match self.ready_or_exited().await {
-                Ok(()) => return,
-                Err(exited) if exited.contains("Address already in use") => {
-                    eprintln!(
-                        "{}: a port was taken meanwhile; trying fresh ones",
-                        self.name
-                    );
-                    self.port = free_port();
-                    self.metrics_port = free_port();
-                    self.child = None; // exited: reaped by `try_wait`
-                    self.spawn();
-                }
-                Err(exited) => panic!("{exited}"),
-            }
-        }
-        panic!("{}: no free port after three tries", self.name);
-    }
-
-    /// Polls `/readyz` until it answers 200; `Err` with the log when the process
-    /// exited first.
-    async fn ready_or_exited(&mut self) -> Result<(), String> {
         let client = plain_client();
         let url = format!("{}/readyz", self.url());
         let start = Instant::now();
@@ -298,15 +266,15 @@ impl Replica {
                 // The error, not the backtrace printed after it.
                 let log = self.log_text();
                 let error = log.split("Stack backtrace:").next().unwrap_or_default();
-                return Err(format!(
+                panic!(
                     "{} exited during start-up ({status}):\n{}",
                     self.name,
                     tail(error, 30)
-                ));
+                );
             }
             if let Ok(response) = client.get(&url).send().await {
                 if response.status() == StatusCode::OK {
-                    return Ok(());
+                    return;
                 }
             }
             assert!(
