@@ -79,6 +79,12 @@ fn shop_page_during_outage(page: &Page, is_add: bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_follows_a_sentinel_failover_and_keeps_its_sessions() {
+    // The replicas' warnings, shown with a failure: a registration whose session
+    // could not be saved at start-up (seen twice in full runs) says why there.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let (set, dir) = tokio::join!(SentinelSet::start(), async {
         Arc::new(tempfile::tempdir().unwrap())
     });
